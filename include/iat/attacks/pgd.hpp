@@ -1,0 +1,158 @@
+#pragma once
+/// \file
+/// iat::PGD: projected gradient ascent in an L∞ or L2 ball (Madry et al.), with pluggable losses.
+
+#include <iat/attacks/attack.hpp>
+
+#include <torch/arg.h>
+#include <torch/types.h>
+
+#include <limits>
+
+namespace iat {
+
+/// Where PGD's random start is drawn from.
+enum class InitNoise {
+  kUniform,   ///< uniform in the ε-ball (Madry's PGD)
+  kGaussian,  ///< init_std·N(0, 1), as TRADES starts its inner maximisation
+};
+
+/// Options of iat::PGD. Defaults are the paper's training attack: L∞, ε = 8/255, α = 2/255, 10 steps,
+/// CE, uniform random start.
+///
+/// **Example**
+/// \code
+/// auto pgd20 = iat::PGDOptions().steps(20);                                   // evaluation PGD-20
+/// auto cw = iat::PGDOptions().steps(20).loss(iat::Loss::kMargin);             // CW∞
+/// auto l2 = iat::PGDOptions().norm(iat::Norm::kL2).eps(0.5).step_size(0.1);   // L2 PGD
+/// auto svhn = iat::PGDOptions().step_size(1.0 / 255);                         // SVHN training
+/// \endcode
+struct PGDOptions {
+  /// Radius ε of the threat model, in pixel units (8/255, not 8).
+  TORCH_ARG(double, eps) = 8.0 / 255;
+  /// Step size α.
+  TORCH_ARG(double, step_size) = 2.0 / 255;
+  /// Number of ascent steps K.
+  TORCH_ARG(int64_t, steps) = 10;
+  /// Start from a random point of the ball (true) or from x itself (false: deterministic).
+  TORCH_ARG(bool, random_start) = true;
+  /// Distribution of the random start.
+  TORCH_ARG(InitNoise, init_noise) = InitNoise::kUniform;
+  /// Standard deviation of the Gaussian random start.
+  TORCH_ARG(double, init_std) = 0.001;
+  /// The threat model's norm.
+  TORCH_ARG(Norm, norm) = Norm::kLinf;
+  /// The loss ascended.
+  TORCH_ARG(Loss, loss) = Loss::kCE;
+  /// For Loss::kTargetedDLR: the target is the class with the target_rank-th largest clean logit
+  /// (1 = the top class), as AutoAttack's APGD-T picks its targets.
+  TORCH_ARG(int64_t, target_rank) = 2;
+  /// Independent runs; per example the result of the first run that misclassifies is kept, otherwise
+  /// the one with the highest final loss.
+  TORCH_ARG(int64_t, restarts) = 1;
+  /// Keep the model's current mode instead of switching it to eval mode during the attack.
+  TORCH_ARG(bool, keep_train_mode) = false;
+};
+
+/// Projected gradient descent on the loss (SPEC §1): x' = Π(x + noise), then K times
+/// x' ← Π_{B_ε(x)∩[0,1]}(x' + α·sign(∇ L(f(x'), y))) (L∞; L2 steps along ∇/‖∇‖₂).
+///
+/// **Example**
+/// \code
+/// iat::PGD attack(iat::PGDOptions().eps(8.0 / 255).steps(10));
+/// torch::Tensor x_adv = attack.perturb(net, x, y);
+/// auto loss = torch::nn::functional::cross_entropy(net(x_adv), y);
+/// \endcode
+class PGD : public Attack {
+ public:
+  explicit PGD(PGDOptions options = {}) : options_(options) {
+    const char* who = "iat::PGD";
+    detail::check_budget(who, "eps", options_.eps());
+    detail::check_positive(who, "step_size", options_.step_size());
+    detail::check_at_least(who, "steps", options_.steps(), 1);
+    detail::check_at_least(who, "restarts", options_.restarts(), 1);
+    detail::check_positive(who, "init_std", options_.init_std());
+    detail::check_at_least(who, "target_rank", options_.target_rank(), 1);
+  }
+
+  const PGDOptions& options() const { return options_; }
+  std::string name() const override { return "PGD"; }
+
+  torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) override {
+    const char* who = "iat::PGD";
+    detail::AttackScope scope(who, model, x, y, options_.keep_train_mode());
+    const auto& o = options_;
+    auto x0 = x.detach();
+
+    // What the loss needs from the clean input: p(x) for KL, the target class for targeted DLR. Other
+    // losses need no clean forward, and the model's output is checked at the first step instead.
+    torch::Tensor clean_log_p, target;
+    bool checked = false;
+    auto check_output = [&](const torch::Tensor& logits) {
+      if (checked) return;
+      detail::check_model_output(who, logits, y);
+      const int64_t classes = logits.size(1);
+      TORCH_CHECK_VALUE(o.loss() != Loss::kDLR || classes >= 3, who,
+                        ": loss kDLR needs at least 3 classes, the model has ", classes);
+      TORCH_CHECK_VALUE(o.loss() != Loss::kTargetedDLR || classes >= 4, who,
+                        ": loss kTargetedDLR needs at least 4 classes, the model has ", classes);
+      TORCH_CHECK_VALUE(o.loss() != Loss::kTargetedDLR || o.target_rank() <= classes, who,
+                        ": target_rank must be <= ", classes, " (the number of classes), got ", o.target_rank());
+      checked = true;
+    };
+    if (o.loss() == Loss::kKL || o.loss() == Loss::kTargetedDLR) {
+      torch::NoGradGuard no_grad;
+      auto logits = model(x0);
+      check_output(logits);
+      if (o.loss() == Loss::kKL) clean_log_p = torch::log_softmax(logits, 1);
+      if (o.loss() == Loss::kTargetedDLR) target = logits.argsort(1, /*descending=*/true).select(1, o.target_rank() - 1);
+    }
+    auto loss_fn = [&](const torch::Tensor& logits) -> torch::Tensor {
+      check_output(logits);
+      switch (o.loss()) {
+        case Loss::kCE: return functional::cross_entropy(logits, y);
+        case Loss::kMargin: return functional::margin_loss(logits, y);
+        case Loss::kDLR: return functional::dlr_loss(logits, y);
+        case Loss::kTargetedDLR: return functional::targeted_dlr_loss(logits, y, target);
+        case Loss::kKL: return functional::kl_div(clean_log_p, torch::log_softmax(logits, 1));
+      }
+      TORCH_INTERNAL_ASSERT(false, "unknown iat::Loss");
+    };
+
+    torch::Tensor best, best_score;
+    for (int64_t run = 0; run < o.restarts(); ++run) {
+      auto x_adv = x0;
+      if (o.random_start()) {
+        auto noise = o.init_noise() == InitNoise::kUniform ? detail::uniform_in_ball(x0, o.eps(), o.norm())
+                                                           : torch::randn_like(x0) * o.init_std();
+        x_adv = detail::project(x0 + noise, x0, o.eps(), o.norm());
+      }
+      for (int64_t k = 0; k < o.steps(); ++k) {
+        auto grad = detail::input_gradient(model, x_adv, loss_fn).first;
+        x_adv = detail::project(x_adv + o.step_size() * detail::ascent_direction(grad, o.norm()), x0, o.eps(), o.norm());
+      }
+      if (o.restarts() == 1) return x_adv;
+
+      // Score each example: +inf once misclassified, its final loss otherwise.
+      torch::NoGradGuard no_grad;
+      auto logits = model(x_adv);
+      auto score = loss_fn(logits).masked_fill(logits.argmax(1) != y, std::numeric_limits<double>::infinity());
+      if (!best.defined()) {
+        best = x_adv;
+        best_score = score;
+        continue;
+      }
+      auto better = score > best_score;
+      std::vector<int64_t> shape(static_cast<size_t>(x0.dim()), 1);
+      shape[0] = x0.size(0);
+      best = torch::where(better.view(shape), x_adv, best);
+      best_score = torch::where(better, score, best_score);
+    }
+    return best;
+  }
+
+ private:
+  PGDOptions options_;
+};
+
+}  // namespace iat

@@ -1,0 +1,19 @@
+#pragma once
+/// \file
+/// The umbrella header: everything iat offers. Each component also has a header of its own.
+///
+/// **Example**
+/// \code
+/// #include <iat/iat.hpp>
+/// iat::PGD pgd;                                        // SPEC §1 training defaults
+/// torch::Tensor x_adv = pgd.perturb(net, x, y);
+/// \endcode
+
+#include <iat/version.hpp>
+#include <iat/model_ref.hpp>
+#include <iat/functional/losses.hpp>
+#include <iat/functional/grad_align.hpp>
+#include <iat/attacks/attack.hpp>
+#include <iat/attacks/pgd.hpp>
+#include <iat/attacks/fgsm.hpp>
+#include <iat/attacks/nfgsm.hpp>

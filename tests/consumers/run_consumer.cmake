@@ -1,0 +1,32 @@
+# Builds and runs tests/consumers/project against iat in one of three ways (MODE):
+#   find_package  - iat installed into a prefix with `cmake --install`, found with find_package(iat)
+#   fetchcontent  - FetchContent_Declare(iat SOURCE_DIR <this checkout>)
+#   subdirectory  - add_subdirectory(<this checkout>)
+foreach(var MODE IAT_SOURCE_DIR IAT_BUILD_DIR WORK_DIR GENERATOR CXX_COMPILER)
+  if(NOT DEFINED ${var})
+    message(FATAL_ERROR "run_consumer.cmake: -D${var}=... is required")
+  endif()
+endforeach()
+
+file(REMOVE_RECURSE ${WORK_DIR})
+file(MAKE_DIRECTORY ${WORK_DIR})
+
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    list(JOIN ARGN " " cmd)
+    message(FATAL_ERROR "consumer (${MODE}): command failed with ${rc}: ${cmd}")
+  endif()
+endfunction()
+
+set(extra)
+if(MODE STREQUAL "find_package")
+  run(${CMAKE_COMMAND} --install ${IAT_BUILD_DIR} --prefix ${WORK_DIR}/prefix)
+  set(extra -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
+endif()
+
+run(${CMAKE_COMMAND} -S ${IAT_SOURCE_DIR}/tests/consumers/project -B ${WORK_DIR}/build -G ${GENERATOR}
+    -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_BUILD_TYPE=Release
+    -DIAT_CONSUMER_MODE=${MODE} -DIAT_SOURCE_DIR=${IAT_SOURCE_DIR} ${extra})
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
+run(${WORK_DIR}/build/consumer)

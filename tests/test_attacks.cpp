@@ -1,0 +1,329 @@
+#include "support.hpp"
+
+#include <iat/attacks/fgsm.hpp>
+#include <iat/attacks/nfgsm.hpp>
+#include <iat/attacks/pgd.hpp>
+#include <iat/functional/grad_align.hpp>
+#include <iat/version.hpp>
+
+#include <torch/nn/modules/dropout.h>
+
+using namespace iat_test;
+namespace F = iat::functional;
+
+namespace {
+
+constexpr double kEps = 8.0 / 255;
+constexpr double kTol = 1e-6;
+
+// ∇_x Σ CE(f(x), y), computed independently of the library.
+torch::Tensor ce_grad(TinyNet& net, const torch::Tensor& x, const torch::Tensor& y) {
+  auto v = x.detach().clone().requires_grad_(true);
+  auto loss = at::cross_entropy_loss(net(v), y, {}, at::Reduction::Sum);
+  return torch::autograd::grad({loss}, {v})[0];
+}
+
+double mean_ce(TinyNet& net, const torch::Tensor& x, const torch::Tensor& y) {
+  torch::NoGradGuard ng;
+  return at::cross_entropy_loss(net(x), y).item<double>();
+}
+
+double linf(const torch::Tensor& a, const torch::Tensor& b) { return max_abs_diff(a, b); }
+
+void require_in_box(const torch::Tensor& x) {
+  CHECK(x.min().item<double>() >= 0.0);
+  CHECK(x.max().item<double>() <= 1.0);
+}
+
+}  // namespace
+
+TEST_CASE("PGD stays in the eps-ball and the [0,1] box", "[attacks][pgd]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(64);
+
+  SECTION("L-inf") {
+    auto x_adv = iat::PGD(iat::PGDOptions().steps(5)).perturb(net, x, y);
+    CHECK(linf(x_adv, x) <= kEps + kTol);
+    CHECK(linf(x_adv, x) >= kEps - kTol);  // 5 steps of 2/255 reach the boundary somewhere
+    require_in_box(x_adv);
+    CHECK(x_adv.sizes() == x.sizes());
+    CHECK_FALSE(x_adv.requires_grad());
+  }
+  SECTION("L2") {
+    const double eps = 0.5;
+    auto x_adv = iat::PGD(iat::PGDOptions().norm(iat::Norm::kL2).eps(eps).step_size(0.2).steps(5)).perturb(net, x, y);
+    auto norms = (x_adv - x).flatten(1).norm(2, 1);
+    CHECK(norms.max().item<double>() <= eps + 1e-5);
+    CHECK(norms.max().item<double>() >= eps - 1e-3);
+    require_in_box(x_adv);
+  }
+  SECTION("projection: onto the ball first, then the box") {
+    auto x0 = torch::tensor({{0.99, 0.5, 0.0}});
+    auto far = torch::tensor({{1.5, 0.2, -0.5}});
+    auto p = iat::detail::project(far, x0, 0.1, iat::Norm::kLinf);
+    CHECK(torch::allclose(p, torch::tensor({{1.0, 0.4, 0.0}})));
+    // L2: δ = (0.51, -0.3, -0.5) scaled to norm 0.1, then boxed.
+    auto delta = torch::tensor({{0.51, -0.3, -0.5}});
+    auto scaled = delta * (0.1 / delta.norm().item<double>());
+    auto q = iat::detail::project(far, x0, 0.1, iat::Norm::kL2);
+    CHECK(torch::allclose(q, (x0 + scaled).clamp(0, 1)));
+  }
+}
+
+TEST_CASE("PGD without random start is deterministic and follows the signed-gradient formula", "[attacks][pgd]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(64);
+  auto opts = iat::PGDOptions().random_start(false).steps(10);
+  iat::PGD pgd(opts);
+
+  auto a = pgd.perturb(net, x, y);
+  auto b = pgd.perturb(net, x, y);
+  CHECK(torch::equal(a, b));
+
+  SECTION("raises the loss of a trained model, far more than random noise of the same size") {
+    // ε = 0.2 against a margin of 0.5 in the data: enough to break many points.
+    const double eps = 0.2;
+    auto strong = iat::PGD(iat::PGDOptions().eps(eps).step_size(0.05).random_start(false)).perturb(net, x, y);
+    const double clean = mean_ce(net, x, y);
+    const double noise = mean_ce(net, (x + torch::empty_like(x).uniform_(-1, 1).sign() * eps).clamp(0, 1), y);
+    const double adv = mean_ce(net, strong, y);
+    INFO("clean " << clean << ", random corner " << noise << ", PGD " << adv);
+    CHECK(adv > 0.5);
+    CHECK(adv > 10 * noise);
+    CHECK(mean_ce(net, a, y) > clean);  // the default ε = 8/255 raises it too
+  }
+  SECTION("one L-inf step is clamp(x + alpha sign(grad)) inside the ball: the ascent sign") {
+    auto one = iat::PGD(iat::PGDOptions().random_start(false).steps(1).step_size(1.0 / 255)).perturb(net, x, y);
+    auto expected = (x + (1.0 / 255) * ce_grad(net, x, y).sign()).clamp(0, 1);
+    CHECK(linf(one, expected) < kTol);
+  }
+  SECTION("one L2 step moves by alpha along grad/||grad||") {
+    auto one = iat::PGD(iat::PGDOptions().norm(iat::Norm::kL2).eps(1.0).random_start(false).steps(1).step_size(0.05))
+                   .perturb(net, x, y);
+    auto g = ce_grad(net, x, y);
+    auto unit = g / g.flatten(1).norm(2, 1).view({-1, 1, 1, 1});
+    CHECK(linf(one, (x + 0.05 * unit).clamp(0, 1)) < kTol);
+  }
+}
+
+TEST_CASE("PGD ascends each of its losses", "[attacks][pgd]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(64);
+  auto logits_of = [&](const torch::Tensor& t) {
+    torch::NoGradGuard ng;
+    return net(t);
+  };
+  auto clean = logits_of(x);
+  auto run = [&](iat::Loss loss) {
+    return logits_of(iat::PGD(iat::PGDOptions().loss(loss).random_start(false)).perturb(net, x, y));
+  };
+  CHECK(F::margin_loss(run(iat::Loss::kMargin), y).mean().item<double>() >
+        F::margin_loss(clean, y).mean().item<double>() + 0.1);
+  CHECK(F::dlr_loss(run(iat::Loss::kDLR), y).mean().item<double>() > F::dlr_loss(clean, y).mean().item<double>() + 0.05);
+  auto target = clean.argsort(1, true).select(1, 1);
+  CHECK(F::targeted_dlr_loss(run(iat::Loss::kTargetedDLR), y, target).mean().item<double>() >
+        F::targeted_dlr_loss(clean, y, target).mean().item<double>() + 0.05);
+
+  // TRADES inner maximisation: from x + 0.001 N(0,1), KL(p(x) || p(x')) grows far beyond what a random
+  // corner of the ε-ball gives.
+  auto kl_to_clean = [&](const torch::Tensor& t) {
+    return F::kl_div(torch::log_softmax(clean, 1), torch::log_softmax(logits_of(t), 1)).mean().item<double>();
+  };
+  auto trades = iat::PGD(
+      iat::PGDOptions().eps(0.2).step_size(0.05).loss(iat::Loss::kKL).init_noise(iat::InitNoise::kGaussian));
+  const double kl_adv = kl_to_clean(trades.perturb(net, x, y));
+  const double kl_noise = kl_to_clean((x + torch::empty_like(x).uniform_(-1, 1).sign() * 0.2).clamp(0, 1));
+  INFO("KL after PGD-KL " << kl_adv << ", at a random corner " << kl_noise);
+  CHECK(kl_adv > 3 * kl_noise);
+}
+
+TEST_CASE("PGD restarts keep, per example, the first misclassifying run or the highest loss", "[attacks][pgd]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(32);
+  auto opts = iat::PGDOptions().steps(2).eps(16.0 / 255).step_size(8.0 / 255);
+  torch::manual_seed(7);
+  auto combined = iat::PGD(opts.restarts(3)).perturb(net, x, y);
+  torch::manual_seed(7);  // the same three random starts, one run at a time
+  std::vector<torch::Tensor> runs;
+  for (int r = 0; r < 3; ++r) runs.push_back(iat::PGD(opts.restarts(1)).perturb(net, x, y));
+
+  torch::NoGradGuard ng;
+  for (int64_t i = 0; i < x.size(0); ++i) {
+    int best = 0;
+    double best_score = -1e300;
+    for (int r = 0; r < 3; ++r) {
+      auto logits = net(runs[static_cast<size_t>(r)][i].unsqueeze(0));
+      const bool wrong = logits.argmax(1).item<int64_t>() != y[i].item<int64_t>();
+      const double score = wrong ? 1e300 : F::cross_entropy(logits, y[i].unsqueeze(0)).item<double>();
+      if (score > best_score) best = r, best_score = score;
+    }
+    CHECK(linf(combined[i], runs[static_cast<size_t>(best)][i]) < kTol);
+  }
+}
+
+TEST_CASE("FGSM and FGSM-RS follow their formulas", "[attacks][fgsm]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(64);
+
+  SECTION("plain FGSM: x + eps sign(grad)") {
+    auto x_adv = iat::FGSM().perturb(net, x, y);
+    CHECK(linf(x_adv, (x + kEps * ce_grad(net, x, y).sign()).clamp(0, 1)) < kTol);
+  }
+  SECTION("FGSM-RS: delta = clip_eps(eta + 1.25 eps sign(grad at x + eta)), then the box") {
+    torch::manual_seed(11);
+    auto x_adv = iat::FGSM(iat::FGSMOptions().random_start(true)).perturb(net, x, y);
+    torch::manual_seed(11);
+    auto eta = torch::empty_like(x).uniform_(-kEps, kEps);
+    auto delta = (eta + 1.25 * kEps * ce_grad(net, x + eta, y).sign()).clamp(-kEps, kEps);
+    CHECK(linf(x_adv, (x + delta).clamp(0, 1)) < kTol);
+    CHECK(linf(x_adv, x) <= kEps + kTol);
+    require_in_box(x_adv);
+  }
+  SECTION("clamp_start takes the gradient at clamp(x + eta)") {
+    torch::manual_seed(12);
+    auto x_adv = iat::FGSM(iat::FGSMOptions().random_start(true).clamp_start(true)).perturb(net, x, y);
+    torch::manual_seed(12);
+    auto eta = (x + torch::empty_like(x).uniform_(-kEps, kEps)).clamp(0, 1) - x;
+    auto delta = (eta + 1.25 * kEps * ce_grad(net, x + eta, y).sign()).clamp(-kEps, kEps);
+    CHECK(linf(x_adv, (x + delta).clamp(0, 1)) < kTol);
+  }
+  CHECK(iat::FGSMOptions().effective_step_size() == Approx(kEps));
+  CHECK(iat::FGSMOptions().random_start(true).effective_step_size() == Approx(1.25 * kEps));
+  CHECK(iat::FGSMOptions().random_start(true).step_size(0.01).effective_step_size() == Approx(0.01));
+}
+
+TEST_CASE("N-FGSM follows its formula and is not projected to the eps-ball", "[attacks][nfgsm]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(64);
+  torch::manual_seed(5);
+  auto x_adv = iat::NFGSM().perturb(net, x, y);
+  torch::manual_seed(5);
+  auto eta = torch::empty_like(x).uniform_(-2 * kEps, 2 * kEps);
+  auto expected = (x + eta + kEps * ce_grad(net, x + eta, y).sign()).clamp(0, 1);
+  CHECK(linf(x_adv, expected) < kTol);
+  CHECK(linf(x_adv, x) > kEps * 1.5);  // leaves the ε-ball: no projection
+  CHECK(linf(x_adv, x) <= 3 * kEps + kTol);
+  require_in_box(x_adv);
+}
+
+namespace {
+// Records the train flag it sees during forward passes.
+struct ModeProbeImpl : torch::nn::Module {
+  ModeProbeImpl() : net(register_module("net", TinyNet())) {}
+  torch::Tensor forward(const torch::Tensor& x) {
+    saw_training = is_training();
+    return net(x);
+  }
+  TinyNet net;
+  bool saw_training = false;
+};
+TORCH_MODULE(ModeProbe);
+}  // namespace
+
+TEST_CASE("attacks touch no parameter gradient, run in eval mode and restore the mode", "[attacks]") {
+  ModeProbe probe;
+  auto [x, y] = quadrant_data(16);
+  std::vector<std::unique_ptr<iat::Attack>> attacks;
+  attacks.push_back(std::make_unique<iat::PGD>(iat::PGDOptions().steps(2)));
+  attacks.push_back(std::make_unique<iat::PGD>(iat::PGDOptions().steps(2).restarts(2).loss(iat::Loss::kKL)));
+  attacks.push_back(std::make_unique<iat::FGSM>(iat::FGSMOptions().random_start(true)));
+  attacks.push_back(std::make_unique<iat::NFGSM>());
+
+  for (auto& attack : attacks) {
+    INFO(attack->name());
+    for (bool training : {true, false}) {
+      probe->train(training);
+      auto x_adv = attack->perturb(probe, x, y);
+      CHECK_FALSE(probe->saw_training);
+      CHECK(probe->is_training() == training);
+      for (auto& p : probe->parameters()) CHECK_FALSE(p.grad().defined());
+    }
+    SECTION("inside a NoGradGuard") {
+      torch::NoGradGuard ng;
+      auto x_adv = attack->perturb(probe, x, y);
+      CHECK(linf(x_adv, x) > 0);
+    }
+  }
+  SECTION("keep_train_mode keeps the caller's mode") {
+    probe->train(true);
+    iat::PGD(iat::PGDOptions().steps(1).keep_train_mode(true)).perturb(probe, x, y);
+    CHECK(probe->saw_training);
+    CHECK(probe->is_training());
+  }
+  SECTION("the mode is restored when the attack throws") {
+    probe->train(true);
+    auto bad_y = torch::full({16}, 9, torch::kLong);
+    CHECK_THROWS(iat::PGD().perturb(probe, x, bad_y));
+    CHECK(probe->is_training());
+  }
+}
+
+TEST_CASE("GradAlign regulariser", "[attacks][grad_align]") {
+  auto [x, y] = quadrant_data(32);
+  SECTION("is 0 for a linear two-class model, whose input gradients are all parallel") {
+    LinearNet lin(16, 2);
+    auto y2 = y.remainder(2);
+    CHECK(F::grad_align(lin, x, y2, kEps).item<double>() == Approx(0.0).margin(1e-6));
+  }
+  SECTION("is positive for a nonlinear model and differentiable in its parameters") {
+    TinyNet net = trained_tiny_net();
+    auto reg = F::grad_align(net, x, y, 64.0 / 255, 1.0);
+    CHECK(reg.item<double>() > 1e-4);
+    CHECK(reg.item<double>() <= 2.0);
+    reg.backward();
+    CHECK(net->fc1->weight.grad().defined());
+    CHECK(net->fc1->weight.grad().abs().sum().item<double>() > 0);
+  }
+  SECTION("weight scales it") {
+    TinyNet net = trained_tiny_net();
+    torch::manual_seed(3);
+    auto a = F::grad_align(net, x, y, kEps, 1.0).item<double>();
+    torch::manual_seed(3);
+    auto b = F::grad_align(net, x, y, kEps, 0.2).item<double>();
+    CHECK(b == Approx(0.2 * a));
+  }
+}
+
+TEST_CASE("attacks reject bad options and inputs with clear errors", "[attacks][errors]") {
+  TinyNet net;
+  auto [x, y] = quadrant_data(8);
+  using Catch::Contains;
+  REQUIRE_THROWS_AS(iat::PGD(iat::PGDOptions().eps(8)), c10::Error);
+  REQUIRE_THROWS_WITH(iat::PGD(iat::PGDOptions().eps(8)), Contains("eps") && Contains("did you mean 8/255"));
+  REQUIRE_THROWS_WITH(iat::PGD(iat::PGDOptions().eps(0)), Contains("eps must be in (0, 1]") && Contains("got 0"));
+  REQUIRE_THROWS_WITH(iat::PGD(iat::PGDOptions().eps(-0.1)), Contains("eps"));
+  REQUIRE_THROWS_WITH(iat::PGD(iat::PGDOptions().steps(0)), Contains("steps must be >= 1, got 0"));
+  REQUIRE_THROWS_WITH(iat::PGD(iat::PGDOptions().restarts(0)), Contains("restarts"));
+  REQUIRE_THROWS_WITH(iat::PGD(iat::PGDOptions().step_size(0)), Contains("step_size"));
+  REQUIRE_THROWS_WITH(iat::FGSM(iat::FGSMOptions().eps(16)), Contains("iat::FGSM") && Contains("16/255"));
+  REQUIRE_THROWS_WITH(iat::NFGSM(iat::NFGSMOptions().eps(2)), Contains("iat::NFGSM") && Contains("eps"));
+  REQUIRE_THROWS_WITH(iat::NFGSM(iat::NFGSMOptions().noise_scale(-1)), Contains("noise_scale"));
+  REQUIRE_THROWS_WITH(F::grad_align(net, x, y, 8), Contains("grad_align") && Contains("8/255"));
+
+  iat::PGD pgd(iat::PGDOptions().steps(1));
+  REQUIRE_THROWS_WITH(pgd.perturb(net, x, torch::full({8}, 4, torch::kLong)),
+                      Contains("labels must be in [0, 4)") && Contains("[4, 4]"));
+  REQUIRE_THROWS_WITH(pgd.perturb(net, x, torch::full({8}, -1, torch::kLong)), Contains("labels must be in [0, 4)"));
+  REQUIRE_THROWS_WITH(pgd.perturb(net, x * 255, y), Contains("x must lie in [0, 1]"));
+  REQUIRE_THROWS_WITH(pgd.perturb(net, (x * 255).to(torch::kByte), y), Contains("floating-point") && Contains("Byte"));
+  REQUIRE_THROWS_WITH(pgd.perturb(net, x, y.slice(0, 0, 5)), Contains("same batch size"));
+  REQUIRE_THROWS_WITH(pgd.perturb(net, x, y.to(torch::kInt)), Contains("int64"));
+  REQUIRE_THROWS_WITH(iat::FGSM().perturb(net, x, torch::full({8}, 7, torch::kLong)), Contains("iat::FGSM"));
+
+  LinearNet two(16, 2);
+  auto y2 = y.remainder(2);
+  REQUIRE_THROWS_WITH(iat::PGD(iat::PGDOptions().loss(iat::Loss::kDLR)).perturb(two, x, y2),
+                      Contains("kDLR needs at least 3 classes") && Contains("2"));
+  LinearNet three(16, 3);
+  auto y3 = y.remainder(3);
+  REQUIRE_THROWS_WITH(iat::PGD(iat::PGDOptions().loss(iat::Loss::kTargetedDLR)).perturb(three, x, y3),
+                      Contains("kTargetedDLR needs at least 4 classes"));
+  REQUIRE_THROWS_WITH(iat::PGD(iat::PGDOptions().loss(iat::Loss::kTargetedDLR).target_rank(9)).perturb(net, x, y),
+                      Contains("target_rank must be <= 4"));
+  auto bad_shape = [](const torch::Tensor& t) { return t.flatten(); };
+  REQUIRE_THROWS_WITH(pgd.perturb(bad_shape, x, y), Contains("logits of shape [N, num_classes]"));
+}
+
+TEST_CASE("the CMake project version and the header version agree", "[version]") {
+  CHECK(std::string(iat::version()) == IAT_CMAKE_VERSION);
+}
