@@ -1,0 +1,82 @@
+#pragma once
+/// \file
+/// iat::train::OneCycleLR: the "cyclic" learning-rate schedule of the supplement (SPEC §8).
+
+#include <iat/detail/checks.hpp>
+
+#include <torch/arg.h>
+#include <torch/optim/optimizer.h>
+#include <torch/optim/sgd.h>
+
+namespace iat {
+namespace train {
+
+/// Options of OneCycleLR: a piecewise-linear schedule from `start_lr` up to `max_lr` at `peak_fraction` of
+/// training, then down to `final_lr` at its end (the one-cycle schedule of Wong et al. 2020 and the
+/// codebases that follow it: 0 → max → 0 with the peak at 2/5 of the epochs).
+///
+/// **Example**
+/// \code
+/// auto o = iat::train::OneCycleOptions(/*max_lr=*/0.1, /*total_steps=*/100 * 391);
+/// \endcode
+struct OneCycleOptions {
+  OneCycleOptions(double max_lr, int64_t total_steps) : max_lr_(max_lr), total_steps_(total_steps) {}
+  /// The peak learning rate (0.1 for CIFAR/SVHN, 0.2 with generated data).
+  TORCH_ARG(double, max_lr);
+  /// Optimiser steps in the whole run (epochs × batches per epoch).
+  TORCH_ARG(int64_t, total_steps);
+  /// Where the peak lies, as a fraction of total_steps.
+  TORCH_ARG(double, peak_fraction) = 0.4;
+  /// Learning rate at step 0.
+  TORCH_ARG(double, start_lr) = 0.0;
+  /// Learning rate after the last step.
+  TORCH_ARG(double, final_lr) = 0.0;
+};
+
+/// Sets the learning rate of every parameter group of an optimiser from the step count, once per batch.
+/// Stateless apart from its options: resuming at step s only needs `lr_at(s)`.
+///
+/// **Example**
+/// \code
+/// iat::train::OneCycleLR schedule(optimizer, iat::train::OneCycleOptions(0.1, epochs * loader.size()));
+/// for (int64_t step = 0; ...; ++step) { schedule.set_step(step); ... optimizer.step(); }
+/// \endcode
+class OneCycleLR {
+ public:
+  OneCycleLR(torch::optim::Optimizer& optimizer, OneCycleOptions options)
+      : optimizer_(optimizer), options_(options) {
+    const char* who = "iat::train::OneCycleLR";
+    iat::detail::check_positive(who, "max_lr", options_.max_lr());
+    iat::detail::check_at_least(who, "total_steps", options_.total_steps(), 1);
+    TORCH_CHECK_VALUE(options_.peak_fraction() >= 0.0 && options_.peak_fraction() <= 1.0, who,
+                      ": peak_fraction must be in [0, 1], got ", options_.peak_fraction());
+    iat::detail::check_non_negative(who, "start_lr", options_.start_lr());
+    iat::detail::check_non_negative(who, "final_lr", options_.final_lr());
+  }
+
+  /// The learning rate at optimiser step `step` (0-based; steps past the end keep final_lr).
+  double lr_at(int64_t step) const {
+    const double t = static_cast<double>(step) / static_cast<double>(options_.total_steps());
+    const double peak = options_.peak_fraction();
+    if (t >= 1.0) return options_.final_lr();
+    if (t < peak) return options_.start_lr() + (options_.max_lr() - options_.start_lr()) * t / peak;
+    if (peak >= 1.0) return options_.max_lr();
+    return options_.max_lr() + (options_.final_lr() - options_.max_lr()) * (t - peak) / (1.0 - peak);
+  }
+
+  /// Writes lr_at(step) into every parameter group and returns it.
+  double set_step(int64_t step) {
+    const double lr = lr_at(step);
+    for (auto& group : optimizer_.param_groups()) group.options().set_lr(lr);
+    return lr;
+  }
+
+  const OneCycleOptions& options() const { return options_; }
+
+ private:
+  torch::optim::Optimizer& optimizer_;
+  OneCycleOptions options_;
+};
+
+}  // namespace train
+}  // namespace iat
