@@ -17,3 +17,8 @@
 #include <iat/attacks/pgd.hpp>
 #include <iat/attacks/fgsm.hpp>
 #include <iat/attacks/nfgsm.hpp>
+#include <iat/models/common.hpp>
+#include <iat/models/preact_resnet.hpp>
+#include <iat/models/wide_resnet.hpp>
+#include <iat/models/small_cnn.hpp>
+#include <iat/models/state_dict.hpp>

@@ -1,0 +1,496 @@
+#include "support.hpp"
+
+#include <iat/model_ref.hpp>
+#include <iat/models/common.hpp>
+#include <iat/models/preact_resnet.hpp>
+#include <iat/models/small_cnn.hpp>
+#include <iat/models/state_dict.hpp>
+#include <iat/models/wide_resnet.hpp>
+
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/nn/modules/batchnorm.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace iat_test;
+namespace M = iat::models;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// A fresh folder under the system temp dir, removed with its contents at scope exit.
+struct TempDir {
+  TempDir() {
+    std::random_device rd;
+    path = fs::temp_directory_path() / ("iat_models_" + std::to_string(rd()) + std::to_string(rd()));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+  fs::path path;
+};
+
+/// Random BatchNorm affine parameters and running statistics, so that eval-mode outputs depend on all
+/// of them (the default 1/0/0/1 would hide a swapped or dropped tensor).
+void randomise_batchnorm(torch::nn::Module& module, int64_t batches = 7) {
+  torch::NoGradGuard no_grad;
+  for (auto& m : module.modules(/*include_self=*/false)) {
+    if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+      bn->weight.uniform_(0.5, 1.5);
+      bn->bias.normal_(0.0, 0.1);
+      bn->running_mean.normal_(0.0, 0.1);
+      bn->running_var.uniform_(0.5, 1.5);
+      bn->num_batches_tracked.fill_(batches);
+    }
+  }
+}
+
+void write_bytes(const std::string& path, const std::vector<char>& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+/// Logits and features of a model, and the check that its last linear layer maps features to logits.
+template <typename Net, typename Linear>
+void check_features(Net& net, Linear& last, const torch::Tensor& x, int64_t classes, int64_t dim) {
+  iat::ModelRef ref(net);
+  REQUIRE(ref.has_features());
+  auto lf = ref.forward_features(x);
+  CHECK(lf.logits.sizes() == torch::IntArrayRef({x.size(0), classes}));
+  CHECK(lf.features.sizes() == torch::IntArrayRef({x.size(0), dim}));
+  CHECK(max_abs_diff(last(lf.features), lf.logits) < 1e-5);
+  CHECK(max_abs_diff(ref(x), lf.logits) < 1e-5);
+}
+
+bool python_torch_available() { return std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0; }
+
+}  // namespace
+
+TEST_CASE("models: output shapes and penultimate features", "[models]") {
+  SECTION("PreAct ResNet-18 on CIFAR-sized inputs, ReLU and SiLU") {
+    for (auto act : {M::Activation::kReLU, M::Activation::kSiLU}) {
+      M::PreActResNet18 net(M::PreActResNetOptions(10).activation(act));
+      net->eval();
+      check_features(net, net->linear, torch::rand({2, 3, 32, 32}), 10, 512);
+    }
+  }
+  SECTION("PreAct ResNet-18 on Fashion-MNIST-sized inputs") {
+    M::PreActResNet18 net(M::PreActResNetOptions(10).in_channels(1));
+    net->eval();
+    check_features(net, net->linear, torch::rand({2, 1, 28, 28}), 10, 512);
+  }
+  SECTION("WideResNet, small depth and width, ReLU and SiLU") {
+    for (auto act : {M::Activation::kReLU, M::Activation::kSiLU}) {
+      M::WideResNet net(M::WideResNetOptions(10, 2, 100).activation(act));
+      net->eval();
+      check_features(net, net->fc, torch::rand({2, 3, 32, 32}), 100, 128);
+    }
+  }
+  SECTION("SmallCNN on Fashion-MNIST and on CIFAR-sized inputs") {
+    M::SmallCNN fashion(M::SmallCNNOptions(10));
+    check_features(fashion, fashion->fc2, torch::rand({2, 1, 28, 28}), 10, 128);
+    M::SmallCNN cifar(M::SmallCNNOptions(10).in_channels(3).image_size(32).hidden(64));
+    check_features(cifar, cifar->fc2, torch::rand({2, 3, 32, 32}), 10, 64);
+  }
+}
+
+TEST_CASE("models: parameter counts and state-dict keys match the reference definitions", "[models]") {
+  // Counts of the reference definitions (tests/python/reference_models.py count).
+  CHECK(M::count_parameters(*M::PreActResNet18(10)) == 11172170);
+  CHECK(M::count_parameters(*M::WideResNet(M::WideResNetOptions(28, 10, 10))) == 36479194);
+  CHECK(M::count_parameters(*M::SmallCNN(10)) == 421642);
+  // The normalisation buffers are not parameters, and the count does not depend on them.
+  CHECK(M::count_parameters(*M::SmallCNN(M::SmallCNNOptions(10).mean({0.5}).std({0.25}))) == 421642);
+
+  auto prn = M::state_dict(*M::PreActResNet18(10));
+  CHECK(prn.size() == 107);  // len(PreActResNet18().state_dict()) in Python
+  std::vector<std::string> first;
+  for (size_t i = 0; i < 7; ++i) first.push_back(prn.keys()[i]);
+  CHECK(first == std::vector<std::string>{"conv1.weight", "layer1.0.bn1.weight", "layer1.0.bn1.bias",
+                                          "layer1.0.bn1.running_mean", "layer1.0.bn1.running_var",
+                                          "layer1.0.bn1.num_batches_tracked", "layer1.0.conv1.weight"});
+  for (const char* key : {"layer2.0.shortcut.0.weight", "layer4.1.conv2.weight", "bn.running_var", "linear.bias"}) {
+    CHECK(prn.contains(key));
+  }
+  CHECK_FALSE(prn.contains("layer1.0.shortcut.0.weight"));
+  CHECK_FALSE(prn.contains("normalize.mean"));
+
+  M::WideResNet wrn(M::WideResNetOptions(34, 10, 10));
+  CHECK(M::count_parameters(*wrn) == 46160474);
+  auto wsd = M::state_dict(*wrn);
+  CHECK(wsd.size() == 191);
+  for (const char* key : {"conv1.weight", "block1.layer.0.bn1.weight", "block1.layer.0.convShortcut.weight",
+                          "block3.layer.4.conv2.weight", "bn1.num_batches_tracked", "fc.weight", "fc.bias"}) {
+    CHECK(wsd.contains(key));
+  }
+  CHECK_FALSE(wsd.contains("block1.layer.1.convShortcut.weight"));
+  CHECK_FALSE(wsd.contains("sub_block1.layer.0.conv1.weight"));
+  // TRADES's unused sub_block1: a copy of block1 (so WRN-34-10 with it has 46,160,474 + 2,102,112 =
+  // 48,262,586 parameters, as the Python reference counts).
+  CHECK(M::count_parameters(*wrn->block1) == 2102112);
+  M::WideResNet small(M::WideResNetOptions(16, 2, 10));
+  M::WideResNet trades(M::WideResNetOptions(16, 2, 10).sub_block1(true));
+  CHECK(M::count_parameters(*trades) == M::count_parameters(*small) + M::count_parameters(*small->block1));
+  CHECK(M::state_dict(*trades).contains("sub_block1.layer.1.conv2.weight"));
+  CHECK(M::state_dict(*trades).size() == M::state_dict(*small).size() + M::state_dict(*small->block1).size());
+
+  SECTION("WideResNet initialisation follows the reference") {
+    // conv: N(0, 2 / (k·k·out)); BN weight 1, bias 0; fc bias 0.
+    const auto w = wrn->block3->layer->ptr<M::WideBasicBlockImpl>(0)->conv2->weight;  // 640×640×3×3
+    CHECK(std::abs(w.mean().item<double>()) < 1e-3);
+    CHECK(w.std().item<double>() == Approx(std::sqrt(2.0 / (9 * 640))).epsilon(0.01));
+    const auto s = wrn->block1->layer->ptr<M::WideBasicBlockImpl>(0)->conv_shortcut->weight;  // 1×1, out 160
+    CHECK(s.std().item<double>() == Approx(std::sqrt(2.0 / 160)).epsilon(0.05));
+    CHECK(wrn->bn1->weight.eq(1).all().item<bool>());
+    CHECK(wrn->bn1->bias.eq(0).all().item<bool>());
+    CHECK(wrn->fc->bias.eq(0).all().item<bool>());
+    CHECK(wrn->fc->weight.abs().max().item<double>() <= 1.0 / std::sqrt(640.0) + 1e-6);  // PyTorch default
+  }
+}
+
+TEST_CASE("models: the activation option is applied everywhere", "[models]") {
+  // SmallCNN recomputed from its layers: ReLU and SiLU give what the formula gives, and differ.
+  for (auto act : {M::Activation::kReLU, M::Activation::kSiLU}) {
+    M::SmallCNN net(M::SmallCNNOptions(5).image_size(12).width(4).hidden(8).activation(act));
+    auto x = torch::rand({3, 1, 12, 12});
+    auto f = [&](const torch::Tensor& t) { return act == M::Activation::kReLU ? torch::relu(t) : torch::silu(t); };
+    auto h = torch::max_pool2d(f(net->conv1(x)), 2);
+    h = torch::max_pool2d(f(net->conv2(h)), 2);
+    auto expected = net->fc2(f(net->fc1(h.flatten(1))));
+    CHECK(max_abs_diff(net(x), expected) < 1e-6);
+  }
+  // Same weights, different activation: different outputs (WideResNet, via a state-dict copy).
+  TempDir dir;
+  M::WideResNet relu(M::WideResNetOptions(10, 1, 10));
+  M::WideResNet silu(M::WideResNetOptions(10, 1, 10).activation(M::Activation::kSiLU));
+  M::save_state_dict(*relu, dir.file("w.pt"));
+  M::load_state_dict(*silu, dir.file("w.pt"));
+  relu->eval();
+  silu->eval();
+  auto x = torch::rand({2, 3, 32, 32});
+  CHECK(max_abs_diff(relu(x), silu(x)) > 1e-4);
+}
+
+TEST_CASE("models: BatchNorm uses batch statistics in train mode and running ones in eval mode", "[models]") {
+  M::WideResNet net(M::WideResNetOptions(10, 1, 10));
+  auto x = torch::rand({4, 3, 32, 32});
+  auto running = net->bn1->running_mean.clone();
+
+  net->eval();
+  auto all = net(x);
+  CHECK(max_abs_diff(all.slice(0, 0, 1), net(x.slice(0, 0, 1))) < 1e-5);  // per-example in eval mode
+  CHECK(torch::equal(net->bn1->running_mean, running));
+  CHECK(net->bn1->num_batches_tracked.item<int64_t>() == 0);
+
+  net->train();
+  auto batch = net(x);
+  CHECK(max_abs_diff(batch.slice(0, 0, 2), net(x.slice(0, 0, 2))) > 1e-4);  // depends on the batch
+  CHECK_FALSE(torch::equal(net->bn1->running_mean, running));
+  CHECK(net->bn1->num_batches_tracked.item<int64_t>() == 2);
+}
+
+TEST_CASE("models: input normalisation by mean/std inside the model", "[models]") {
+  TempDir dir;
+  SECTION("PreAct ResNet-18 with the CIFAR-10 constants") {
+    M::PreActResNet18 plain(10);
+    M::PreActResNet18 normed(M::PreActResNetOptions(10).mean(M::cifar10_mean()).std(M::cifar10_std()));
+    M::save_state_dict(*plain, dir.file("p.pt"));
+    M::load_state_dict(*normed, dir.file("p.pt"));  // the normalisation buffers are not in the file
+    plain->eval();
+    normed->eval();
+    auto x = torch::rand({2, 3, 32, 32});
+    auto m = torch::tensor(M::cifar10_mean()).view({1, 3, 1, 1});
+    auto s = torch::tensor(M::cifar10_std()).view({1, 3, 1, 1});
+    CHECK(max_abs_diff(normed(x), plain((x - m) / s)) < 1e-4);
+    CHECK(max_abs_diff(normed(x), plain(x)) > 1e-3);
+    auto buffers = normed->named_buffers();
+    REQUIRE(buffers.contains("normalize.mean"));
+    CHECK(max_abs_diff(buffers["normalize.std"].flatten(), s.flatten()) < 1e-7);
+  }
+  SECTION("WideResNet and SmallCNN, one value for all channels") {
+    M::WideResNet plain(M::WideResNetOptions(10, 1, 10));
+    M::WideResNet normed(M::WideResNetOptions(10, 1, 10).mean({0.5}).std({0.25}));
+    M::save_state_dict(*plain, dir.file("w.pt"));
+    M::load_state_dict(*normed, dir.file("w.pt"));
+    plain->eval();
+    normed->eval();
+    auto x = torch::rand({2, 3, 32, 32});
+    CHECK(max_abs_diff(normed(x), plain((x - 0.5) / 0.25)) < 1e-4);
+
+    M::SmallCNN cnn(M::SmallCNNOptions(10).mean(M::fashion_mnist_mean()).std(M::fashion_mnist_std()));
+    auto y = torch::rand({2, 1, 28, 28});
+    auto expected = cnn->fc2(torch::relu(cnn->fc1(
+        torch::max_pool2d(torch::relu(cnn->conv2(torch::max_pool2d(torch::relu(cnn->conv1((y - 0.2860) / 0.3530)), 2))), 2)
+            .flatten(1))));
+    CHECK(max_abs_diff(cnn(y), expected) < 1e-5);
+  }
+  SECTION("errors") {
+    REQUIRE_THROWS_WITH(M::PreActResNet18(M::PreActResNetOptions(10).mean({0.1, 0.2})),
+                        Catch::Contains("mean must hold 1 or in_channels = 3 values, got 2"));
+    REQUIRE_THROWS_WITH(M::SmallCNN(M::SmallCNNOptions(10).std({0.0})),
+                        Catch::Contains("iat::models::SmallCNN: std must hold positive values, got 0"));
+    M::PreActResNet18 net(10);
+    REQUIRE_THROWS_WITH(net(torch::rand({2, 1, 32, 32})),
+                        Catch::Contains("expected an image batch [N, 3, H, W], got [2, 1, 32, 32]"));
+    M::SmallCNN cnn(10);
+    REQUIRE_THROWS_WITH(cnn(torch::rand({2, 1, 32, 32})), Catch::Contains("option image_size"));
+  }
+}
+
+TEST_CASE("models: option validation", "[models]") {
+  REQUIRE_THROWS_WITH(M::WideResNet(M::WideResNetOptions(30, 10, 10)),
+                      Catch::Contains("depth must be 6n + 4 with n >= 1 (e.g. 28 or 34), got 30"));
+  REQUIRE_THROWS_WITH(M::WideResNet(M::WideResNetOptions(4, 10, 10)), Catch::Contains("got 4"));
+  REQUIRE_THROWS_WITH(M::WideResNet(M::WideResNetOptions(28, 0, 10)), Catch::Contains("widen_factor must be >= 1"));
+  REQUIRE_THROWS_WITH(M::WideResNet(M::WideResNetOptions(28, 10, 10).drop_rate(1.0)),
+                      Catch::Contains("drop_rate must be in [0, 1)"));
+  REQUIRE_THROWS_WITH(M::PreActResNet18(0), Catch::Contains("num_classes must be >= 1, got 0"));
+  REQUIRE_THROWS_WITH(M::PreActResNet18(M::PreActResNetOptions(10).num_blocks({2, 2})),
+                      Catch::Contains("num_blocks must hold 4 stage sizes, got 2"));
+  REQUIRE_THROWS_WITH(M::SmallCNN(M::SmallCNNOptions(10).image_size(3)), Catch::Contains("image_size must be >= 4"));
+}
+
+TEST_CASE("models: state-dict round trip in C++", "[models]") {
+  TempDir dir;
+  auto round_trip = [&](auto& a, auto& b, const torch::Tensor& x) {
+    randomise_batchnorm(*a);
+    M::save_state_dict(*a, dir.file("m.pt"));
+    for (const auto& entry : fs::directory_iterator(dir.path)) {  // no temporary file left behind
+      CHECK(entry.path().filename().string().find(".tmp") == std::string::npos);
+    }
+    M::load_state_dict(*b, dir.file("m.pt"));
+    a->eval();
+    b->eval();
+    CHECK(max_abs_diff(a(x), b(x)) == 0.0);
+    auto sa = M::state_dict(*a);
+    auto sb = M::state_dict(*b);
+    REQUIRE(sa.size() == sb.size());
+    for (const auto& kv : sa) {
+      INFO(kv.key());
+      CHECK(torch::equal(kv.value(), sb[kv.key()]));
+    }
+  };
+  SECTION("PreAct ResNet-18") {
+    M::PreActResNet18 a(10), b(10);
+    round_trip(a, b, torch::rand({2, 3, 32, 32}));
+    CHECK(b->bn->num_batches_tracked.item<int64_t>() == 7);
+  }
+  SECTION("WideResNet with TRADES's sub_block1, SiLU") {
+    auto opts = M::WideResNetOptions(10, 2, 10).sub_block1(true).activation(M::Activation::kSiLU);
+    M::WideResNet a(opts), b(opts);
+    round_trip(a, b, torch::rand({2, 3, 32, 32}));
+  }
+  SECTION("SmallCNN, and the file as read back") {
+    M::SmallCNN a(10), b(10);
+    round_trip(a, b, torch::rand({2, 1, 28, 28}));
+    auto file = M::read_state_dict(dir.file("m.pt"));
+    CHECK(file.keys() == std::vector<std::string>{"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
+                                                  "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"});
+    CHECK(torch::equal(file["fc1.weight"], a->fc1->weight));
+  }
+  SECTION("clone() copies weights and buffers") {
+    M::WideResNet a(M::WideResNetOptions(10, 1, 10).mean({0.5}).std({0.5}));
+    randomise_batchnorm(*a);
+    auto b = std::dynamic_pointer_cast<M::WideResNetImpl>(a->clone());
+    REQUIRE(b);
+    a->eval();
+    b->eval();
+    auto x = torch::rand({2, 3, 32, 32});
+    CHECK(max_abs_diff(a(x), b->forward(x)) == 0.0);
+  }
+  SECTION("a missing num_batches_tracked is accepted; strict = false skips unknown and missing keys") {
+    M::PreActResNet18 a(10), b(10);
+    randomise_batchnorm(*a);
+    c10::Dict<std::string, torch::Tensor> dict;
+    for (const auto& kv : M::state_dict(*a)) {
+      if (kv.key().find("num_batches_tracked") == std::string::npos) dict.insert(kv.key(), kv.value());
+    }
+    dict.insert("extra.weight", torch::zeros({3}));
+    write_bytes(dir.file("partial.pt"), torch::jit::pickle_save(dict));
+    REQUIRE_THROWS_WITH(M::load_state_dict(*b, dir.file("partial.pt")),
+                        Catch::Contains("unexpected keys [extra.weight]"));
+    M::load_state_dict(*b, dir.file("partial.pt"), /*strict=*/false);
+    a->eval();
+    b->eval();
+    auto x = torch::rand({2, 3, 32, 32});
+    CHECK(max_abs_diff(a(x), b(x)) == 0.0);
+    CHECK(b->bn->num_batches_tracked.item<int64_t>() == 0);
+  }
+}
+
+TEST_CASE("models: state-dict errors name the file, the key and the shapes", "[models]") {
+  TempDir dir;
+  M::SmallCNN net(10);
+  SECTION("no such file, not a zip, a truncated zip") {
+    REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("nope.pt")), Catch::Contains("cannot open '") &&
+                                                                           Catch::Contains("nope.pt"));
+    write_bytes(dir.file("text.pt"), {'h', 'e', 'l', 'l', 'o'});
+    REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("text.pt")),
+                        Catch::Contains("text.pt' is not a zip archive"));
+    M::save_state_dict(*net, dir.file("good.pt"));
+    std::ifstream in(dir.file("good.pt"), std::ios::binary);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    bytes.resize(bytes.size() / 2);
+    write_bytes(dir.file("half.pt"), bytes);
+    REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("half.pt")),
+                        Catch::Contains("half.pt' is not a readable torch.save archive"));
+  }
+  SECTION("a file that is not a dict of tensors") {
+    write_bytes(dir.file("tensor.pt"), torch::jit::pickle_save(torch::zeros({2})));
+    REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("tensor.pt")),
+                        Catch::Contains("holds a tensor, not a dict of tensors"));
+    c10::Dict<std::string, int64_t> ints;
+    ints.insert("conv1.weight", 3);
+    write_bytes(dir.file("ints.pt"), torch::jit::pickle_save(ints));
+    REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("ints.pt")),
+                        Catch::Contains("entry 'conv1.weight' is not a tensor (found: int)"));
+  }
+  SECTION("a corrupt pickle inside a valid archive") {
+    auto write_pickle = [&](const std::string& name, const std::string& pickle) {
+      caffe2::serialize::PyTorchStreamWriter writer(dir.file(name));
+      writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+      writer.writeEndOfFile();
+    };
+    write_pickle("badop.pt", std::string("\x80\x02\xff", 3));
+    REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("badop.pt")),
+                        Catch::Contains("unsupported pickle opcode 0xff at offset 2"));
+    write_pickle("long.pt", std::string("\x80\x02X\xff\xff\x00\x00" "ab", 9));
+    REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("long.pt")), Catch::Contains("runs past the end"));
+    write_pickle("nostop.pt", std::string("\x80\x02}", 3));
+    REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("nostop.pt")), Catch::Contains("without a STOP"));
+    write_pickle("obj.pt", std::string("\x80\x02""c__main__\nNet\n)R.", 19));
+    REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("obj.pt")),
+                        Catch::Contains("unsupported object __main__.Net"));
+  }
+  SECTION("missing and unexpected keys") {
+    M::WideResNet plain(M::WideResNetOptions(10, 1, 10));
+    M::WideResNet trades(M::WideResNetOptions(10, 1, 10).sub_block1(true));
+    M::save_state_dict(*plain, dir.file("plain.pt"));
+    M::save_state_dict(*trades, dir.file("trades.pt"));
+    REQUIRE_THROWS_WITH(M::load_state_dict(*trades, dir.file("plain.pt")),
+                        Catch::Contains("plain.pt' does not match the model: missing keys [sub_block1.layer.0.bn1.weight"));
+    REQUIRE_THROWS_WITH(M::load_state_dict(*plain, dir.file("trades.pt")),
+                        Catch::Contains("unexpected keys [sub_block1.layer.0.bn1.weight"));
+    M::load_state_dict(*plain, dir.file("trades.pt"), /*strict=*/false);  // TRADES checkpoint, unused block dropped
+    REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("plain.pt")), Catch::Contains("missing keys [conv1.bias"));
+  }
+  SECTION("a shape mismatch, with nothing modified") {
+    M::SmallCNN wide(M::SmallCNNOptions(10).hidden(64));
+    M::save_state_dict(*wide, dir.file("wide.pt"));
+    auto before = net->conv1->weight.clone();
+    REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("wide.pt")),
+                        Catch::Contains("wide.pt' entry 'fc1.weight' has shape [64, 3136], but the model expects "
+                                        "[128, 3136]"));
+    CHECK(torch::equal(before, net->conv1->weight));
+  }
+  SECTION("keys saved from nn.DataParallel get a hint") {
+    c10::Dict<std::string, torch::Tensor> dict;
+    for (const auto& kv : M::state_dict(*net)) dict.insert("module." + kv.key(), kv.value());
+    write_bytes(dir.file("dp.pt"), torch::jit::pickle_save(dict));
+    REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("dp.pt")), Catch::Contains("nn.DataParallel"));
+  }
+  SECTION("an unwritable destination") {
+    REQUIRE_THROWS_WITH(M::save_state_dict(*net, dir.file("no/such/folder/m.pt")),
+                        Catch::Contains("does the folder of '"));
+  }
+}
+
+namespace {
+
+/// Runs tests/python/reference_models.py on jobs "<spec>;sd=..;input=..;out=.." (files in `dir`).
+struct PythonJobs {
+  explicit PythonJobs(const TempDir& d) : dir(d) {}
+  void add(const std::string& spec, const std::string& sd, const std::string& input, const std::string& out) {
+    args += " '" + spec + ";sd=" + dir.file(sd) + ";input=" + dir.file(input) + ";out=" + dir.file(out) + "'";
+  }
+  int run() const {
+    const std::string cmd =
+        "/usr/bin/python3 '" + std::string(IAT_TEST_SOURCE_DIR) + "/python/reference_models.py'" + args;
+    INFO(cmd);
+    return std::system(cmd.c_str());
+  }
+  torch::Tensor logits(const std::string& name) const { return M::read_state_dict(dir.file(name))["logits"]; }
+  const TempDir& dir;
+  std::string args;
+};
+
+}  // namespace
+
+// One Python start (~2 s for `import torch`) per test case, hence the small models here and the big
+// ones in the [slow] test below.
+TEST_CASE("models: SmallCNN state dicts travel between C++ and Python", "[models][python]") {
+  if (!python_torch_available()) {
+    WARN("skipped: /usr/bin/python3 cannot import torch");
+    return;
+  }
+  TempDir dir;
+  auto x = torch::rand({2, 1, 28, 28});
+  write_bytes(dir.file("x.pt"), torch::jit::pickle_save(x));
+  M::SmallCNN cnn(M::SmallCNNOptions(10).activation(M::Activation::kSiLU));
+  M::save_state_dict(*cnn, dir.file("cnn.pt"));
+  PythonJobs py(dir);
+  py.add("mode=load;arch=small_cnn;act=silu", "cnn.pt", "x.pt", "cnn_out.pt");  // C++ → Python, strict=True
+  py.add("mode=export;arch=small_cnn;classes=4;hidden=16", "cnn_py.pt", "x.pt", "cnn_py_out.pt");  // Python → C++
+  REQUIRE(py.run() == 0);
+
+  torch::NoGradGuard no_grad;
+  CHECK(max_abs_diff(cnn(x), py.logits("cnn_out.pt")) < 1e-5);
+  M::SmallCNN from_py(M::SmallCNNOptions(4).hidden(16));
+  auto before = from_py(x);
+  M::load_state_dict(*from_py, dir.file("cnn_py.pt"));
+  CHECK(max_abs_diff(from_py(x), py.logits("cnn_py_out.pt")) < 1e-5);
+  CHECK(max_abs_diff(from_py(x), before) > 1e-3);  // the weights are Python's, not this model's own
+}
+
+TEST_CASE("models: PreAct ResNet-18 and WideResNet state dicts travel between C++ and Python",
+          "[models][python][slow]") {
+  if (!python_torch_available()) {
+    WARN("skipped: /usr/bin/python3 cannot import torch");
+    return;
+  }
+  TempDir dir;
+  auto x = torch::rand({2, 3, 32, 32});
+  write_bytes(dir.file("x.pt"), torch::jit::pickle_save(x));
+
+  // C++ → Python: save_state_dict files load with strict=True and give the same logits.
+  M::PreActResNet18 prn(10);
+  M::WideResNet wrn(M::WideResNetOptions(10, 2, 10).activation(M::Activation::kSiLU).sub_block1(true));
+  randomise_batchnorm(*prn);
+  randomise_batchnorm(*wrn);
+  M::save_state_dict(*prn, dir.file("prn.pt"));
+  M::save_state_dict(*wrn, dir.file("wrn.pt"));
+  PythonJobs py(dir);
+  py.add("mode=load;arch=preact_resnet18", "prn.pt", "x.pt", "prn_out.pt");
+  py.add("mode=load;arch=wide_resnet;depth=10;widen=2;act=silu;sub_block1=1", "wrn.pt", "x.pt", "wrn_out.pt");
+  // Python → C++: torch.save(model.state_dict()) files (an OrderedDict with _metadata) load here.
+  py.add("mode=export;arch=preact_resnet18;seed=3", "prn_py.pt", "x.pt", "prn_py_out.pt");
+  py.add("mode=export;arch=wide_resnet;depth=16;widen=2;classes=7;seed=5", "wrn_py.pt", "x.pt", "wrn_py_out.pt");
+  REQUIRE(py.run() == 0);
+
+  prn->eval();
+  wrn->eval();
+  torch::NoGradGuard no_grad;
+  CHECK(max_abs_diff(prn(x), py.logits("prn_out.pt")) < 1e-4);
+  CHECK(max_abs_diff(wrn(x), py.logits("wrn_out.pt")) < 1e-4);
+
+  M::PreActResNet18 prn_py(10);
+  M::WideResNet wrn_py(M::WideResNetOptions(16, 2, 7));
+  M::load_state_dict(*prn_py, dir.file("prn_py.pt"));
+  M::load_state_dict(*wrn_py, dir.file("wrn_py.pt"));
+  prn_py->eval();
+  wrn_py->eval();
+  CHECK(prn_py->bn->num_batches_tracked.item<int64_t>() == 3);
+  CHECK(max_abs_diff(prn_py(x), py.logits("prn_py_out.pt")) < 1e-4);
+  CHECK(max_abs_diff(wrn_py(x), py.logits("wrn_py_out.pt")) < 1e-4);
+  CHECK(max_abs_diff(prn_py(x), prn(x)) > 1e-3);
+}
