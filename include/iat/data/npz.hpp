@@ -120,6 +120,13 @@ class NpzArchive {
                 static_cast<uint64_t>(numel) * static_cast<uint64_t>(header.item_size), " data bytes, the entry holds ",
                 data_bytes, " after its ", header_bytes, "-byte header");
     sink(header, read);
+    if (consumed == entry_size) {
+      // Reading at the end makes libzip compare the entry's CRC-32 (corrupt stored data shows here).
+      uint8_t extra = 0;
+      const zip_int64_t got = zip_fread(file.get(), &extra, 1);
+      TORCH_CHECK(got == 0, who_, ": ", where, ": corrupt zip entry: ",
+                  got < 0 ? zip_file_strerror(file.get()) : "data beyond its stated size");
+    }
   }
 
  private:
