@@ -1,0 +1,128 @@
+#pragma once
+/// \file
+/// iat::InverseAttack: instance-wise inverse adversarial examples, the "friend" of IAT (SPEC §2,
+/// Algorithm 1 of the supplement).
+
+#include <iat/attacks/attack.hpp>
+#include <iat/inverse/inverse_loss.hpp>
+
+#include <torch/arg.h>
+#include <torch/types.h>
+
+#include <string>
+
+namespace iat {
+
+/// Options of iat::InverseAttack. Defaults are the paper's: ε' = 4/255, α' = 2/255, n = 5 steps, β = 1,
+/// random init 0.001·N(0, 1), output-level KL regulariser.
+///
+/// **Example**
+/// \code
+/// auto o = iat::InverseAttackOptions();                                     // IAT defaults
+/// auto ce_only = iat::InverseAttackOptions().beta(0);                       // descend CE alone
+/// auto feat = iat::InverseAttackOptions().regularizer(iat::InverseRegularizer::kFeatureL2);
+/// \endcode
+struct InverseAttackOptions {
+  /// Radius ε' of the inverse ball, in pixel units.
+  TORCH_ARG(double, eps) = 4.0 / 255;
+  /// Step size α'.
+  TORCH_ARG(double, step_size) = 2.0 / 255;
+  /// Number of descent steps n.
+  TORCH_ARG(int64_t, steps) = 5;
+  /// Weight β of the regulariser R in L_Inv = CE + β·R; 0 gives plain CE.
+  TORCH_ARG(double, beta) = 1.0;
+  /// Form of R: output-level KL (default) or feature-level squared L2 (needs `forward_features`).
+  TORCH_ARG(InverseRegularizer, regularizer) = InverseRegularizer::kOutputKL;
+  /// Weight of the pull term towards h(x).
+  TORCH_ARG(double, pull_weight) = 1.0;
+  /// Weight of the push term away from h(x'); used only when x_adv is passed to perturb().
+  TORCH_ARG(double, push_weight) = 1.0;
+  /// Argument order of the output-level KL (see iat::InverseLossOptions).
+  TORCH_ARG(KLDirection, kl_direction) = KLDirection::kReferenceSecond;
+  /// Start from x + init_std·N(0, 1) (Algorithm 1, line 5) instead of x itself.
+  TORCH_ARG(bool, random_init) = true;
+  /// Standard deviation of the random start.
+  TORCH_ARG(double, init_std) = 0.001;
+  /// The ball's norm: L∞ as in the paper, or L2 (steps along −∇/‖∇‖₂).
+  TORCH_ARG(Norm, norm) = Norm::kLinf;
+  /// Keep the model's current mode instead of switching it to eval mode during generation.
+  TORCH_ARG(bool, keep_train_mode) = false;
+
+ public:
+  /// The L_Inv parameters of these options.
+  InverseLossOptions loss_options() const {
+    return InverseLossOptions()
+        .beta(beta_)
+        .regularizer(regularizer_)
+        .pull_weight(pull_weight_)
+        .push_weight(push_weight_)
+        .kl_direction(kl_direction_);
+  }
+};
+
+/// Instance-wise inverse adversarial examples (SPEC §2): x̃ = x + z, z ~ init_std·N(0, 1); then n times
+/// x̃ ← Π_{B_ε'(x)∩[0,1]}(x̃ − α'·sign(∇_x̃ L_Inv(x̃, y))), descending
+/// L_Inv = CE(f(x̃), y) + β·(pull·D(h(x̃), h(x)) − push·D(h(x̃), h(x'))) with h(x), h(x') computed once.
+///
+/// It follows the conventions of iat::Attack (eval mode unless keep_train_mode, mode restored, no `.grad`
+/// on parameters, works under a NoGradGuard, detached result in [0,1] on x's device) but does not derive
+/// from it: it descends instead of ascending, and perturb() takes the adversarial batch x' as an optional
+/// fourth argument (the push term needs it; without it the push term is dropped).
+///
+/// **Example**
+/// \code
+/// iat::PGD pgd;
+/// iat::InverseAttack inverse;                                   // ε' = 4/255, α' = 2/255, 5 steps
+/// auto x_adv = pgd.perturb(net, x, y);
+/// auto x_inv = inverse.perturb(net, x, y, x_adv);
+/// auto loss = torch::nn::functional::cross_entropy(net(x_adv), y)
+///           + iat::functional::alignment_loss(net(x_inv), net(x_adv));   // IAT (SPEC §3)
+/// \endcode
+class InverseAttack {
+ public:
+  explicit InverseAttack(InverseAttackOptions options = {}) : options_(options) {
+    const char* who = "iat::InverseAttack";
+    detail::check_budget(who, "eps", options_.eps());
+    detail::check_positive(who, "step_size", options_.step_size());
+    detail::check_at_least(who, "steps", options_.steps(), 1);
+    detail::check_non_negative(who, "beta", options_.beta());
+    detail::check_non_negative(who, "pull_weight", options_.pull_weight());
+    detail::check_non_negative(who, "push_weight", options_.push_weight());
+    detail::check_positive(who, "init_std", options_.init_std());
+  }
+
+  /// The options in force.
+  const InverseAttackOptions& options() const { return options_; }
+  /// "InverseAttack", for reports.
+  std::string name() const { return "InverseAttack"; }
+
+  /// An inverse adversarial version of the batch x with labels y; `x_adv` (optional) is the
+  /// adversarial batch the push term moves away from.
+  torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                        const torch::Tensor& x_adv = {}) {
+    const char* who = "iat::InverseAttack";
+    detail::AttackScope scope(who, model, x, y, options_.keep_train_mode());
+    if (x_adv.defined()) {
+      TORCH_CHECK_VALUE(x_adv.sizes() == x.sizes(), who, ": x_adv must have x's shape ", x.sizes(), ", got ",
+                        x_adv.sizes());
+    }
+    const auto loss_options = options_.loss_options();
+    detail::check_model_for_inverse_loss(who, model, loss_options);
+    const auto& o = options_;
+    auto x0 = x.detach();
+    auto targets = detail::inverse_targets(model, x0, x_adv, loss_options);
+
+    auto x_inv = x0;
+    if (o.random_init()) x_inv = detail::project(x0 + o.init_std() * torch::randn_like(x0), x0, o.eps(), o.norm());
+    for (int64_t k = 0; k < o.steps(); ++k) {
+      auto grad = detail::inverse_input_gradient(who, model, x_inv, y, loss_options, targets).first;
+      x_inv = detail::project(x_inv - o.step_size() * detail::ascent_direction(grad, o.norm()), x0, o.eps(), o.norm());
+    }
+    return x_inv;
+  }
+
+ private:
+  InverseAttackOptions options_;
+};
+
+}  // namespace iat

@@ -1,0 +1,365 @@
+#pragma once
+/// \file
+/// Loss recipes: the paper's training objectives composed from iat's components, each a few readable
+/// lines (SPEC §3–§7). A recipe generates what its objective needs (adversarial, inverse examples),
+/// updates the universal perturbation or the one-off cache where the method says so, and returns the
+/// scalar loss with what a logger wants. It never steps the optimiser and never calls backward:
+///
+///     optimizer.zero_grad();
+///     auto step = iat::train::uiat_loss(net, x, y, pgd, uip, align);
+///     step.loss.backward();
+///     optimizer.step();
+///
+/// The training forwards run in the caller's mode (train mode in a training loop); the attacks switch
+/// the model to eval mode for generation and restore it.
+
+#include <iat/attacks/attack.hpp>
+#include <iat/attacks/pgd.hpp>
+#include <iat/functional/grad_align.hpp>
+#include <iat/functional/losses.hpp>
+#include <iat/inverse/alignment_loss.hpp>
+#include <iat/inverse/inverse_attack.hpp>
+#include <iat/inverse/inverse_loss.hpp>
+#include <iat/inverse/one_off_cache.hpp>
+#include <iat/inverse/universal_perturbation.hpp>
+#include <iat/model_ref.hpp>
+
+#include <torch/arg.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/types.h>
+
+namespace iat {
+namespace train {
+
+/// What a recipe returns: the loss to call backward on, and detached tensors for logging.
+///
+/// **Example**
+/// \code
+/// auto step = iat::train::pgd_at_loss(net, x, y, pgd);
+/// step.loss.backward();
+/// correct += (step.adv_logits.argmax(1) == y).sum().item<int64_t>();
+/// \endcode
+struct StepLoss {
+  torch::Tensor loss;         ///< scalar, differentiable in the model's parameters
+  torch::Tensor adv_logits;   ///< f(x') of the training forward, detached [N, C]
+  torch::Tensor ref_probs;    ///< the reference distribution, detached [N, C]; undefined where there is none
+  torch::Tensor x_adv;        ///< the adversarial batch x'
+  torch::Tensor ce;           ///< the first term (CE, or MART's BCE), detached scalar
+  torch::Tensor regularizer;  ///< the second term (alignment, TRADES/MART KL, GradAlign), detached scalar
+};
+
+/// Options of iat::train::uiat_loss.
+///
+/// **Example**
+/// \code
+/// auto two_pass = iat::train::UIATLossOptions().fused(false);
+/// \endcode
+struct UIATLossOptions {
+  /// Fused (default): forward x̌ = uip(x, y) once, for the alignment loss and for the δ step (one extra
+  /// input-gradient backward through that graph); the alignment uses δ before this batch's step.
+  /// Not fused: uip->update(model, x, y, x_adv) first (eval mode, its own forward), then forward the
+  /// updated x̌ for the alignment.
+  TORCH_ARG(bool, fused) = true;
+};
+
+/// Options of the single-step recipes (SPEC §6).
+///
+/// **Example**
+/// \code
+/// auto grad_align = iat::train::SingleStepOptions().grad_align_weight(0.2);   // GradAlign at ε = 8/255
+/// \endcode
+struct SingleStepOptions {
+  /// λ_GA of the GradAlign regulariser; 0 (default) turns it off (FGSM-RS, N-FGSM).
+  TORCH_ARG(double, grad_align_weight) = 0.0;
+  /// ε of GradAlign's noise η ~ U(−ε, ε).
+  TORCH_ARG(double, grad_align_eps) = 8.0 / 255;
+};
+
+/// PGD options of the TRADES inner maximisation: KL(p(x) ‖ p(x')) from x + 0.001·N(0, 1), ε = 8/255,
+/// α = 2/255, 10 steps.
+///
+/// **Example**
+/// \code
+/// iat::PGD trades_pgd(iat::train::trades_attack_options());
+/// \endcode
+inline PGDOptions trades_attack_options() {
+  return PGDOptions().loss(Loss::kKL).init_noise(InitNoise::kGaussian).init_std(0.001);
+}
+
+namespace detail {
+
+inline torch::Tensor mean_ce(const torch::Tensor& logits, const torch::Tensor& y) {
+  iat::detail::check_model_output("iat::train", logits, y);
+  return functional::cross_entropy(logits, y).mean();
+}
+
+inline StepLoss finish(torch::Tensor ce, torch::Tensor reg, const torch::Tensor& adv_logits,
+                       const torch::Tensor& ref_probs, const torch::Tensor& x_adv) {
+  StepLoss out;
+  out.loss = reg.defined() ? ce + reg : ce;
+  out.adv_logits = adv_logits.detach();
+  out.ref_probs = ref_probs.defined() ? ref_probs.detach() : torch::Tensor();
+  out.x_adv = x_adv;
+  out.ce = ce.detach();
+  out.regularizer = reg.defined() ? reg.detach() : torch::zeros({}, ce.options());
+  return out;
+}
+
+// UIAT's alignment term from the logits of x̌, through the EMA store when one is given.
+inline std::pair<torch::Tensor, torch::Tensor> uiat_alignment(UniversalInversePerturbation& uip, AlignmentLoss& align,
+                                                              const torch::Tensor& check_logits,
+                                                              const torch::Tensor& adv_logits, OneOffCache* ema_store,
+                                                              const torch::Tensor& index) {
+  const auto& o = uip->options;
+  const bool ema_on = o.momentum_form() == InverseMomentum::kTargetEMA && o.momentum() > 0.0;
+  TORCH_CHECK_VALUE(!ema_on || ema_store != nullptr, "iat::train::uiat_loss: momentum_form kTargetEMA with momentum ",
+                    o.momentum(), " needs an iat::OneOffCache as EMA store and the batch's dataset indices");
+  if (ema_store == nullptr) {
+    return {align(check_logits, adv_logits), torch::softmax(check_logits, 1)};
+  }
+  const double gamma = o.momentum_form() == InverseMomentum::kTargetEMA ? o.momentum() : 0.0;
+  auto ref = (*ema_store)->ema(index, torch::softmax(check_logits, 1), gamma);
+  return {align->forward_probs(ref, adv_logits), ref};
+}
+
+inline StepLoss uiat_loss_impl(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                               UniversalInversePerturbation& uip, AlignmentLoss& align, const UIATLossOptions& options,
+                               OneOffCache* ema_store, const torch::Tensor& index) {
+  auto x_adv = attack.perturb(model, x, y);
+  const auto loss_options = uip->options.loss_options();
+  if (!options.fused()) {
+    uip->update(model, x, y, x_adv);
+    auto adv_logits = model(x_adv);
+    auto ce = mean_ce(adv_logits, y);
+    auto [reg, ref] = uiat_alignment(uip, align, model(uip(x.detach(), y)), adv_logits, ema_store, index);
+    return finish(ce, reg, adv_logits, ref, x_adv);
+  }
+  iat::detail::check_model_for_inverse_loss("iat::train::uiat_loss", model, loss_options);
+  auto adv_out = iat::detail::forward_for_inverse_loss(model, x_adv, loss_options);
+  auto x_check = uip(x.detach(), y).requires_grad_(true);
+  auto check_out = iat::detail::forward_for_inverse_loss(model, x_check, loss_options);
+  // Targets of the regulariser: h(x') from the training forward (free); h(x) from a no-grad eval-mode
+  // forward (eval mode so that batch-norm statistics see no extra batch), only when the pull term is on.
+  InverseTargets targets;
+  if (iat::detail::needs_natural_target(loss_options)) {
+    ModeGuard eval(model, false);
+    targets.natural = iat::detail::inverse_targets(model, x, {}, loss_options).natural;
+  }
+  if (iat::detail::needs_adversarial_target(loss_options)) {
+    targets.adversarial = (iat::detail::needs_features(loss_options) ? adv_out.features : adv_out.logits).detach();
+  }
+  uip->update_from_logits(x_check, y, check_out.logits, targets, check_out.features);
+  auto ce = mean_ce(adv_out.logits, y);
+  auto [reg, ref] = uiat_alignment(uip, align, check_out.logits, adv_out.logits, ema_store, index);
+  return finish(ce, reg, adv_out.logits, ref, x_adv);
+}
+
+inline StepLoss single_step_impl(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                                 UniversalInversePerturbation* uip, AlignmentLoss* align,
+                                 const SingleStepOptions& options) {
+  const char* who = "iat::train::single_step_loss";
+  iat::detail::check_non_negative(who, "grad_align_weight", options.grad_align_weight());
+  auto x_adv = attack.perturb(model, x, y);
+  auto adv_logits = model(x_adv);
+  auto ce = mean_ce(adv_logits, y);
+  torch::Tensor reg, ref;
+  if (options.grad_align_weight() > 0.0) {
+    reg = functional::grad_align(model, x, y, options.grad_align_eps(), options.grad_align_weight());
+  }
+  if (uip != nullptr) {
+    // x̌ with the current δ; δ takes one signed step on CE alone (supplement §2.3), from the same graph.
+    auto x_check = (*uip)(x.detach(), y).requires_grad_(true);
+    auto check_logits = model(x_check);
+    iat::detail::check_model_output(who, check_logits, y);
+    auto grad = torch::autograd::grad({functional::cross_entropy(check_logits, y).sum()}, {x_check}, {},
+                                      /*retain_graph=*/true)[0];
+    (*uip)->step(y, grad.detach());
+    auto kl = (*align)(check_logits, adv_logits);
+    reg = reg.defined() ? reg + kl : kl;
+    ref = torch::softmax(check_logits, 1);
+  }
+  return finish(ce, reg, adv_logits, ref, x_adv);
+}
+
+}  // namespace detail
+
+/// PGD-AT (SPEC §7): CE(f(x'), y), x' = attack(x).
+///
+/// **Example**
+/// \code
+/// iat::PGD pgd;                                             // ε = 8/255, α = 2/255, 10 steps
+/// auto step = iat::train::pgd_at_loss(net, x, y, pgd);
+/// \endcode
+inline StepLoss pgd_at_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack) {
+  auto x_adv = attack.perturb(model, x, y);
+  auto adv_logits = model(x_adv);
+  return detail::finish(detail::mean_ce(adv_logits, y), {}, adv_logits, {}, x_adv);
+}
+
+/// TRADES (SPEC §7): CE(f(x), y) + β·KL(p(x) ‖ p(x')), β = 6; attack with trades_attack_options().
+/// `ref_probs` is p(x).
+///
+/// **Example**
+/// \code
+/// iat::PGD trades_pgd(iat::train::trades_attack_options());
+/// auto step = iat::train::trades_loss(net, x, y, trades_pgd);
+/// \endcode
+inline StepLoss trades_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                            double beta = 6.0) {
+  iat::detail::check_non_negative("iat::train::trades_loss", "beta", beta);
+  auto x_adv = attack.perturb(model, x, y);
+  auto nat_logits = model(x);
+  auto adv_logits = model(x_adv);
+  auto ce = detail::mean_ce(nat_logits, y);
+  auto reg = beta * functional::kl_div(torch::log_softmax(nat_logits, 1), torch::log_softmax(adv_logits, 1)).mean();
+  return detail::finish(ce, reg, adv_logits, torch::softmax(nat_logits, 1), x_adv);
+}
+
+/// MART (SPEC §7): BCE(p(x'), y) + β·mean_i KL(p(x_i) ‖ p(x'_i))·(1 − p_y(x_i)), β = 6, with
+/// BCE = −log p_y(x') − log(1 − max_{k≠y} p_k(x')) (the second log clamped at 1e-12). `ref_probs` is p(x).
+///
+/// **Example**
+/// \code
+/// iat::PGD pgd;
+/// auto step = iat::train::mart_loss(net, x, y, pgd);
+/// \endcode
+inline StepLoss mart_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                          double beta = 6.0) {
+  iat::detail::check_non_negative("iat::train::mart_loss", "beta", beta);
+  auto x_adv = attack.perturb(model, x, y);
+  auto adv_logits = model(x_adv);
+  auto nat_logits = model(x);
+  iat::detail::check_model_output("iat::train::mart_loss", adv_logits, y);
+  auto adv_probs = torch::softmax(adv_logits, 1);
+  auto max_other = std::get<0>(functional::max_other_logit(adv_probs, y));
+  auto bce = (functional::cross_entropy(adv_logits, y) - torch::log((1.0 - max_other).clamp_min(1e-12))).mean();
+  auto nat_probs = torch::softmax(nat_logits, 1);
+  auto true_prob = nat_probs.gather(1, y.unsqueeze(1)).squeeze(1);
+  auto kl = functional::kl_div(torch::log_softmax(nat_logits, 1), torch::log_softmax(adv_logits, 1));
+  auto reg = beta * (kl * (1.0 - true_prob)).mean();
+  return detail::finish(bce, reg, adv_logits, nat_probs, x_adv);
+}
+
+/// IAT, instance-wise (SPEC §2–§3): CE(f(x'), y) + λ·KL(p(x̃) ‖ p(x')), x̃ = inverse(x, y, x').
+/// `ref_probs` is p(x̃).
+///
+/// **Example**
+/// \code
+/// iat::PGD pgd;  iat::InverseAttack inverse;  iat::AlignmentLoss align;
+/// auto step = iat::train::iat_loss(net, x, y, pgd, inverse, align);
+/// \endcode
+inline StepLoss iat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                         InverseAttack& inverse, AlignmentLoss& align) {
+  auto x_adv = attack.perturb(model, x, y);
+  auto x_inv = inverse.perturb(model, x, y, x_adv);
+  auto adv_logits = model(x_adv);
+  auto inv_logits = model(x_inv);
+  auto ce = detail::mean_ce(adv_logits, y);
+  return detail::finish(ce, align(inv_logits, adv_logits), adv_logits, torch::softmax(inv_logits, 1), x_adv);
+}
+
+/// UIAT (SPEC §3–§4): CE(f(x'), y) + λ·KL(p(x̌) ‖ p(x')), x̌ = uip(x, y), with one δ step per call at the
+/// current weights (fused by default, see UIATLossOptions). `ref_probs` is p(x̌).
+///
+/// Cost over pgd_at_loss, fused: one forward of x̌ (with graph) and one input-gradient backward through
+/// it, plus, when the pull term is on (β > 0, pull_weight > 0), one no-grad forward of x.
+///
+/// **Example**
+/// \code
+/// iat::UniversalInversePerturbation uip(iat::UniversalInversePerturbationOptions(10, {3, 32, 32}));
+/// if (epoch == 75) uip->options.momentum(0.9);
+/// auto step = iat::train::uiat_loss(net, x, y, pgd, uip, align);
+/// \endcode
+inline StepLoss uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                          UniversalInversePerturbation& uip, AlignmentLoss& align,
+                          const UIATLossOptions& options = {}) {
+  return detail::uiat_loss_impl(model, x, y, attack, uip, align, options, nullptr, {});
+}
+
+/// UIAT with the kTargetEMA reading of inverse momentum (SPEC §4): the reference is the per-example EMA
+/// p̄ = γ·p̄_stored + (1 − γ)·p(x̌) kept in `ema_store` at dataset positions `index`, γ =
+/// uip->options.momentum() when its momentum_form is kTargetEMA (0 otherwise: the store just records p(x̌)).
+///
+/// **Example**
+/// \code
+/// iat::OneOffCache ema(iat::OneOffCacheOptions(50000, 10));
+/// uip->options.momentum_form(iat::InverseMomentum::kTargetEMA);
+/// if (epoch == 75) uip->options.momentum(0.9);
+/// auto step = iat::train::uiat_loss(net, x, y, pgd, uip, align, ema, index);
+/// \endcode
+inline StepLoss uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                          UniversalInversePerturbation& uip, AlignmentLoss& align, OneOffCache& ema_store,
+                          const torch::Tensor& index, const UIATLossOptions& options = {}) {
+  return detail::uiat_loss_impl(model, x, y, attack, uip, align, options, &ema_store, index);
+}
+
+/// The one-off strategy (SPEC §5, supplement equations (1)–(2)): CE(f(x'), y) + λ·KL(p_OO ‖ p(x')) with
+/// p_OO = p(x) for epoch < T', p(x̃) at T' (x̃ = inverse(x, y, x'), stored at `index`), the stored value
+/// after T'. `index` [N] holds the batch's positions in the training set. `ref_probs` is p_OO.
+///
+/// Cost over pgd_at_loss: one forward of x (with graph) before T', the inverse attack and a forward of x̃
+/// at T', nothing after T'.
+///
+/// **Example**
+/// \code
+/// iat::OneOffCache cache(iat::OneOffCacheOptions(50000, 10).one_off_epoch(80));
+/// auto step = iat::train::one_off_loss(net, x, y, index, epoch, pgd, inverse, cache, align);
+/// \endcode
+inline StepLoss one_off_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                             const torch::Tensor& index, int64_t epoch, Attack& attack, InverseAttack& inverse,
+                             OneOffCache& cache, AlignmentLoss& align) {
+  auto x_adv = attack.perturb(model, x, y);
+  auto adv_logits = model(x_adv);
+  auto ce = detail::mean_ce(adv_logits, y);
+  switch (cache->phase(epoch)) {
+    case OneOffPhase::kNatural: {
+      auto nat_logits = model(x);
+      return detail::finish(ce, align(nat_logits, adv_logits), adv_logits, torch::softmax(nat_logits, 1), x_adv);
+    }
+    case OneOffPhase::kInverse: {
+      auto inv_logits = model(inverse.perturb(model, x, y, x_adv));
+      auto inv_probs = torch::softmax(inv_logits, 1);
+      cache->store(index, inv_probs);
+      return detail::finish(ce, align(inv_logits, adv_logits), adv_logits, inv_probs, x_adv);
+    }
+    case OneOffPhase::kStored: {
+      auto stored = cache->read(index).to(adv_logits.device());
+      return detail::finish(ce, align->forward_probs(stored, adv_logits), adv_logits, stored, x_adv);
+    }
+  }
+  TORCH_INTERNAL_ASSERT(false, "unknown iat::OneOffPhase");
+}
+
+/// Single-step adversarial training (SPEC §1, §6) without UIAT: CE(f(x̂), y) [+ GradAlign]. The attack
+/// decides the variant: iat::FGSM with random_start (FGSM-RS), iat::NFGSM (N-FGSM), or plain iat::FGSM with
+/// step 1.25ε and `grad_align_weight(0.2)` (GradAlign).
+///
+/// **Example**
+/// \code
+/// iat::FGSM fgsm_rs(iat::FGSMOptions().random_start(true));
+/// auto step = iat::train::single_step_loss(net, x, y, fgsm_rs);
+/// iat::FGSM fgsm(iat::FGSMOptions().step_size(1.25 * 8 / 255));
+/// auto ga = iat::train::single_step_loss(net, x, y, fgsm, iat::train::SingleStepOptions().grad_align_weight(0.2));
+/// \endcode
+inline StepLoss single_step_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                 Attack& attack, const SingleStepOptions& options = {}) {
+  return detail::single_step_impl(model, x, y, attack, nullptr, nullptr, options);
+}
+
+/// Single-step adversarial training with UIAT (supplement equation (5)): the single-step loss plus
+/// λ·KL(p(x̌) ‖ p(x̂)), where δ takes one signed step on CE alone (whatever uip's β) from the same forward
+/// of x̌. `ref_probs` is p(x̌).
+///
+/// **Example**
+/// \code
+/// iat::NFGSM nfgsm;
+/// auto step = iat::train::single_step_uiat_loss(net, x, y, nfgsm, uip, align);
+/// \endcode
+inline StepLoss single_step_uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                      Attack& attack, UniversalInversePerturbation& uip, AlignmentLoss& align,
+                                      const SingleStepOptions& options = {}) {
+  return detail::single_step_impl(model, x, y, attack, &uip, &align, options);
+}
+
+}  // namespace train
+}  // namespace iat
