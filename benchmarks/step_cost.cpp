@@ -1,0 +1,154 @@
+// Step cost of IAT, UIAT and the one-off strategy against PGD-AT: one whole training step each (recipe,
+// backward, SGD step), run side by side in one process, interleaved repetition by repetition so that
+// machine load hits every method alike. Prints a table of median step times and their ratio to PGD-AT.
+//
+//   bench_step_cost [--model cnn|preact|both] [--batch 32] [--reps 5] [--threads 1]
+//
+// The accounting (forwards+backwards of the model, PGD-10 attack): PGD-AT = 11 units; UIAT (fused) adds one
+// forward of x̌ with its backward share and one input-gradient backward (~1.1×), plus a no-grad forward of
+// x for the pull term; IAT adds the 5-step inverse attack and its target forwards (~1.5×); one-off after
+// T' adds nothing (~1.0×), before T' one forward/backward of x.
+
+#include <iat/attacks/pgd.hpp>
+#include <iat/inverse/alignment_loss.hpp>
+#include <iat/inverse/inverse_attack.hpp>
+#include <iat/inverse/one_off_cache.hpp>
+#include <iat/inverse/universal_perturbation.hpp>
+#include <iat/models/preact_resnet.hpp>
+#include <iat/train/recipes.hpp>
+
+#include <ATen/Parallel.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/optim/sgd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace {
+
+// A small CIFAR-shaped CNN: conv(3→32) → BN → ReLU → pool → conv(32→64) → BN → ReLU → pool → fc(4096→128)
+// → ReLU → fc(128→10).
+struct BenchCNNImpl : torch::nn::Module {
+  BenchCNNImpl()
+      : conv1(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 32, 3).padding(1)))),
+        bn1(register_module("bn1", torch::nn::BatchNorm2d(32))),
+        conv2(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 3).padding(1)))),
+        bn2(register_module("bn2", torch::nn::BatchNorm2d(64))),
+        fc1(register_module("fc1", torch::nn::Linear(64 * 8 * 8, 128))),
+        fc2(register_module("fc2", torch::nn::Linear(128, 10))) {}
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto h = torch::max_pool2d(torch::relu(bn1(conv1(x))), 2);
+    h = torch::max_pool2d(torch::relu(bn2(conv2(h))), 2);
+    return fc2(torch::relu(fc1(h.flatten(1))));
+  }
+  torch::nn::Conv2d conv1;
+  torch::nn::BatchNorm2d bn1;
+  torch::nn::Conv2d conv2;
+  torch::nn::BatchNorm2d bn2;
+  torch::nn::Linear fc1, fc2;
+};
+TORCH_MODULE(BenchCNN);
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+template <typename F>
+double time_ms(F&& f) {
+  auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+template <typename Net>
+void run(const char* model_name, Net net, int64_t batch, int64_t reps) {
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
+  auto x = torch::rand({batch, 3, 32, 32});
+  auto y = torch::randint(0, 10, {batch}, torch::kLong);
+  auto index = torch::arange(batch, torch::kLong);
+
+  iat::PGD pgd;                       // ε = 8/255, α = 2/255, 10 steps
+  iat::InverseAttack inverse;         // ε' = 4/255, α' = 2/255, 5 steps, β = 1
+  iat::AlignmentLoss align;           // λ = 3.5
+  iat::UniversalInversePerturbation uip(iat::UniversalInversePerturbationOptions(10, {3, 32, 32}).momentum(0.9));
+  iat::UniversalInversePerturbation uip_ce(iat::UniversalInversePerturbationOptions(10, {3, 32, 32}).beta(0));
+  iat::OneOffCache cache(iat::OneOffCacheOptions(batch, 10).one_off_epoch(1));
+  cache->store(index, torch::full({batch, 10}, 0.1));
+
+  struct Method {
+    std::string name;
+    std::function<iat::train::StepLoss()> loss;
+    std::vector<double> ms;
+  };
+  std::vector<Method> methods;
+  methods.push_back({"PGD-AT", [&] { return iat::train::pgd_at_loss(net, x, y, pgd); }, {}});
+  methods.push_back({"UIAT (fused, beta=1)", [&] { return iat::train::uiat_loss(net, x, y, pgd, uip, align); }, {}});
+  methods.push_back({"UIAT (fused, beta=0)", [&] { return iat::train::uiat_loss(net, x, y, pgd, uip_ce, align); }, {}});
+  methods.push_back({"UIAT (two-pass)",
+                     [&] {
+                       return iat::train::uiat_loss(net, x, y, pgd, uip, align, iat::train::UIATLossOptions().fused(false));
+                     },
+                     {}});
+  methods.push_back({"IAT", [&] { return iat::train::iat_loss(net, x, y, pgd, inverse, align); }, {}});
+  methods.push_back({"one-off, t > T'",
+                     [&] { return iat::train::one_off_loss(net, x, y, index, 2, pgd, inverse, cache, align); },
+                     {}});
+  methods.push_back({"one-off, t < T'",
+                     [&] { return iat::train::one_off_loss(net, x, y, index, 0, pgd, inverse, cache, align); },
+                     {}});
+
+  net->train();
+  for (int64_t r = 0; r < reps + 1; ++r) {  // the first repetition warms up and is dropped
+    for (auto& m : methods) {
+      const double t = time_ms([&] {
+        opt.zero_grad();
+        auto step = m.loss();
+        step.loss.backward();
+        opt.step();
+      });
+      if (r > 0) m.ms.push_back(t);
+    }
+  }
+  const double base = median(methods[0].ms);
+  std::printf("\n%s, batch %lld, %lld reps (medians), threads %d\n", model_name, static_cast<long long>(batch),
+              static_cast<long long>(reps), at::get_num_threads());
+  std::printf("| method | step ms | ratio to PGD-AT |\n|---|---|---|\n");
+  for (auto& m : methods) std::printf("| %s | %.1f | %.2f |\n", m.name.c_str(), median(m.ms), median(m.ms) / base);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t batch = 32, reps = 5;
+  int threads = 1;
+  std::string model = "both";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--batch")) batch = std::stoll(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--reps")) reps = std::stoll(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--threads")) threads = std::stoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--model")) model = argv[i + 1];
+    else {
+      std::fprintf(stderr, "bench_step_cost: unknown flag %s (use --model, --batch, --reps, --threads)\n", argv[i]);
+      return 2;
+    }
+  }
+  if (model != "cnn" && model != "preact" && model != "both") {
+    std::fprintf(stderr, "bench_step_cost: --model must be cnn, preact or both, got %s\n", model.c_str());
+    return 2;
+  }
+  at::set_num_threads(threads);
+  torch::manual_seed(0);
+  if (model != "preact") run("small CNN (3x32x32)", BenchCNN(), batch, reps);
+  if (model != "cnn") run("PreAct ResNet-18 (3x32x32)", iat::models::PreActResNet18(iat::models::PreActResNetOptions(10)), batch, reps);
+  return 0;
+}
