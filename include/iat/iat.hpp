@@ -22,3 +22,12 @@
 #include <iat/models/wide_resnet.hpp>
 #include <iat/models/small_cnn.hpp>
 #include <iat/models/state_dict.hpp>
+#include <iat/data/dataset.hpp>
+#include <iat/data/cifar.hpp>
+#include <iat/data/svhn.hpp>
+#include <iat/data/idx.hpp>
+#include <iat/data/npz.hpp>
+#include <iat/data/load.hpp>
+#include <iat/data/augment.hpp>
+#include <iat/data/loader.hpp>
+#include <iat/data/mix.hpp>
