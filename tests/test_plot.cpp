@@ -143,6 +143,16 @@ TEST_CASE("nice ticks are 1, 2 or 5 times a power of ten and cover the data", "[
     CHECK(labels.count("-0.004") == 1);
     CHECK(labels.size() == t.values.size());  // all distinct
   }
+  SECTION("tiny steps and huge values share one exponent per axis") {
+    const auto t = pd::nice_ticks(0.0, 1.2e-4);
+    CHECK(t.step == Approx(5e-5));
+    std::vector<std::string> labels;
+    for (double v : t.values) labels.push_back(t.label(v));
+    CHECK(labels == std::vector<std::string>{"0", "0.5e-4", "1.0e-4", "1.5e-4"});
+    const auto big = pd::nice_ticks(1.2e5, 2.1e6);
+    CHECK(big.step == Approx(5e5));
+    CHECK(big.label(big.values.back()) == "2.5e6");
+  }
   SECTION("a constant is widened around its value") {
     const auto t = pd::nice_ticks(0.5, 0.5);
     CHECK(t.lo < 0.5);
@@ -171,16 +181,19 @@ TEST_CASE("nice ticks are 1, 2 or 5 times a power of ten and cover the data", "[
 TEST_CASE("Canvas draws lines, rectangles and text where it says", "[plot]") {
   const pd::Rgb red{200, 0, 0};
   SECTION("text at scale 2: each font pixel is a 2x2 square") {
-    pd::Canvas c(40, 20, pd::kWhite);
-    c.text(3, 4, "A4", red, 2);
+    pd::Canvas c(40, 24, pd::kWhite);
+    c.text(3, 4, "Ay", red, 2);
     for (int k = 0; k < 2; ++k)
-      for (int row = 0; row < 7; ++row)
+      for (int row = 0; row < 9; ++row)  // 7 rows and 2 of descent
         for (int col = 0; col < 5; ++col)
           for (int d = 0; d < 4; ++d) {
             const int x = 3 + k * 12 + col * 2 + d % 2, y = 4 + row * 2 + d / 2;
-            CHECK((c.pixel(x, y) == red) == iat_examples::font5x7::ink("A4"[k], col, row));
+            CHECK((c.pixel(x, y) == red) == iat_examples::font5x7::ink("Ay"[k], col, row));
           }
-    CHECK(pd::text_width("A4", 2) == 22);
+    CHECK(pd::text_width("Ay", 2) == 22);
+    CHECK(iat_examples::font5x7::ink('y', 1, 8));  // the descender is drawn below the baseline
+    CHECK_FALSE(iat_examples::font5x7::ink('A', 0, 8));
+    CHECK(iat_examples::font5x7::ink('\x01', 1, 0) == iat_examples::font5x7::ink('?', 1, 0));
   }
   SECTION("text_up reads bottom to top") {
     pd::Canvas c(20, 20, pd::kWhite);
@@ -237,6 +250,11 @@ TEST_CASE("write_curves_png: layout, colours inside their panels, lines at the r
   using L = pd::CurvesLayout;
   const Box area0{L::kLeft, L::kTop, pw - L::kLeft - L::kRight, ph - L::kTop - L::kBottom};
   const Box area1{pw + L::kLeft, L::kTop, area0.w, area0.h};
+  // Axis fraction f (0 at the lower limit, 1 at the upper) to a pixel of area 0: the axis spans the area
+  // less kInset pixels at each end.
+  const int inset = pd::kInset;
+  auto column = [&](double f) { return area0.x + inset + static_cast<int>(std::lround(f * (area0.w - 1 - 2 * inset))); };
+  auto row_of = [&](double f) { return area0.y + inset + static_cast<int>(std::lround((1 - f) * (area0.h - 1 - 2 * inset))); };
 
   SECTION("each series colour appears in its panel's plot area and nowhere else") {
     const auto [flat_in, flat_out] = count_colour(png, pd::series_colour(1), {area0});
@@ -253,9 +271,9 @@ TEST_CASE("write_curves_png: layout, colours inside their panels, lines at the r
   }
   SECTION("lines sit where the axes [0, 10] x [0, 1] put them") {
     // x ticks 0, 2, ..., 10 and y ticks 0, 0.2, ..., 1 (nice ticks of the data), mapped to pixel centres.
-    const int col = area0.x + static_cast<int>(std::lround(2.5 / 10.0 * (area0.w - 1)));
-    const int flat_row = area0.y + static_cast<int>(std::lround(0.5 * (area0.h - 1)));
-    const int rising_row = area0.y + static_cast<int>(std::lround(0.75 * (area0.h - 1)));
+    const int col = column(2.5 / 10.0);
+    const int flat_row = row_of(0.5);
+    const int rising_row = row_of(0.25);
     std::set<int> flat_rows, rising_rows;
     for (int y = area0.y; y < area0.y + area0.h; ++y) {
       if (png.at(col, y) == pd::series_colour(1)) flat_rows.insert(y);
@@ -272,10 +290,10 @@ TEST_CASE("write_curves_png: layout, colours inside their panels, lines at the r
   }
   SECTION("tick labels left of each y tick and below each x tick, titles above the areas") {
     for (int k = 0; k <= 5; ++k) {
-      const int row = area0.y + static_cast<int>(std::lround((1.0 - k * 0.2) * (area0.h - 1)));
+      const int row = row_of(k * 0.2);
       INFO("y tick " << k);
       CHECK(dark_pixels(png, Box{area0.x - 8 - 17, row - 3, 17, 7}) > 5);  // "0.2" is 17 pixels wide
-      const int x_col = area0.x + static_cast<int>(std::lround(k * 2 / 10.0 * (area0.w - 1)));
+      const int x_col = column(k * 0.2);
       CHECK(dark_pixels(png, Box{x_col - 6, area0.y + area0.h + 8, 12, 7}) > 5);
     }
     CHECK(dark_pixels(png, Box{0, 0, pw, L::kTop - 4}) > 40);   // "accuracy"

@@ -1,8 +1,8 @@
 #pragma once
 // A 5x7 bitmap font for printable ASCII (32..126), drawn for the example programs' pictures (plot.hpp).
-// Each glyph is 7 rows of 5 columns, '#' for ink and '.' for paper, so the shapes can be read and fixed
-// right here. Glyphs are laid out in 6x8 cells (one column and one row of spacing). Lower-case letters
-// with descenders (g j p q y) are squeezed into the 7 rows, as on small LCD fonts.
+// Each glyph is 7 rows of 5 columns above the baseline, '#' for ink and '.' for paper, so the shapes can be
+// read and fixed right here; g j p q y add two descender rows below it (kDescenders). Glyphs advance by
+// 6 pixels; a line of text needs 7 pixels, 9 with descenders.
 
 namespace iat_examples {
 namespace font5x7 {
@@ -89,17 +89,17 @@ constexpr char kGlyphs[kLast - kFirst + 1][kGlyphHeight][kGlyphWidth + 1] = {
   {"....#", "....#", ".##.#", "#..##", "#...#", "#...#", ".####"},  // d
   {".....", ".....", ".###.", "#...#", "#####", "#....", ".###."},  // e
   {"..##.", ".#..#", ".#...", "###..", ".#...", ".#...", ".#..."},  // f
-  {".....", ".####", "#...#", "#...#", ".####", "....#", ".###."},  // g
+  {".....", ".....", ".####", "#...#", "#...#", "#...#", ".####"},  // g
   {"#....", "#....", "#.##.", "##..#", "#...#", "#...#", "#...#"},  // h
   {"..#..", ".....", ".##..", "..#..", "..#..", "..#..", ".###."},  // i
-  {"...#.", ".....", "..##.", "...#.", "...#.", "#..#.", ".##.."},  // j
+  {"...#.", ".....", "..##.", "...#.", "...#.", "...#.", "...#."},  // j
   {"#....", "#....", "#..#.", "#.#..", "##...", "#.#..", "#..#."},  // k
   {".##..", "..#..", "..#..", "..#..", "..#..", "..#..", ".###."},  // l
   {".....", ".....", "##.#.", "#.#.#", "#.#.#", "#...#", "#...#"},  // m
   {".....", ".....", "#.##.", "##..#", "#...#", "#...#", "#...#"},  // n
   {".....", ".....", ".###.", "#...#", "#...#", "#...#", ".###."},  // o
-  {".....", "####.", "#...#", "#...#", "####.", "#....", "#...."},  // p
-  {".....", ".####", "#...#", "#...#", ".####", "....#", "....#"},  // q
+  {".....", ".....", "####.", "#...#", "#...#", "#...#", "####."},  // p
+  {".....", ".....", ".####", "#...#", "#...#", "#...#", ".####"},  // q
   {".....", ".....", "#.##.", "##..#", "#....", "#....", "#...."},  // r
   {".....", ".....", ".###.", "#....", ".###.", "....#", "####."},  // s
   {".#...", ".#...", "###..", ".#...", ".#...", ".#..#", "..##."},  // t
@@ -107,7 +107,7 @@ constexpr char kGlyphs[kLast - kFirst + 1][kGlyphHeight][kGlyphWidth + 1] = {
   {".....", ".....", "#...#", "#...#", "#...#", ".#.#.", "..#.."},  // v
   {".....", ".....", "#...#", "#...#", "#.#.#", "#.#.#", ".#.#."},  // w
   {".....", ".....", "#...#", ".#.#.", "..#..", ".#.#.", "#...#"},  // x
-  {".....", "#...#", "#...#", "#...#", ".####", "....#", ".###."},  // y
+  {".....", ".....", "#...#", "#...#", "#...#", "#...#", ".####"},  // y
   {".....", ".....", "#####", "...#.", "..#..", ".#...", "#####"},  // z
   {"...#.", "..#..", "..#..", ".#...", "..#..", "..#..", "...#."},  // {
   {"..#..", "..#..", "..#..", "..#..", "..#..", "..#..", "..#.."},  // |
@@ -116,10 +116,30 @@ constexpr char kGlyphs[kLast - kFirst + 1][kGlyphHeight][kGlyphWidth + 1] = {
 };
 // clang-format on
 
-/// Whether pixel (col, row) of character c's glyph is ink; characters outside ' '..'~' draw as '?'.
+/// Rows below the baseline used by the letters with descenders.
+constexpr int kDescent = 2;
+
+/// The descender rows (7 and 8) of g j p q y; every other glyph is blank there.
+struct Descender {
+  char c;
+  char rows[kDescent][kGlyphWidth + 1];
+};
+constexpr Descender kDescenders[] = {
+  {'g', {"....#", ".###."}},
+  {'j', {"#..#.", ".##.."}},
+  {'p', {"#....", "#...."}},
+  {'q', {"....#", "....#"}},
+  {'y', {"....#", ".###."}},
+};
+
+/// Whether pixel (col, row) of character c's glyph is ink, for col in [0, kGlyphWidth) and row in
+/// [0, kGlyphHeight + kDescent); characters outside ' '..'~' draw as '?'.
 constexpr bool ink(char c, int col, int row) {
   if (c < kFirst || c > kLast) c = '?';
-  return kGlyphs[c - kFirst][row][col] == '#';
+  if (row < kGlyphHeight) return kGlyphs[c - kFirst][row][col] == '#';
+  for (const Descender& d : kDescenders)
+    if (d.c == c) return d.rows[row - kGlyphHeight][col] == '#';
+  return false;
 }
 
 }  // namespace font5x7

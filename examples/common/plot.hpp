@@ -11,7 +11,9 @@
 //   area that covers the fewest drawn pixels. Series are 2-pixel polylines in distinct colours (the ten
 //   colours of plot_detail::series_colour, repeating after ten), with square markers when a series has at most
 //   40 points. Non-finite values (a NaN loss) are skipped and break the line. The axis limits are the
-//   data range widened to the nearest ticks.
+//   data range widened to the nearest ticks, drawn kInset pixels inside the frame so that nothing on a
+//   limit is cut. Tick labels are fixed-point ("0.25"), or share one exponent per axis for steps below
+//   1e-4 or values from 1e6 up ("1.5e-4").
 // * write_image_grid_png: a grid with one row per ImageRow: the row title (word-wrapped) at the left, then
 //   the row's images, upscaled by an integer factor with nearest neighbour so 28x28 or 32x32 images stay
 //   legible, each with a thin grey frame and its caption centred underneath. Values are clamped to [0, 1]
@@ -143,7 +145,8 @@ inline int text_width(const std::string& text, int scale = 1) {
   return (static_cast<int>(text.size()) * font5x7::kAdvance - 1) * scale;
 }
 
-/// Height in pixels of one line of text at `scale`.
+/// Height in pixels of one line of text at `scale`, baseline included (descenders of g j p q y reach
+/// font5x7::kDescent * scale pixels further down).
 inline int text_height(int scale = 1) { return font5x7::kGlyphHeight * scale; }
 
 /// `text` cut to at most `max_width` pixels at `scale`, ending in "..." when it had to be cut.
@@ -244,7 +247,7 @@ class Canvas {
   void text(int x, int y, const std::string& s, Rgb c, int scale = 1) {
     for (size_t k = 0; k < s.size(); ++k) {
       const int gx = x + static_cast<int>(k) * font5x7::kAdvance * scale;
-      for (int row = 0; row < font5x7::kGlyphHeight; ++row)
+      for (int row = 0; row < font5x7::kGlyphHeight + font5x7::kDescent; ++row)
         for (int col = 0; col < font5x7::kGlyphWidth; ++col)
           if (font5x7::ink(s[k], col, row)) fill_rect(gx + col * scale, y + row * scale, scale, scale, c);
     }
@@ -255,7 +258,7 @@ class Canvas {
   void text_up(int x, int y, const std::string& s, Rgb c, int scale = 1) {
     for (size_t k = 0; k < s.size(); ++k) {
       const int gy = y - static_cast<int>(k) * font5x7::kAdvance * scale;
-      for (int row = 0; row < font5x7::kGlyphHeight; ++row)
+      for (int row = 0; row < font5x7::kGlyphHeight + font5x7::kDescent; ++row)
         for (int col = 0; col < font5x7::kGlyphWidth; ++col)
           if (font5x7::ink(s[k], col, row))
             fill_rect(x + row * scale, gy - (col + 1) * scale + 1, scale, scale, c);
@@ -302,15 +305,19 @@ struct Ticks {
   double lo = 0, hi = 1, step = 0.2;
   std::vector<double> values;
   int decimals = 1;
-  /// The label of a tick value: fixed-point with just enough decimals for the step.
+  /// The label of a tick value: fixed-point with just enough decimals for the step ("0.25"), or, for steps
+  /// below 1e-4 or values from 1e6 up, a mantissa with one exponent shared by the whole axis ("1.5e-4").
   std::string label(double v) const {
-    char buf[48];
+    char buf[64];
     const double biggest = std::max(std::abs(lo), std::abs(hi));
     if (decimals <= 4 && biggest < 1e6) {
       std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+    } else if (v == 0.0) {
+      return "0";
     } else {
-      const int digits = std::max(1, static_cast<int>(std::ceil(std::log10(biggest / step))) + 1);
-      std::snprintf(buf, sizeof buf, "%.*g", std::min(digits, 6), v);
+      const int exponent = static_cast<int>(std::floor(std::log10(biggest)));
+      const int digits = std::max(0, exponent - static_cast<int>(std::floor(std::log10(step) + 1e-9)));
+      std::snprintf(buf, sizeof buf, "%.*fe%d", digits, v / std::pow(10.0, exponent), exponent);
     }
     return buf;
   }
@@ -356,12 +363,15 @@ struct CurvesLayout {
   int plot_h() const { return panel_height - kTop - kBottom; }
 };
 
-/// Pixel column of x and row of y in a plot area [px, px + pw) x [py, py + ph) showing [xl, xh] x [yl, yh].
+/// Pixel column of x and row of y in a plot area [px, px + pw) x [py, py + ph) whose axes show
+/// [t.lo, t.hi]: the axis range spans the area less kInset pixels at each end, so that lines and markers
+/// on the axis limits are not cut by the frame.
+constexpr int kInset = 4;
 inline int map_x(double x, const Ticks& t, int px, int pw) {
-  return px + static_cast<int>(std::lround((x - t.lo) / (t.hi - t.lo) * (pw - 1)));
+  return px + kInset + static_cast<int>(std::lround((x - t.lo) / (t.hi - t.lo) * (pw - 1 - 2 * kInset)));
 }
 inline int map_y(double y, const Ticks& t, int py, int ph) {
-  return py + static_cast<int>(std::lround((t.hi - y) / (t.hi - t.lo) * (ph - 1)));
+  return py + kInset + static_cast<int>(std::lround((t.hi - y) / (t.hi - t.lo) * (ph - 1 - 2 * kInset)));
 }
 
 /// The axes a panel is drawn with (validates the panel; `who` prefixes the messages).
