@@ -17,6 +17,12 @@
 #include <iat/attacks/pgd.hpp>
 #include <iat/attacks/fgsm.hpp>
 #include <iat/attacks/nfgsm.hpp>
+#include <iat/inverse/inverse_loss.hpp>
+#include <iat/inverse/inverse_attack.hpp>
+#include <iat/inverse/universal_perturbation.hpp>
+#include <iat/inverse/alignment_loss.hpp>
+#include <iat/inverse/one_off_cache.hpp>
+#include <iat/train/recipes.hpp>
 #include <iat/models/common.hpp>
 #include <iat/models/preact_resnet.hpp>
 #include <iat/models/wide_resnet.hpp>
