@@ -497,24 +497,24 @@ inline void write_curves_png(const std::string& path, const std::vector<Panel>& 
     if (!any_label) continue;
     int label_w = 0;
     for (const auto& l : labels) label_w = std::max(label_w, text_width(l));
-    constexpr int kLine = 12, kSwatch = 16, kPad = 6, kInset = 6;
+    constexpr int kLine = 12, kSwatch = 16, kPad = 6, kCorner = 6;
     const int box_w = kPad + kSwatch + 5 + label_w + kPad;
     const int box_h = kPad + static_cast<int>(labels.size()) * kLine - 5 + kPad;
-    const int corners[4][2] = {{px + pw - kInset - box_w, py + kInset},
-                               {px + kInset, py + kInset},
-                               {px + pw - kInset - box_w, py + ph - kInset - box_h},
-                               {px + kInset, py + ph - kInset - box_h}};
+    const int corners[4][2] = {{px + pw - kCorner - box_w, py + kCorner},
+                               {px + kCorner, py + kCorner},
+                               {px + pw - kCorner - box_w, py + ph - kCorner - box_h},
+                               {px + kCorner, py + ph - kCorner - box_h}};
     int best = 0;
-    long best_ink = std::numeric_limits<long>::max();
+    long best_covered = std::numeric_limits<long>::max();
     for (int c = 0; c < 4; ++c) {
-      long ink = 0;
+      long covered = 0;
       for (int y = corners[c][1]; y < corners[c][1] + box_h; ++y)
         for (int x = corners[c][0]; x < corners[c][0] + box_w; ++x)
           if (x >= px && x < px + pw && y >= py && y < py + ph) {
             const Rgb colour = canvas.pixel(x, y);
-            ink += colour != kWhite && colour != kGridLine;
+            covered += colour != kWhite && colour != kGridLine;
           }
-      if (ink < best_ink) best = c, best_ink = ink;
+      if (covered < best_covered) best = c, best_covered = covered;
     }
     const int bx = corners[best][0], by = corners[best][1];
     canvas.set_clip(px, py, pw, ph);
