@@ -76,7 +76,7 @@ bool python_torch_available() { return std::system("/usr/bin/python3 -c 'import 
 
 }  // namespace
 
-TEST_CASE("models: output shapes and penultimate features", "[models]") {
+TEST_CASE("model output shapes and penultimate features", "[models]") {
   SECTION("PreAct ResNet-18 on CIFAR-sized inputs, ReLU and SiLU") {
     for (auto act : {M::Activation::kReLU, M::Activation::kSiLU}) {
       M::PreActResNet18 net(M::PreActResNetOptions(10).activation(act));
@@ -104,7 +104,7 @@ TEST_CASE("models: output shapes and penultimate features", "[models]") {
   }
 }
 
-TEST_CASE("models: parameter counts and state-dict keys match the reference definitions", "[models]") {
+TEST_CASE("parameter counts and state-dict keys match the reference definitions", "[models]") {
   // Counts of the reference definitions (tests/python/reference_models.py count).
   CHECK(M::count_parameters(*M::PreActResNet18(10)) == 11172170);
   CHECK(M::count_parameters(*M::WideResNet(M::WideResNetOptions(28, 10, 10))) == 36479194);
@@ -158,7 +158,7 @@ TEST_CASE("models: parameter counts and state-dict keys match the reference defi
   }
 }
 
-TEST_CASE("models: the activation option is applied everywhere", "[models]") {
+TEST_CASE("the activation option is applied everywhere", "[models]") {
   // SmallCNN recomputed from its layers: ReLU and SiLU give what the formula gives, and differ.
   for (auto act : {M::Activation::kReLU, M::Activation::kSiLU}) {
     M::SmallCNN net(M::SmallCNNOptions(5).image_size(12).width(4).hidden(8).activation(act));
@@ -181,7 +181,7 @@ TEST_CASE("models: the activation option is applied everywhere", "[models]") {
   CHECK(max_abs_diff(relu(x), silu(x)) > 1e-4);
 }
 
-TEST_CASE("models: BatchNorm uses batch statistics in train mode and running ones in eval mode", "[models]") {
+TEST_CASE("BatchNorm uses batch statistics in train mode and running ones in eval mode", "[models]") {
   M::WideResNet net(M::WideResNetOptions(10, 1, 10));
   auto x = torch::rand({4, 3, 32, 32});
   auto running = net->bn1->running_mean.clone();
@@ -199,7 +199,7 @@ TEST_CASE("models: BatchNorm uses batch statistics in train mode and running one
   CHECK(net->bn1->num_batches_tracked.item<int64_t>() == 2);
 }
 
-TEST_CASE("models: input normalisation by mean/std inside the model", "[models]") {
+TEST_CASE("input normalisation by mean/std inside the model", "[models]") {
   TempDir dir;
   SECTION("PreAct ResNet-18 with the CIFAR-10 constants") {
     M::PreActResNet18 plain(10);
@@ -247,7 +247,7 @@ TEST_CASE("models: input normalisation by mean/std inside the model", "[models]"
   }
 }
 
-TEST_CASE("models: option validation", "[models]") {
+TEST_CASE("model option validation", "[models]") {
   REQUIRE_THROWS_WITH(M::WideResNet(M::WideResNetOptions(30, 10, 10)),
                       Catch::Contains("depth must be 6n + 4 with n >= 1 (e.g. 28 or 34), got 30"));
   REQUIRE_THROWS_WITH(M::WideResNet(M::WideResNetOptions(4, 10, 10)), Catch::Contains("got 4"));
@@ -260,7 +260,7 @@ TEST_CASE("models: option validation", "[models]") {
   REQUIRE_THROWS_WITH(M::SmallCNN(M::SmallCNNOptions(10).image_size(3)), Catch::Contains("image_size must be >= 4"));
 }
 
-TEST_CASE("models: state-dict round trip in C++", "[models]") {
+TEST_CASE("state-dict round trip in C++", "[models]") {
   TempDir dir;
   auto round_trip = [&](auto& a, auto& b, const torch::Tensor& x) {
     randomise_batchnorm(*a);
@@ -328,7 +328,7 @@ TEST_CASE("models: state-dict round trip in C++", "[models]") {
   }
 }
 
-TEST_CASE("models: state-dict errors name the file, the key and the shapes", "[models]") {
+TEST_CASE("state-dict errors name the file, the key and the shapes", "[models]") {
   TempDir dir;
   M::SmallCNN net(10);
   SECTION("no such file, not a zip, a truncated zip") {
@@ -428,7 +428,7 @@ struct PythonJobs {
 
 // One Python start (~2 s for `import torch`) per test case, hence the small models here and the big
 // ones in the [slow] test below.
-TEST_CASE("models: SmallCNN state dicts travel between C++ and Python", "[models][python]") {
+TEST_CASE("SmallCNN state dicts travel between C++ and Python", "[models][python]") {
   if (!python_torch_available()) {
     WARN("skipped: /usr/bin/python3 cannot import torch");
     return;
@@ -452,7 +452,7 @@ TEST_CASE("models: SmallCNN state dicts travel between C++ and Python", "[models
   CHECK(max_abs_diff(from_py(x), before) > 1e-3);  // the weights are Python's, not this model's own
 }
 
-TEST_CASE("models: PreAct ResNet-18 and WideResNet state dicts travel between C++ and Python",
+TEST_CASE("PreAct ResNet-18 and WideResNet state dicts travel between C++ and Python",
           "[models][python][slow]") {
   if (!python_torch_available()) {
     WARN("skipped: /usr/bin/python3 cannot import torch");

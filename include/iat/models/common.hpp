@@ -46,15 +46,41 @@ inline torch::Tensor activate(const torch::Tensor& x, Activation activation) {
 ///                                                 .std(iat::models::cifar10_std());
 /// \endcode
 inline std::vector<double> cifar10_mean() { return {0.4914, 0.4822, 0.4465}; }
-/// Per-channel standard deviation of the CIFAR-10 training images (see cifar10_mean()).
+/// Per-channel standard deviation of the CIFAR-10 training images.
+///
+/// **Example**
+/// \code
+/// iat::models::InputNormalization norm(3, iat::models::cifar10_mean(), iat::models::cifar10_std());
+/// \endcode
 inline std::vector<double> cifar10_std() { return {0.2471, 0.2435, 0.2616}; }
-/// Per-channel mean of the CIFAR-100 training images (see cifar10_mean() for an example).
+/// Per-channel mean of the CIFAR-100 training images.
+///
+/// **Example**
+/// \code
+/// auto opts = iat::models::WideResNetOptions(34, 10, 100).mean(iat::models::cifar100_mean())
+///                                                        .std(iat::models::cifar100_std());
+/// \endcode
 inline std::vector<double> cifar100_mean() { return {0.5071, 0.4865, 0.4409}; }
 /// Per-channel standard deviation of the CIFAR-100 training images.
+///
+/// **Example**
+/// \code
+/// iat::models::InputNormalization norm(3, iat::models::cifar100_mean(), iat::models::cifar100_std());
+/// \endcode
 inline std::vector<double> cifar100_std() { return {0.2673, 0.2564, 0.2762}; }
-/// Per-channel mean of the SVHN training images (see cifar10_mean() for an example).
+/// Per-channel mean of the SVHN training images.
+///
+/// **Example**
+/// \code
+/// auto opts = iat::models::PreActResNetOptions(10).mean(iat::models::svhn_mean()).std(iat::models::svhn_std());
+/// \endcode
 inline std::vector<double> svhn_mean() { return {0.4377, 0.4438, 0.4728}; }
 /// Per-channel standard deviation of the SVHN training images.
+///
+/// **Example**
+/// \code
+/// iat::models::InputNormalization norm(3, iat::models::svhn_mean(), iat::models::svhn_std());
+/// \endcode
 inline std::vector<double> svhn_std() { return {0.1980, 0.2010, 0.1970}; }
 /// Mean of the Fashion-MNIST training images (one channel).
 ///
@@ -65,6 +91,11 @@ inline std::vector<double> svhn_std() { return {0.1980, 0.2010, 0.1970}; }
 /// \endcode
 inline std::vector<double> fashion_mnist_mean() { return {0.2860}; }
 /// Standard deviation of the Fashion-MNIST training images (one channel).
+///
+/// **Example**
+/// \code
+/// iat::models::InputNormalization norm(1, iat::models::fashion_mnist_mean(), iat::models::fashion_mnist_std());
+/// \endcode
 inline std::vector<double> fashion_mnist_std() { return {0.3530}; }
 
 /// Number of scalar parameters of a module and all its submodules (buffers not counted), as
@@ -96,9 +127,9 @@ class InputNormalizationImpl : public torch::nn::Cloneable<InputNormalizationImp
  public:
   /// `mean` and `std` hold one value (used for every channel) or one value per channel; every std must
   /// be > 0. `who` names the owning model in error messages.
-  InputNormalizationImpl(int64_t channels, std::vector<double> mean, std::vector<double> std,
+  InputNormalizationImpl(int64_t channels, std::vector<double> mean, std::vector<double> stddev,
                          std::string who = "iat::models::InputNormalization")
-      : channels_(channels), mean_values_(std::move(mean)), std_values_(std::move(std)), who_(std::move(who)) {
+      : channels_(channels), mean_values_(std::move(mean)), std_values_(std::move(stddev)), who_(std::move(who)) {
     TORCH_CHECK_VALUE(channels_ >= 1, who_, ": in_channels must be >= 1, got ", channels_);
     check_values("mean", mean_values_, /*positive=*/false);
     check_values("std", std_values_, /*positive=*/true);
@@ -144,7 +175,7 @@ class InputNormalizationImpl : public torch::nn::Cloneable<InputNormalizationImp
   torch::Tensor mean_, std_;
 };
 
-/// Module holder of InputNormalizationImpl.
+/// Module holder of InputNormalizationImpl (example there).
 TORCH_MODULE(InputNormalization);
 
 }  // namespace models

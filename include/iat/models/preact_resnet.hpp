@@ -18,6 +18,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -104,7 +105,7 @@ class PreActBlockImpl : public torch::nn::Cloneable<PreActBlockImpl> {
   Activation activation_;
 };
 
-/// Module holder of PreActBlockImpl.
+/// Module holder of PreActBlockImpl (example there).
 TORCH_MODULE(PreActBlock);
 
 /// Pre-activation ResNet for 32×32 images (He et al., "Identity Mappings in Deep Residual Networks",
@@ -126,7 +127,7 @@ TORCH_MODULE(PreActBlock);
 /// \endcode
 class PreActResNetImpl : public torch::nn::Cloneable<PreActResNetImpl> {
  public:
-  explicit PreActResNetImpl(PreActResNetOptions options_ = {}) : options(std::move(options_)) { reset(); }
+  explicit PreActResNetImpl(PreActResNetOptions opts = {}) : options(std::move(opts)) { reset(); }
 
   void reset() override {
     namespace nn = torch::nn;
@@ -180,7 +181,7 @@ class PreActResNetImpl : public torch::nn::Cloneable<PreActResNetImpl> {
   torch::nn::Linear linear{nullptr};
 };
 
-/// Module holder of PreActResNetImpl.
+/// Module holder of PreActResNetImpl (example there).
 TORCH_MODULE(PreActResNet);
 
 /// PreAct ResNet-18: iat::models::PreActResNet with its default num_blocks {2, 2, 2, 2}.
@@ -192,6 +193,11 @@ TORCH_MODULE(PreActResNet);
 /// \endcode
 using PreActResNet18 = PreActResNet;
 /// The module type behind iat::models::PreActResNet18.
+///
+/// **Example**
+/// \code
+/// auto net = std::make_shared<iat::models::PreActResNet18Impl>(iat::models::PreActResNetOptions(10));
+/// \endcode
 using PreActResNet18Impl = PreActResNetImpl;
 
 }  // namespace models

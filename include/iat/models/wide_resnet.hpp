@@ -21,6 +21,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -116,7 +117,7 @@ class WideBasicBlockImpl : public torch::nn::Cloneable<WideBasicBlockImpl> {
   Activation activation_;
 };
 
-/// Module holder of WideBasicBlockImpl.
+/// Module holder of WideBasicBlockImpl (example there).
 TORCH_MODULE(WideBasicBlock);
 
 /// One WRN stage: `layer`, a Sequential of n WideBasicBlocks (the first one changes width and stride).
@@ -153,7 +154,7 @@ class WideResNetStageImpl : public torch::nn::Cloneable<WideResNetStageImpl> {
   Activation activation_;
 };
 
-/// Module holder of WideResNetStageImpl.
+/// Module holder of WideResNetStageImpl (example there).
 TORCH_MODULE(WideResNetStage);
 
 /// Wide residual network for 32×32 images as in the TRADES / MART codebases: conv1 (3×3, 16) →
@@ -175,7 +176,7 @@ TORCH_MODULE(WideResNetStage);
 /// \endcode
 class WideResNetImpl : public torch::nn::Cloneable<WideResNetImpl> {
  public:
-  explicit WideResNetImpl(WideResNetOptions options_ = {}) : options(std::move(options_)) { reset(); }
+  explicit WideResNetImpl(WideResNetOptions opts = {}) : options(std::move(opts)) { reset(); }
 
   void reset() override {
     namespace nn = torch::nn;
@@ -244,7 +245,7 @@ class WideResNetImpl : public torch::nn::Cloneable<WideResNetImpl> {
   torch::nn::Linear fc{nullptr};
 };
 
-/// Module holder of WideResNetImpl.
+/// Module holder of WideResNetImpl (example there).
 TORCH_MODULE(WideResNet);
 
 }  // namespace models
