@@ -79,6 +79,7 @@ void run(const char* model_name, Net net, int64_t batch, int64_t reps) {
   iat::PGD pgd;                       // ε = 8/255, α = 2/255, 10 steps
   iat::InverseAttack inverse;         // ε' = 4/255, α' = 2/255, 5 steps, β = 1
   iat::AlignmentLoss align;           // λ = 3.5
+  iat::AlignmentLoss align_detached(iat::AlignmentLossOptions().detach_reference(true));
   iat::UniversalInversePerturbation uip(iat::UniversalInversePerturbationOptions(10, {3, 32, 32}).momentum(0.9));
   iat::UniversalInversePerturbation uip_ce(iat::UniversalInversePerturbationOptions(10, {3, 32, 32}).beta(0));
   iat::OneOffCache cache(iat::OneOffCacheOptions(batch, 10).one_off_epoch(1));
@@ -93,6 +94,9 @@ void run(const char* model_name, Net net, int64_t batch, int64_t reps) {
   methods.push_back({"PGD-AT", [&] { return iat::train::pgd_at_loss(net, x, y, pgd); }, {}});
   methods.push_back({"UIAT (fused, beta=1)", [&] { return iat::train::uiat_loss(net, x, y, pgd, uip, align); }, {}});
   methods.push_back({"UIAT (fused, beta=0)", [&] { return iat::train::uiat_loss(net, x, y, pgd, uip_ce, align); }, {}});
+  methods.push_back({"UIAT (fused, beta=0, detach_reference)",
+                     [&] { return iat::train::uiat_loss(net, x, y, pgd, uip_ce, align_detached); },
+                     {}});
   methods.push_back({"UIAT (two-pass)",
                      [&] {
                        return iat::train::uiat_loss(net, x, y, pgd, uip, align, iat::train::UIATLossOptions().fused(false));
@@ -107,16 +111,17 @@ void run(const char* model_name, Net net, int64_t batch, int64_t reps) {
                      {}});
 
   net->train();
-  for (int64_t r = 0; r < reps + 1; ++r) {  // the first repetition warms up and is dropped
-    for (auto& m : methods) {
-      const double t = time_ms([&] {
-        opt.zero_grad();
-        auto step = m.loss();
-        step.loss.backward();
-        opt.step();
-      });
-      if (r > 0) m.ms.push_back(t);
-    }
+  auto train_step = [&](Method& m) {
+    return time_ms([&] {
+      opt.zero_grad();
+      auto step = m.loss();
+      step.loss.backward();
+      opt.step();
+    });
+  };
+  train_step(methods[0]);  // warm-up, dropped
+  for (int64_t r = 0; r < reps; ++r) {
+    for (auto& m : methods) m.ms.push_back(train_step(m));
   }
   const double base = median(methods[0].ms);
   std::printf("\n%s, batch %lld, %lld reps (medians), threads %d\n", model_name, static_cast<long long>(batch),

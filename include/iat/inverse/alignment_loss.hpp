@@ -12,7 +12,9 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <cmath>
 #include <ostream>
+#include <string>
 
 namespace iat {
 
