@@ -1,0 +1,405 @@
+// iat-eval: robust accuracy of a model under AutoAttack (and optionally PGD-20 / CW∞), as the reference
+// implementation fra31/auto-attack computes it.
+//
+//   iat-eval --model net.pt --data points.pt --eps 8/255 --out report.json
+//   iat-eval --model net.pt --dataset fashion-mnist --n 1000 --attacks apgd-ce,square --eps 0.1
+//
+// The model is a TorchScript file (torch.jit.save in Python, or torch::jit::save) that maps a float batch
+// [N, C, H, W] in [0,1] to logits [N, K]. The points come from a file torch.save'd in Python as a dict
+// {'x': float [N,C,H,W] in [0,1], 'y': int64 [N]}, or from a dataset read by iat::data::load_dataset
+// (test split). Progress goes to stderr, a table to stdout, the full report to --out as JSON.
+#include <iat/attacks/pgd.hpp>
+#include <iat/data/load.hpp>
+#include <iat/eval/autoattack.hpp>
+#include <iat/eval/robust_accuracy.hpp>
+#include <iat/version.hpp>
+
+#include <ATen/Parallel.h>
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
+#include <torch/script.h>
+#include <torch/serialize.h>
+#include <torch/version.h>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using json = nlohmann::json;
+
+struct Args {
+  std::string model, data, dataset, data_dir, out, state, device = "cpu", attacks, version = "standard", eps = "8/255";
+  std::string norm = "Linf", also, save_adv;
+  int64_t n = -1, seed = 0, batch_size = 250, threads = 1, apgd_steps = 100, fab_steps = 100, square_queries = 5000,
+          n_targets = 9;
+  bool quiet = false, jit_optimize = false;
+};
+
+[[noreturn]] void fail(const std::string& msg) {
+  std::cerr << "iat-eval: error: " << msg << "\n";
+  std::exit(2);
+}
+
+// "8/255", "0.0314", "0.5": a budget in pixel units; 8 gets the 8/255 hint.
+double parse_eps(const std::string& text) {
+  double value = 0;
+  try {
+    size_t used = 0;
+    const auto slash = text.find('/');
+    if (slash == std::string::npos) {
+      value = std::stod(text, &used);
+      if (used != text.size()) throw std::invalid_argument(text);
+    } else {
+      size_t u1 = 0, u2 = 0;
+      const std::string num = text.substr(0, slash), den = text.substr(slash + 1);
+      const double a = std::stod(num, &u1), b = std::stod(den, &u2);
+      if (u1 != num.size() || u2 != den.size() || b == 0) throw std::invalid_argument(text);
+      value = a / b;
+    }
+  } catch (const std::exception&) {
+    fail("--eps: cannot read '" + text + "' as a number or a fraction such as 8/255");
+  }
+  if (!(value > 0 && value <= 1)) {
+    std::string hint;
+    if (value > 1 && value <= 255) hint = " (did you mean " + std::to_string(static_cast<int>(std::lround(value))) + "/255?)";
+    fail("--eps must be in (0, 1] for inputs in [0,1], got " + text + hint);
+  }
+  return value;
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep)) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+std::vector<char> read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f.good()) fail("cannot open '" + path + "'");
+  return std::vector<char>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+// The points of a torch.save'd dict {'x': float [N,C,H,W] in [0,1], 'y': int64 [N]}.
+std::pair<torch::Tensor, torch::Tensor> load_points(const std::string& path) {
+  auto bytes = read_file(path);
+  c10::IValue value;
+  try {
+    value = torch::pickle_load(bytes);
+  } catch (const c10::Error& e) {
+    fail("'" + path + "' (" + std::to_string(bytes.size()) + " bytes) is not a file written by torch.save: " +
+         e.what_without_backtrace());
+  }
+  if (!value.isGenericDict()) fail("'" + path + "' must hold a dict {'x': tensor, 'y': tensor}, got " + value.tagKind());
+  auto dict = value.toGenericDict();
+  auto get = [&](const char* key) {
+    for (const auto& entry : dict) {
+      if (entry.key().isString() && entry.key().toStringRef() == key) {
+        if (!entry.value().isTensor()) fail("'" + path + "': entry '" + key + "' is not a tensor");
+        return entry.value().toTensor();
+      }
+    }
+    fail("'" + path + "' has no entry '" + std::string(key) + "' (expected a dict with keys 'x' and 'y')");
+  };
+  auto x = get("x");
+  auto y = get("y");
+  std::ostringstream xs, ys;
+  xs << x.sizes();
+  ys << y.sizes();
+  if (!x.is_floating_point() || x.dim() != 4) {
+    fail("'" + path + "': x must be a float tensor [N, C, H, W], got " + std::string(c10::toString(x.scalar_type())) +
+         " " + xs.str());
+  }
+  if (y.scalar_type() != torch::kLong || y.dim() != 1) {
+    fail("'" + path + "': y must be an int64 tensor [N], got " + std::string(c10::toString(y.scalar_type())) + " " +
+         ys.str());
+  }
+  if (x.size(0) != y.size(0)) fail("'" + path + "': x holds " + std::to_string(x.size(0)) + " points, y " +
+                                   std::to_string(y.size(0)) + " labels");
+  if (x.numel() > 0) {
+    const double lo = x.min().item<double>(), hi = x.max().item<double>();
+    if (lo < 0 || hi > 1) {
+      fail("'" + path + "': x must lie in [0, 1] (normalisation belongs inside the model), got values in [" +
+           std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+  }
+  return {x.to(torch::kFloat).contiguous(), y.contiguous()};
+}
+
+std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  CLI::App app{"iat-eval: robust accuracy under AutoAttack (fra31/auto-attack, standard version by default)"};
+  app.add_option("--model", a.model, "TorchScript model file (float [N,C,H,W] in [0,1] -> logits [N,K])")->required();
+  auto* data_opt = app.add_option("--data", a.data, "points file: torch.save({'x': float [N,C,H,W], 'y': int64 [N]})");
+  auto* ds_opt = app.add_option("--dataset", a.dataset, std::string("dataset (test split): ") + iat::data::dataset_names());
+  app.add_option("--data-dir", a.data_dir, "directory of --dataset");
+  data_opt->excludes(ds_opt);
+  app.add_option("--version", a.version, "standard | plus | rand | custom (the reference's versions)");
+  app.add_option("--attacks", a.attacks,
+                 "comma list of apgd-ce,apgd-dlr,apgd-t,fab,fab-t,square, run with the version's settings "
+                 "(default: the version's list; custom: required)");
+  app.add_option("--also", a.also, "extra single-attack evaluations: pgd20,cw (SPEC §8)");
+  app.add_option("--eps", a.eps, "perturbation budget in pixel units, e.g. 8/255 or 0.1");
+  app.add_option("--norm", a.norm, "Linf or L2");
+  app.add_option("--n", a.n, "evaluate the first N points (default: all)");
+  app.add_option("--seed", a.seed, "seed re-applied per attack and batch (negative: time, as the reference's None)");
+  app.add_option("--batch-size", a.batch_size, "points per batch (the reference's bs)");
+  app.add_option("--device", a.device, "cpu, cuda, cuda:1, ...");
+  app.add_option("--threads", a.threads, "intra-op threads (at::set_num_threads)");
+  app.add_option("--state", a.state, "state file: an interrupted evaluation resumes from it");
+  app.add_option("--out", a.out, "write the JSON report here");
+  app.add_option("--save-adv", a.save_adv,
+                 "write {'x_adv': float [N,C,H,W], 'robust': bool [N]} here (torch.load reads it)");
+  app.add_option("--apgd-steps", a.apgd_steps, "APGD iterations (non-standard if not 100)");
+  app.add_option("--fab-steps", a.fab_steps, "FAB iterations (non-standard if not 100)");
+  app.add_option("--square-queries", a.square_queries, "Square queries (non-standard if not 5000)");
+  app.add_option("--n-targets", a.n_targets, "target classes of APGD-T / FAB-T (non-standard if not 9)");
+  app.add_flag("--quiet", a.quiet, "no progress on stderr");
+  app.add_flag("--jit-optimize", a.jit_optimize,
+               "let the TorchScript executor optimise the graph (off by default: gradients then come from the "
+               "same kernels as in eager PyTorch, which point-for-point agreement with the reference needs)");
+  CLI11_PARSE(app, argc, argv);
+
+  if (a.data.empty() && a.dataset.empty()) fail("give the points with --data FILE or --dataset NAME");
+  const double eps = parse_eps(a.eps);
+  iat::Norm norm = iat::Norm::kLinf;
+  if (a.norm == "Linf" || a.norm == "linf" || a.norm == "inf") norm = iat::Norm::kLinf;
+  else if (a.norm == "L2" || a.norm == "l2") norm = iat::Norm::kL2;
+  else fail("--norm must be Linf or L2, got '" + a.norm + "'");
+  if (a.threads < 1) fail("--threads must be >= 1, got " + std::to_string(a.threads));
+  at::set_num_threads(static_cast<int>(a.threads));
+
+  iat::eval::AutoAttackOptions opts;
+  if (a.attacks == "standard" || a.attacks == "plus" || a.attacks == "rand") std::swap(a.attacks, a.version);
+  if (a.version == "standard") opts.version(iat::eval::AutoAttackVersion::kStandard);
+  else if (a.version == "plus") opts.version(iat::eval::AutoAttackVersion::kPlus);
+  else if (a.version == "rand") opts.version(iat::eval::AutoAttackVersion::kRand);
+  else if (a.version == "custom") opts.version(iat::eval::AutoAttackVersion::kCustom);
+  else fail("--version must be standard, plus, rand or custom, got '" + a.version + "'");
+  {
+    auto list = split(a.attacks, ',');
+    const auto& known = iat::eval::autoattack_attack_names();
+    for (const auto& name : list) {
+      if (std::find(known.begin(), known.end(), name) == known.end()) {
+        fail("unknown attack '" + name + "' in --attacks; known attacks: " + iat::eval::detail::join(known, ","));
+      }
+    }
+    if (list.empty() && a.version == "custom") fail("--version custom needs --attacks");
+    opts.attacks(list);
+  }
+  auto extras = split(a.also, ',');
+  for (const auto& e : extras) {
+    if (e != "pgd20" && e != "cw") fail("unknown evaluation '" + e + "' in --also; use pgd20, cw");
+  }
+
+  torch::Device device(torch::kCPU);
+  try {
+    device = torch::Device(a.device);
+  } catch (const c10::Error&) {
+    fail("--device: cannot parse '" + a.device + "' (cpu, cuda, cuda:0, ...)");
+  }
+
+  // The model.
+  torch::jit::setGraphExecutorOptimize(a.jit_optimize);
+  torch::jit::script::Module module;
+  try {
+    module = torch::jit::load(a.model, device);
+  } catch (const c10::Error& e) {
+    fail("cannot load the TorchScript model '" + a.model + "': " + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    fail("cannot load the TorchScript model '" + a.model + "': " + e.what());
+  }
+  if (!module.find_method("forward")) {
+    // torch::save archives (iat-train checkpoints) load as modules without code.
+    fail("'" + a.model + "' has no forward method: it looks like an iat-train checkpoint (a torch::save "
+         "archive), which iat-eval does not read yet (not yet supported); export the model with "
+         "torch.jit.save / torch::jit::Module::save and pass that file");
+  }
+  module.eval();
+  auto forward = [&module](const torch::Tensor& x) -> torch::Tensor {
+    auto out = module.forward({x});
+    TORCH_CHECK_VALUE(out.isTensor(), "iat-eval: the model returns a ", out.tagKind(),
+                      ", expected a tensor of logits [N, K]");
+    return out.toTensor();
+  };
+
+  // The points.
+  torch::Tensor x, y;
+  std::string source;
+  if (!a.data.empty()) {
+    std::tie(x, y) = load_points(a.data);
+    source = a.data;
+  } else {
+    try {
+      auto ds = iat::data::load_dataset(a.dataset, a.data_dir, iat::data::Split::kTest);
+      x = ds.images.to(torch::kFloat).div_(255.0);
+      y = ds.labels;
+      source = ds.name + " (test)";
+    } catch (const c10::Error& e) {
+      fail(e.what_without_backtrace());
+    }
+  }
+  if (a.n == 0 || a.n < -1) fail("--n must be >= 1, got " + std::to_string(a.n));
+  if (a.n > 0 && a.n < x.size(0)) {
+    x = x.narrow(0, 0, a.n).contiguous();
+    y = y.narrow(0, 0, a.n).contiguous();
+  }
+  x = x.to(device);
+  y = y.to(device);
+
+  // Shape check on a small batch, with a clear message.
+  {
+    torch::NoGradGuard ng;
+    torch::Tensor out;
+    try {
+      out = forward(x.narrow(0, 0, std::min<int64_t>(2, x.size(0))));
+    } catch (const c10::Error& e) {
+      std::ostringstream s;
+      s << x.sizes();
+      fail("the model fails on inputs of shape " + s.str() + ": " + e.what_without_backtrace());
+    }
+    std::ostringstream s;
+    s << out.sizes();
+    if (out.dim() != 2 || out.size(0) != std::min<int64_t>(2, x.size(0))) {
+      fail("the model must return logits [N, K]; for a batch of " + std::to_string(std::min<int64_t>(2, x.size(0))) +
+           " it returned shape " + s.str());
+    }
+    const int64_t ymax = y.max().item<int64_t>();
+    if (y.min().item<int64_t>() < 0 || ymax >= out.size(1)) {
+      fail("labels must lie in [0, " + std::to_string(out.size(1)) + ") for a model with " +
+           std::to_string(out.size(1)) + " outputs; got up to " + std::to_string(ymax));
+    }
+  }
+
+  auto t_start = std::chrono::steady_clock::now();
+  opts.norm(norm).eps(eps).seed(a.seed).batch_size(a.batch_size).device(device).state_path(a.state);
+  opts.apgd_steps(a.apgd_steps).fab_steps(a.fab_steps).square_queries(a.square_queries).n_target_classes(a.n_targets);
+  if (!a.quiet) {
+    opts.log([t_start](const std::string& line) {
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      std::fprintf(stderr, "[%7.1f s] %s\n", s, line.c_str());
+    });
+  }
+  iat::eval::AutoAttackReport report;
+  std::vector<std::pair<std::string, iat::eval::RobustAccuracy>> extra_results;
+  try {
+    iat::eval::AutoAttack aa(opts);
+    if (!a.quiet) {
+      std::fprintf(stderr, "iat-eval: %lld points from %s, %s eps=%s (%.6f), attacks %s, seed %lld, bs %lld, %d thread(s)\n",
+                   static_cast<long long>(x.size(0)), source.c_str(), a.norm.c_str(), a.eps.c_str(), eps,
+                   iat::eval::detail::join(aa.attack_list(), ",").c_str(), static_cast<long long>(a.seed),
+                   static_cast<long long>(a.batch_size), at::get_num_threads());
+    }
+    report = aa.run(iat::ModelRef(forward), x, y);
+    for (const auto& e : extras) {
+      iat::PGD attack = e == "pgd20" ? iat::eval::pgd20(eps) : iat::eval::cw_inf(eps);
+      if (norm != iat::Norm::kLinf) fail("--also " + e + " is defined for Linf only");
+      extra_results.emplace_back(e, iat::eval::robust_accuracy(iat::ModelRef(forward), x, y, attack, a.batch_size));
+    }
+  } catch (const c10::Error& e) {
+    fail(e.what_without_backtrace());
+  }
+
+  // Table.
+  std::printf("\n%-22s %10s %10s %10s\n", "stage", "accuracy", "points", "time [s]");
+  std::printf("%-22s %9s%% %10lld %10s\n", "clean", fixed(100 * report.clean_accuracy, 2).c_str(),
+              static_cast<long long>(report.clean_correct), "");
+  for (const auto& s : report.steps) {
+    std::printf("%-22s %9s%% %10lld %10s%s\n", ("after " + s.attack).c_str(), fixed(100 * s.robust_accuracy, 2).c_str(),
+                static_cast<long long>(s.robust), fixed(s.seconds, 1).c_str(), s.resumed ? " (resumed)" : "");
+  }
+  std::printf("%-22s %9s%% %10lld %10s\n", "AutoAttack (counted)", fixed(100 * report.robust_accuracy, 2).c_str(),
+              static_cast<long long>(report.robust_count), fixed(report.total_seconds, 1).c_str());
+  std::printf("%-22s %9s%% %10lld\n", "AutoAttack (re-check)", fixed(100 * report.robust_accuracy_rechecked, 2).c_str(),
+              static_cast<long long>(report.robust_count_rechecked));
+  for (const auto& [name, r] : extra_results) {
+    std::printf("%-22s %9s%% %10lld\n", name == "pgd20" ? "PGD-20" : "CW-inf (PGD-20)", fixed(100 * r.accuracy, 2).c_str(),
+                static_cast<long long>(r.correct));
+  }
+  std::printf("max %s perturbation: %.6f (eps %.6f)\n", a.norm.c_str(), report.max_perturbation, eps);
+  for (const auto& w : report.warnings) std::printf("warning: %s\n", w.c_str());
+
+  if (!a.save_adv.empty()) {
+    c10::Dict<std::string, torch::Tensor> dict;
+    dict.insert("x_adv", report.x_adv.to(torch::kCPU));
+    dict.insert("robust", report.robust.to(torch::kCPU));
+    auto bytes = torch::pickle_save(c10::IValue(dict));
+    std::ofstream f(a.save_adv, std::ios::binary);
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!f.good()) fail("cannot write --save-adv '" + a.save_adv + "'");
+  }
+  if (!a.out.empty()) {
+    json j;
+    j["tool"] = "iat-eval";
+    j["iat_version"] = iat::version();
+    j["torch_version"] = TORCH_VERSION;
+    j["model"] = a.model;
+    j["data"] = source;
+    j["num_points"] = report.num_points;
+    j["norm"] = a.norm;
+    j["eps"] = eps;
+    j["eps_text"] = a.eps;
+    j["version"] = report.version;
+    j["attacks"] = report.attacks;
+    j["seed"] = a.seed;
+    j["batch_size"] = a.batch_size;
+    j["device"] = device.str();
+    j["threads"] = at::get_num_threads();
+    j["standard_budgets"] = report.standard_budgets;
+    j["budgets"] = {{"apgd_steps", a.apgd_steps}, {"fab_steps", a.fab_steps}, {"square_queries", a.square_queries},
+                    {"n_target_classes", report.n_target_classes}};
+    j["clean_accuracy"] = report.clean_accuracy;
+    j["clean_correct"] = report.clean_correct;
+    auto flag_list = [](const torch::Tensor& t) {
+      std::vector<int> v(static_cast<size_t>(t.size(0)));
+      auto acc = t.accessor<bool, 1>();
+      for (int64_t i = 0; i < t.size(0); ++i) v[static_cast<size_t>(i)] = acc[i] ? 1 : 0;
+      return v;
+    };
+    json steps = json::array();
+    for (const auto& s : report.steps) {
+      steps.push_back({{"attack", s.attack}, {"attacked", s.attacked}, {"robust", s.robust},
+                       {"robust_accuracy", s.robust_accuracy}, {"seconds", s.seconds}, {"resumed", s.resumed},
+                       {"robust_flags", flag_list(s.robust_flags)}});
+    }
+    j["steps"] = steps;
+    j["robust_accuracy"] = report.robust_accuracy;
+    j["robust_count"] = report.robust_count;
+    j["robust_accuracy_rechecked"] = report.robust_accuracy_rechecked;
+    j["robust_count_rechecked"] = report.robust_count_rechecked;
+    j["max_perturbation"] = report.max_perturbation;
+    j["total_seconds"] = report.total_seconds;
+    j["warnings"] = report.warnings;
+    j["robust_flags"] = flag_list(report.robust);
+    j["robust_flags_rechecked"] = flag_list(report.robust_rechecked);
+    json ex = json::object();
+    for (const auto& [name, r] : extra_results) {
+      ex[name] = {{"accuracy", r.accuracy}, {"correct", r.correct}, {"clean_accuracy", r.clean_accuracy}};
+    }
+    j["also"] = ex;
+    std::ofstream f(a.out);
+    if (!f.good()) fail("cannot write --out '" + a.out + "'");
+    f << j.dump(2) << "\n";
+  }
+  return 0;
+}

@@ -1,0 +1,381 @@
+#pragma once
+/// \file
+/// iat::FAB and iat::FABT: the Fast Adaptive Boundary attack (Croce & Hein 2020), untargeted and
+/// targeted, L∞ and L2, as AutoAttack (fra31/auto-attack) runs it. FAB looks for the smallest
+/// perturbation that crosses the linearised decision boundary, inside the [0,1] box; a point counts as
+/// broken only when the perturbation found has norm ≤ ε.
+
+#include <iat/attacks/attack.hpp>
+#include <iat/detail/autoattack.hpp>
+
+#include <torch/arg.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace iat {
+
+namespace detail {
+
+/// Binary search shared by the box-constrained projections: per row, the largest index j in
+/// [0, cols − 1) for which `above(j)` holds, found in ⌈log₂ cols⌉ halvings starting from [0, cols − 1].
+template <typename Above>
+torch::Tensor fab_bisect(int64_t rows, int64_t cols, const torch::TensorOptions& options, Above&& above) {
+  auto lo = torch::zeros({rows}, options);
+  auto hi = torch::full({rows}, static_cast<double>(cols - 1), options);
+  const auto halvings = static_cast<int64_t>(std::ceil(std::log2(static_cast<double>(cols))));
+  for (int64_t it = 0; it < halvings; ++it) {
+    auto mid = torch::floor((lo + hi) / 2);
+    auto go_up = above(mid.to(torch::kLong).unsqueeze(1));
+    lo = torch::where(go_up, mid, lo);
+    hi = torch::where(go_up, hi, mid);
+  }
+  return lo.to(torch::kLong);
+}
+
+/// The smallest-L∞ step d, per row, that moves the point t [R, D] onto the hyperplane w·u = b while
+/// keeping t + d in [0,1]^D (FAB's L∞ projection). When the box makes the hyperplane unreachable, d is
+/// the largest step towards it. Coordinates with w = 0 do not move.
+///
+/// Orient w so that the point lies on the side w·t ≥ b: the step must lower w·u by w·t − b. Moving
+/// coordinate i by λ in the lowering direction (up where w_i < 0, down where w_i > 0), capped at its room
+/// p_i to the box, lowers w·u by |w_i|·min(λ, p_i); the answer is the smallest λ ≥ 0 that lowers it
+/// enough, found by sorting the rooms and a binary search over cumulative sums.
+///
+/// **Example**
+/// \code
+/// // t = (0.5, 0.5), w = (1, 1), b = 0.5: lower the sum by 0.5 with the smallest L∞ step -> d = (-0.25, -0.25)
+/// auto d = iat::detail::fab_projection_linf(torch::tensor({{0.5f, 0.5f}}), torch::tensor({{1.f, 1.f}}),
+///                                            torch::tensor({0.5f}));
+/// \endcode
+inline torch::Tensor fab_projection_linf(const torch::Tensor& t, const torch::Tensor& w_in, const torch::Tensor& b_in) {
+  const int64_t cols = t.size(1);
+  auto orient = ((w_in * t).sum(1) - b_in >= 0).to(t.scalar_type()) * 2 - 1;
+  auto w = w_in * orient.unsqueeze(1);
+  auto b = b_in * orient;
+  auto moves_up = w < 0;
+  auto up = moves_up.to(t.scalar_type());
+  auto moving = (w != 0).to(t.scalar_type());
+  auto full_step = (up - t) * moving;             // to the box face in the lowering direction
+  auto room = torch::where(moves_up, 1 - t, t);   // |full step| before the w = 0 mask
+  auto order = room.argsort(/*dim=*/1, /*descending=*/false);                   // rooms ascending
+  auto needed = b - (w * t).sum(1);               // the change of w·u required (≤ 0)
+  auto all_the_way = (w * full_step).sum(1);      // the change when every coordinate moves fully
+  // Walk the coordinates from the largest room down: with λ equal to the j-th largest room, the change
+  // is all_the_way + Σ_{top j} |w|·room − λ·Σ_{top j} |w| (the top j coordinates capped at λ).
+  auto desc = order.flip({1});
+  auto w_desc = w.gather(1, desc);
+  auto abs_w_cum = w_desc.abs().cumsum(1);
+  auto gain_cum = (-w_desc * full_step.gather(1, desc)).cumsum(1) + all_the_way.unsqueeze(1);
+  auto smallest_room = room.gather(1, order.narrow(1, 0, 1)).squeeze(1);
+  auto change_at_smallest = gain_cum.select(1, cols - 1) - abs_w_cum.select(1, cols - 1) * smallest_room;
+  auto below_all = needed - change_at_smallest > 0;                  // λ below every room suffices
+  auto bracketed = (needed - all_the_way > 0).logical_and(below_all.logical_not());
+
+  auto d = full_step.clone();
+  if (below_all.any().item<bool>()) {
+    auto rows = true_indices(below_all);
+    auto lambda = ((needed.index_select(0, rows) - gain_cum.index_select(0, rows).select(1, cols - 1)) /
+                   (-abs_w_cum.index_select(0, rows).select(1, cols - 1)))
+                      .clamp_min(0)
+                      .unsqueeze(-1);
+    auto signs = up.index_select(0, rows) * 2 - 1;
+    d.index_copy_(0, rows, signs * lambda);
+  }
+  auto rows = true_indices(bracketed);
+  if (rows.numel() > 0) {
+    auto order_b = order.index_select(0, rows);
+    auto gain_b = gain_cum.index_select(0, rows);
+    auto absw_b = abs_w_cum.index_select(0, rows);
+    auto room_b = room.index_select(0, rows);
+    auto needed_b = needed.index_select(0, rows);
+    auto j = fab_bisect(rows.numel(), cols, t.options(), [&](const torch::Tensor& idx) {
+      auto coord = order_b.gather(1, (cols - 1) - idx);
+      auto change = (gain_b.gather(1, idx) - absw_b.gather(1, idx) * room_b.gather(1, coord)).squeeze(1);
+      return needed_b - change > 0;
+    });
+    auto jj = j.unsqueeze(1);
+    auto lambda = ((needed_b - gain_b.gather(1, jj).squeeze(1)) / (-absw_b.gather(1, jj).squeeze(1)))
+                      .clamp_min(0)
+                      .unsqueeze(-1);
+    auto d_b = d.index_select(0, rows);
+    d.index_copy_(0, rows, torch::where(moves_up.index_select(0, rows), torch::min(lambda, d_b), torch::max(-lambda, d_b)));
+  }
+  return d * moving;
+}
+
+/// The smallest-L2 step d, per row, that moves t [R, D] onto the hyperplane w·u = b inside [0,1]^D
+/// (FAB's L2 projection): d_i = −λ·w_i clipped to the box, with the smallest λ ≥ 0 that reaches the
+/// hyperplane, found from the sorted breakpoints at which coordinates hit the box. Coordinates with
+/// |w_i| ≤ 1e-8 do not move.
+///
+/// **Example**
+/// \code
+/// // t = (0.5, 0.5), w = (1, 1), b = 0.5 -> d = (-0.25, -0.25)
+/// auto d = iat::detail::fab_projection_l2(torch::tensor({{0.5f, 0.5f}}), torch::tensor({{1.f, 1.f}}),
+///                                          torch::tensor({0.5f}));
+/// \endcode
+inline torch::Tensor fab_projection_l2(const torch::Tensor& t, const torch::Tensor& w_in, const torch::Tensor& b_in) {
+  const int64_t cols = t.size(1);
+  constexpr double kBig = 1e12;
+  auto excess_raw = (w_in * t).sum(1) - b_in;
+  auto orient = (excess_raw >= 0).to(t.scalar_type()) * 2 - 1;
+  auto w = w_in * orient.unsqueeze(1);
+  auto excess = excess_raw * orient;  // ≥ 0: how much w·u must fall
+  auto tiny = w.abs() < 1e-8;
+  // Breakpoint of coordinate i: the λ at which −λ·w_i reaches the box face.
+  auto brk = torch::max(t / w, (t - 1) / w).clamp(-kBig, kBig);
+  brk.masked_fill_(tiny, kBig);
+  brk.masked_fill_(brk == -kBig, kBig);
+  auto sorted = brk.sort(1);
+  auto brk_sorted = std::get<0>(sorted);
+  auto order = std::get<1>(sorted);
+  auto brk_next = torch::cat({brk_sorted.narrow(1, 1, cols - 1), torch::zeros({t.size(0), 1}, t.options())}, 1);
+  brk_sorted.masked_fill_(brk_sorted == kBig, 0);
+  brk_next.masked_fill_(brk_next == kBig, 0);
+  auto w2_sorted = w.pow(2).gather(1, order);
+  auto w2_total = w2_sorted.sum(1, true);
+  auto w2_free = w2_total - w2_sorted.cumsum(1);  // Σ w² of the coordinates not yet at the box
+  auto active = (w.abs() > 1e-8).to(t.scalar_type());
+  auto d = -(brk * w) * active;
+  // Value of w·d(λ) + excess at λ = each sorted breakpoint (index 0: λ at the first breakpoint).
+  auto first = -w2_total * brk_sorted.narrow(1, 0, 1);
+  auto at_breaks = torch::cat({first, ((brk_sorted - brk_next) * w2_free).cumsum(1) + first}, 1);
+  auto unclipped = at_breaks.select(1, 0) + excess < 0;        // reached before any coordinate clips
+  auto unreachable = (d * w).sum(1) + excess > 0;              // even the full box step is not enough
+  auto bracketed = torch::logical_or(unclipped, unreachable).logical_not();
+
+  auto rows = true_indices(bracketed);
+  torch::Tensor j;
+  if (rows.numel() > 0) {
+    auto at_b = at_breaks.index_select(0, rows);
+    auto excess_b = excess.index_select(0, rows);
+    j = fab_bisect(rows.numel(), cols, t.options(),
+                   [&](const torch::Tensor& idx) { return at_b.gather(1, idx).squeeze(1) + excess_b > 0; });
+  }
+  if (unclipped.any().item<bool>()) {
+    auto u = true_indices(unclipped);
+    auto lambda = excess.index_select(0, u) / w2_total.index_select(0, u).squeeze(-1);
+    d.index_copy_(0, u, -lambda.unsqueeze(-1) * w.index_select(0, u));
+  }
+  if (rows.numel() > 0) {
+    auto jj = j.unsqueeze(1);
+    auto free_b = w2_free.index_select(0, rows).gather(1, jj).squeeze(1);
+    auto lambda = (at_breaks.index_select(0, rows).gather(1, jj).squeeze(1) + excess.index_select(0, rows)) / free_b +
+                  brk_sorted.index_select(0, rows).gather(1, jj).squeeze(1);
+    lambda = lambda.masked_fill(free_b == 0, 0);
+    auto clipped = lambda.unsqueeze(-1) > brk.index_select(0, rows);
+    d.index_copy_(0, rows,
+                  torch::where(clipped, d.index_select(0, rows), -lambda.unsqueeze(-1) * w.index_select(0, rows)));
+  }
+  return d * active;
+}
+
+}  // namespace detail
+
+/// Options of iat::FAB. Defaults are AutoAttack standard's FAB-T: L∞, ε = 8/255, 100 iterations,
+/// 1 restart (no random start), 9 target classes, α_max = 0.1, η = 1.05, β = 0.9, seed 0.
+///
+/// **Example**
+/// \code
+/// auto fabt = iat::FABOptions();                               // FAB-T, as AutoAttack standard
+/// auto fab = iat::FABOptions().targeted(false).restarts(5);      // untargeted FAB, as `plus`
+/// \endcode
+struct FABOptions {
+  /// The threat model's norm (L∞ or L2).
+  TORCH_ARG(Norm, norm) = Norm::kLinf;
+  /// ε: the success test (norm ≤ ε) and the radius of random restarts (which start inside ε/2).
+  TORCH_ARG(double, eps) = 8.0 / 255;
+  /// Iterations per run.
+  TORCH_ARG(int64_t, steps) = 100;
+  /// Runs (per target class when targeted); the first starts at the clean point, later ones randomly.
+  TORCH_ARG(int64_t, restarts) = 1;
+  /// Targeted (FAB-T, the class with the m-th largest clean logit, m = 2 … n+1) or untargeted (the
+  /// closest linearised boundary among all classes; K backward passes per iteration).
+  TORCH_ARG(bool, targeted) = true;
+  /// Number of targets of FAB-T; capped at classes − 1.
+  TORCH_ARG(int64_t, n_target_classes) = 9;
+  /// Largest weight of the step from the clean point.
+  TORCH_ARG(double, alpha_max) = 0.1;
+  /// Overshoot of the projection step.
+  TORCH_ARG(double, eta) = 1.05;
+  /// Backward step towards the clean point after a success.
+  TORCH_ARG(double, beta) = 0.9;
+  /// Seed applied to the global CPU generator once at the start of `perturb`; negative: leave it alone.
+  TORCH_ARG(int64_t, seed) = 0;
+  /// Keep the model's current mode instead of switching it to eval mode during the attack.
+  TORCH_ARG(bool, keep_train_mode) = false;
+};
+
+/// The Fast Adaptive Boundary attack as AutoAttack runs it. Each iteration linearises the logit
+/// differences at the current point x₁, projects both x₁ and the clean point x onto the linearised
+/// boundary in the [0,1] box (d₁, d₂), and moves to clip((1−α)(x₁ + η d₁) + α(x + η d₂)), with
+/// α = min(‖d₁‖/(‖d₁‖+‖d₂‖), α_max); after a misclassified iterate it keeps the smallest one and steps
+/// back to x + β(x₁ − x). `perturb` returns the smallest adversarial point found where its norm is
+/// ≤ ε, the clean point elsewhere.
+///
+/// **Example**
+/// \code
+/// iat::FAB fabt(iat::FABOptions().eps(8.0 / 255));  // targeted by default
+/// torch::Tensor x_adv = fabt.perturb(net, x, y);
+/// \endcode
+class FAB : public Attack {
+ public:
+  explicit FAB(FABOptions options = {}) : options_(options) {
+    const char* who = "iat::FAB";
+    detail::check_budget(who, "eps", options_.eps());
+    detail::check_at_least(who, "steps", options_.steps(), 1);
+    detail::check_at_least(who, "restarts", options_.restarts(), 1);
+    detail::check_at_least(who, "n_target_classes", options_.n_target_classes(), 1);
+    detail::check_non_negative(who, "alpha_max", options_.alpha_max());
+    detail::check_positive(who, "eta", options_.eta());
+    detail::check_positive(who, "beta", options_.beta());
+  }
+
+  const FABOptions& options() const { return options_; }
+  FABOptions& options() { return options_; }
+  std::string name() const override { return options_.targeted() ? "FAB-T" : "FAB"; }
+
+  torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) override {
+    const char* who = "iat::FAB";
+    detail::AttackScope scope(who, model, x_in, y, options_.keep_train_mode());
+    const auto& o = options_;
+    auto x = x_in.detach().to(torch::kFloat);
+    torch::NoGradGuard no_grad;
+    auto logits = model(x);
+    detail::check_model_output(who, logits, y);
+    const int64_t classes = logits.size(1);
+    TORCH_CHECK_VALUE(classes >= 2, who, ": needs at least 2 classes, the model has ", classes);
+    auto still_robust = detail::predicted_class(logits) == y;
+    auto adv = x.clone();
+    detail::reseed(o.seed());
+    const int64_t targets = o.targeted() ? std::min(o.n_target_classes(), classes - 1) : 1;
+    for (int64_t m = 2; m < targets + 2; ++m) {
+      for (int64_t r = 0; r < o.restarts(); ++r) {
+        auto idx = detail::true_indices(still_robust);
+        if (idx.numel() == 0) break;
+        auto x_sub = x.index_select(0, idx);
+        auto y_sub = y.index_select(0, idx);
+        auto found = single_run(model, x_sub, y_sub, /*random_start=*/r > 0, o.targeted() ? m : 0);
+        auto correct = detail::predicted_class(model(found)) == y_sub;
+        auto too_far = detail::per_example_norm(x_sub - found, o.norm()) > o.eps();
+        auto fooled = torch::logical_or(correct, too_far).logical_not();
+        auto hit = idx.masked_select(fooled);
+        still_robust.index_fill_(0, hit, false);
+        adv.index_copy_(0, hit, found.index_select(0, detail::true_indices(fooled)));
+      }
+    }
+    return adv;
+  }
+
+ private:
+  // Logit differences f_k = z_k − z_y at x1 and their input gradients: [n, K'] and [n, K', ...]. Targeted:
+  // K' = 1, f = z_t − z_y. Untargeted: every class, with f_y = 1e10 so that y is never the closest.
+  std::pair<torch::Tensor, torch::Tensor> linearise(const ModelRef& model, const torch::Tensor& x1,
+                                                    const torch::Tensor& y, const torch::Tensor& target) const {
+    at::AutoGradMode grad_on(true);
+    auto v = x1.detach().clone().requires_grad_(true);
+    auto z = model(v);
+    auto rows = torch::arange(x1.size(0), y.options());
+    if (target.defined()) {
+      auto f = -(z.index({rows, y}) - z.index({rows, target}));
+      auto g = torch::autograd::grad({f.sum()}, {v})[0];
+      return {f.detach().unsqueeze(1), g.detach().unsqueeze(1)};
+    }
+    const int64_t classes = z.size(1);
+    std::vector<torch::Tensor> grads;
+    for (int64_t k = 0; k < classes; ++k) {
+      auto mask = torch::zeros_like(z);
+      mask.select(1, k).fill_(1.0);
+      grads.push_back(torch::autograd::grad({z}, {v}, {mask}, /*retain_graph=*/true)[0].detach());
+    }
+    auto g = torch::stack(grads, 1);
+    auto zd = z.detach();
+    auto f = zd - zd.index({rows, y}).unsqueeze(1);
+    auto dg = g - g.index({rows, y}).unsqueeze(1);
+    f.index_put_({rows, y}, 1e10);
+    return {f, dg};
+  }
+
+  // One FAB run on a batch (target_rank 0: untargeted). Returns x with the best adversarial point of
+  // each point that was attacked and broken (any norm), the clean point elsewhere.
+  torch::Tensor single_run(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, bool random_start,
+                           int64_t target_rank) const {
+    const auto& o = options_;
+    auto logits = model(x);
+    auto attackable = detail::predicted_class(logits) == y;
+    auto idx = detail::true_indices(attackable);
+    if (idx.numel() == 0) return x.clone();
+    torch::Tensor target;
+    if (target_rank > 0) target = detail::class_of_rank(logits, target_rank).index_select(0, idx);
+    auto x0 = x.index_select(0, idx);
+    auto y0 = y.index_select(0, idx);
+    const int64_t n = x0.size(0);
+    const auto shape = detail::per_example_shape(n, x.dim());
+    auto best = x0.clone();
+    auto best_norm = torch::full({n}, 1e10, x.options());
+    auto x1 = x0.clone();
+    auto x0_flat = x0.reshape({n, -1});
+    if (random_start) {
+      auto radius = torch::min(best_norm, torch::full({n}, o.eps(), x.options())).reshape(shape);
+      torch::Tensor t = o.norm() == Norm::kLinf ? detail::cpu_rand(x1.sizes(), x.device()) * 2 - 1
+                                                : detail::cpu_randn(x1.sizes(), x.device());
+      x1 = (x0 + radius * t / detail::per_example_norm(t, o.norm()).reshape(shape) * 0.5).clamp(0.0, 1.0);
+    }
+    for (int64_t it = 0; it < o.steps(); ++it) {
+      auto [f, g] = linearise(model, x1, y0, target);
+      auto g_flat = g.reshape({g.size(0), g.size(1), -1});
+      auto dual = o.norm() == Norm::kLinf ? g_flat.abs().sum(-1) : g_flat.pow(2).sum(-1).sqrt();
+      auto closest = std::get<1>((f.abs() / (1e-12 + dual)).min(1));
+      auto rows = torch::arange(n, closest.options());
+      auto w4 = g.index({rows, closest});
+      auto b = -f.index({rows, closest}) + (w4 * x1).reshape({n, -1}).sum(-1);
+      auto w = w4.reshape({n, -1});
+      auto points = torch::cat({x1.reshape({n, -1}), x0_flat}, 0);
+      auto ww = torch::cat({w, w}, 0);
+      auto bb = torch::cat({b, b}, 0);
+      auto d = o.norm() == Norm::kLinf ? detail::fab_projection_linf(points, ww, bb)
+                                       : detail::fab_projection_l2(points, ww, bb);
+      auto d1 = d.narrow(0, 0, n).reshape(x1.sizes());
+      auto d2 = d.narrow(0, n, n).reshape(x1.sizes());
+      auto size = o.norm() == Norm::kLinf ? std::get<0>(d.abs().max(1, true)) : d.pow(2).sum(1, true).sqrt();
+      size = torch::max(size.view(detail::per_example_shape(2 * n, x.dim())), torch::full_like(size.view(detail::per_example_shape(2 * n, x.dim())), 1e-8));
+      auto a1 = size.narrow(0, 0, n);
+      auto a2 = size.narrow(0, n, n);
+      auto alpha = torch::min(torch::max(a1 / (a1 + a2), torch::zeros_like(a1)), torch::full_like(a1, o.alpha_max()));
+      x1 = ((x1 + o.eta() * d1) * (1 - alpha) + (x0 + d2 * o.eta()) * alpha).clamp(0.0, 1.0);
+
+      auto is_adv = detail::predicted_class(model(x1)) != y0;
+      if (is_adv.any().item<bool>()) {
+        auto dist = detail::per_example_norm(x1 - x0, o.norm());
+        auto smaller = is_adv.logical_and(dist < best_norm);
+        best = torch::where(smaller.view(shape), x1, best);
+        best_norm = torch::where(smaller, dist, best_norm);
+        x1 = torch::where(is_adv.view(shape), x0 + (x1 - x0) * o.beta(), x1);
+      }
+    }
+    auto out = x.clone();
+    auto found = best_norm < 1e10;
+    out.index_copy_(0, idx.masked_select(found), best.index_select(0, detail::true_indices(found)));
+    return out;
+  }
+
+  FABOptions options_;
+};
+
+/// FAB-T: iat::FAB with `targeted(true)` (AutoAttack standard's third attack).
+///
+/// **Example**
+/// \code
+/// iat::FABT fabt;  // 9 targets, 100 iterations, L∞ 8/255
+/// torch::Tensor x_adv = fabt.perturb(net, x, y);
+/// \endcode
+class FABT : public FAB {
+ public:
+  explicit FABT(FABOptions options = {}) : FAB(options.targeted(true)) {}
+};
+
+}  // namespace iat

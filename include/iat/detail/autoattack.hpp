@@ -1,0 +1,73 @@
+#pragma once
+/// \file
+/// Internals shared by iat's AutoAttack components (APGD, APGD-T, FAB, Square, iat::eval::AutoAttack):
+/// seeding of the global CPU generator, CPU-drawn random tensors, per-example norms and index helpers.
+/// The reference implementation (fra31/auto-attack) draws every random tensor on the CPU generator and
+/// re-seeds it per attack and per batch; these helpers do the same so that the same points fall.
+
+#include <iat/attacks/attack.hpp>
+
+#include <ATen/Context.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace iat {
+namespace detail {
+
+/// Seeds the global CPU (and, where present, CUDA) generator, as `torch.manual_seed` does; a negative
+/// seed leaves the generator alone.
+inline void reseed(int64_t seed) {
+  if (seed >= 0) at::manual_seed(static_cast<uint64_t>(seed));
+}
+
+/// U[0,1) numbers drawn from the global CPU generator, moved to `device` afterwards.
+inline torch::Tensor cpu_rand(at::IntArrayRef sizes, const torch::Device& device) {
+  return torch::rand(sizes, torch::TensorOptions().dtype(torch::kFloat)).to(device);
+}
+
+/// N(0,1) numbers drawn from the global CPU generator, moved to `device` afterwards.
+inline torch::Tensor cpu_randn(at::IntArrayRef sizes, const torch::Device& device) {
+  return torch::randn(sizes, torch::TensorOptions().dtype(torch::kFloat)).to(device);
+}
+
+/// Independent random signs in {−1, +1} (0 only with probability ~2^-24), drawn as sign(2U − 1).
+inline torch::Tensor cpu_random_signs(at::IntArrayRef sizes, const torch::Device& device) {
+  return (cpu_rand(sizes, device) * 2 - 1).sign();
+}
+
+/// The shape [n, 1, 1, ...] with `dim` entries, to broadcast a per-example value against a batch.
+inline std::vector<int64_t> per_example_shape(int64_t n, int64_t dim) {
+  std::vector<int64_t> shape(static_cast<size_t>(dim), 1);
+  shape[0] = n;
+  return shape;
+}
+
+/// Per-example norm of a batch, [N]: max |d| for L∞, sqrt(Σ d²) for L2.
+inline torch::Tensor per_example_norm(const torch::Tensor& d, Norm norm) {
+  const int64_t n = d.size(0);
+  if (norm == Norm::kLinf) return std::get<0>(d.abs().reshape({n, -1}).max(1));
+  return d.pow(2).reshape({n, -1}).sum(-1).sqrt();
+}
+
+/// d / (‖d‖ + 1e-12) per example, for the L∞ or the L2 norm.
+inline torch::Tensor normalize_per_example(const torch::Tensor& d, Norm norm) {
+  return d / (per_example_norm(d, norm).view(per_example_shape(d.size(0), d.dim())) + 1e-12);
+}
+
+/// Predicted classes: the index of the largest logit (the first one on ties).
+inline torch::Tensor predicted_class(const torch::Tensor& logits) { return std::get<1>(logits.max(1)); }
+
+/// Indices (int64 [k]) of the true entries of a bool vector.
+inline torch::Tensor true_indices(const torch::Tensor& flags) { return flags.nonzero().view({-1}); }
+
+/// The class with the m-th largest logit of each row (m = 1: the top class), as AutoAttack picks its
+/// targets: an ascending sort and the m-th index from the end.
+inline torch::Tensor class_of_rank(const torch::Tensor& logits, int64_t m) {
+  auto order = std::get<1>(logits.sort(1));
+  return order.select(1, logits.size(1) - m);
+}
+
+}  // namespace detail
+}  // namespace iat
