@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -62,11 +63,20 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// Wall time and CPU time of the process (all threads), in ms. On a shared machine the CPU time is the
+// steadier measure of the work a step does; both are reported.
+struct Times {
+  double wall, cpu;
+};
+
 template <typename F>
-double time_ms(F&& f) {
-  auto t0 = std::chrono::steady_clock::now();
+Times time_ms(F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::clock_t c0 = std::clock();
   f();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const std::clock_t c1 = std::clock();
+  const double wall = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return {wall, 1000.0 * static_cast<double>(c1 - c0) / CLOCKS_PER_SEC};
 }
 
 template <typename Net>
@@ -88,26 +98,30 @@ void run(const char* model_name, Net net, int64_t batch, int64_t reps) {
   struct Method {
     std::string name;
     std::function<iat::train::StepLoss()> loss;
-    std::vector<double> ms;
+    std::vector<double> wall, cpu;
   };
   std::vector<Method> methods;
-  methods.push_back({"PGD-AT", [&] { return iat::train::pgd_at_loss(net, x, y, pgd); }, {}});
-  methods.push_back({"UIAT (fused, beta=1)", [&] { return iat::train::uiat_loss(net, x, y, pgd, uip, align); }, {}});
-  methods.push_back({"UIAT (fused, beta=0)", [&] { return iat::train::uiat_loss(net, x, y, pgd, uip_ce, align); }, {}});
+  methods.push_back({"PGD-AT", [&] { return iat::train::pgd_at_loss(net, x, y, pgd); }, {}, {}});
+  methods.push_back({"UIAT (fused, beta=1)", [&] { return iat::train::uiat_loss(net, x, y, pgd, uip, align); }, {}, {}});
+  methods.push_back({"UIAT (fused, beta=0)", [&] { return iat::train::uiat_loss(net, x, y, pgd, uip_ce, align); }, {}, {}});
   methods.push_back({"UIAT (fused, beta=0, detach_reference)",
                      [&] { return iat::train::uiat_loss(net, x, y, pgd, uip_ce, align_detached); },
+                     {},
                      {}});
   methods.push_back({"UIAT (two-pass)",
                      [&] {
                        return iat::train::uiat_loss(net, x, y, pgd, uip, align, iat::train::UIATLossOptions().fused(false));
                      },
+                     {},
                      {}});
-  methods.push_back({"IAT", [&] { return iat::train::iat_loss(net, x, y, pgd, inverse, align); }, {}});
+  methods.push_back({"IAT", [&] { return iat::train::iat_loss(net, x, y, pgd, inverse, align); }, {}, {}});
   methods.push_back({"one-off, t > T'",
                      [&] { return iat::train::one_off_loss(net, x, y, index, 2, pgd, inverse, cache, align); },
+                     {},
                      {}});
   methods.push_back({"one-off, t < T'",
                      [&] { return iat::train::one_off_loss(net, x, y, index, 0, pgd, inverse, cache, align); },
+                     {},
                      {}});
 
   net->train();
@@ -121,13 +135,20 @@ void run(const char* model_name, Net net, int64_t batch, int64_t reps) {
   };
   train_step(methods[0]);  // warm-up, dropped
   for (int64_t r = 0; r < reps; ++r) {
-    for (auto& m : methods) m.ms.push_back(train_step(m));
+    for (auto& m : methods) {
+      const Times t = train_step(m);
+      m.wall.push_back(t.wall);
+      m.cpu.push_back(t.cpu);
+    }
   }
-  const double base = median(methods[0].ms);
+  const double base_wall = median(methods[0].wall), base_cpu = median(methods[0].cpu);
   std::printf("\n%s, batch %lld, %lld reps (medians), threads %d\n", model_name, static_cast<long long>(batch),
               static_cast<long long>(reps), at::get_num_threads());
-  std::printf("| method | step ms | ratio to PGD-AT |\n|---|---|---|\n");
-  for (auto& m : methods) std::printf("| %s | %.1f | %.2f |\n", m.name.c_str(), median(m.ms), median(m.ms) / base);
+  std::printf("| method | CPU ms | ratio (CPU) | wall ms | ratio (wall) |\n|---|---|---|---|---|\n");
+  for (auto& m : methods) {
+    std::printf("| %s | %.0f | %.2f | %.0f | %.2f |\n", m.name.c_str(), median(m.cpu), median(m.cpu) / base_cpu,
+                median(m.wall), median(m.wall) / base_wall);
+  }
   std::fflush(stdout);
 }
 

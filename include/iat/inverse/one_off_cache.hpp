@@ -68,7 +68,7 @@ class OneOffCacheImpl : public torch::nn::Cloneable<OneOffCacheImpl> {
  public:
   explicit OneOffCacheImpl(OneOffCacheOptions options_) : options(options_) { reset(); }
 
-  /// Validates the options and (re)creates empty storage on the CPU.
+  /// Validates the options and creates empty storage on the CPU (run by the constructor and clone()).
   void reset() override {
     const char* who = "iat::OneOffCache";
     detail::check_at_least(who, "num_examples", options.num_examples(), 1);

@@ -124,7 +124,8 @@ class UniversalInversePerturbationImpl : public torch::nn::Cloneable<UniversalIn
     reset();
   }
 
-  /// Validates the options and (re)creates zero δ and momentum buffers on the CPU.
+  /// Validates the options and creates zero δ and momentum buffers on the CPU (run by the constructor
+  /// and by clone()).
   void reset() override {
     const char* who = "iat::UniversalInversePerturbation";
     detail::check_at_least(who, "num_classes", options.num_classes(), 1);
