@@ -1,0 +1,167 @@
+#pragma once
+// iat-train's configuration: every flag, its default, and the presets that name the paper's experiments.
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace iat_examples {
+
+/// All of iat-train's settings. Defaults are the supplement's CIFAR-10 PRN-18 UIAT run (SPEC §8); a
+/// preset overwrites some of them, and any flag given on the command line overwrites the preset.
+struct TrainConfig {
+  // What to train.
+  std::string method = "uiat";       // see kMethods
+  std::string dataset = "cifar10";   // cifar10, cifar100, svhn, fashion-mnist, mnist, synthetic
+  std::string data_dir;              // folder holding the dataset's files
+  std::string generated;             // .npz of generated images (DDPM), mixed in at gen_ratio
+  double gen_ratio = 0.3;            // original : generated = 0.3 means 3 original per 7 generated
+  std::string model = "prn18";       // small-cnn, prn18, wrn-34-10, wrn-28-10
+  std::string activation = "relu";   // relu, silu
+  bool augment = true;               // random crop (pad 4) + flip
+  int64_t train_subset = 0;          // use only the first N training examples (0 = all)
+  int64_t test_subset = 1000;        // held-out test examples evaluated every epoch
+  // Optimisation.
+  int64_t epochs = 100;
+  int64_t batch_size = 128;
+  double max_lr = 0.1;
+  double momentum = 0.9;
+  bool nesterov = true;
+  double weight_decay = 5e-4;
+  double ema_decay = 0.0;            // 0 = no weight averaging; 0.995 with generated data
+  // The adversary (SPEC §1).
+  double eps = 8.0 / 255;
+  double step_size = 2.0 / 255;
+  int64_t steps = 10;
+  // The inverse adversary (SPEC §2, §4).
+  double inv_eps = 4.0 / 255;
+  double inv_step_size = 0.0;        // 0 = 2/255 for IAT, 4/255 for UIAT (the paper's values)
+  int64_t inv_steps = 5;
+  double beta = 1.0;                 // weight of R in L_Inv
+  double lambda = 3.5;               // weight of the alignment KL
+  int64_t momentum_epoch = 75;       // T: inverse momentum on from this epoch (-1: never)
+  double gamma = 0.9;                // inverse momentum
+  int64_t one_off_epoch = 80;        // T' of the one-off strategy
+  double trades_beta = 6.0;
+  double mart_beta = 6.0;
+  double grad_align_lambda = 0.2;
+  // Evaluation during training.
+  int64_t eval_pgd_steps = 10;       // PGD-k accuracy on the held-out subset every epoch
+  // Running.
+  std::string out = "runs/train";
+  bool resume = false;
+  std::string device = "auto";       // auto, cpu, cuda, cuda:N
+  bool bf16 = false;
+  bool channels_last = false;
+  uint64_t seed = 0;
+  int threads = 1;
+  bool plain_progress = false;
+  // For tests: stop (as if interrupted) after this many optimiser steps; make the loss NaN at a step.
+  int64_t stop_after_steps = 0;
+  int64_t inject_nan_at_step = -1;
+  std::string preset;
+
+  nlohmann::json to_json() const {
+    return {{"method", method},       {"dataset", dataset},         {"generated", generated},
+            {"gen_ratio", gen_ratio}, {"model", model},             {"activation", activation},
+            {"augment", augment},     {"train_subset", train_subset}, {"test_subset", test_subset},
+            {"epochs", epochs},       {"batch_size", batch_size},   {"max_lr", max_lr},
+            {"momentum", momentum},   {"nesterov", nesterov},       {"weight_decay", weight_decay},
+            {"ema_decay", ema_decay}, {"eps", eps},                 {"step_size", step_size},
+            {"steps", steps},         {"inv_eps", inv_eps},         {"inv_step_size", inv_step_size},
+            {"inv_steps", inv_steps}, {"beta", beta},               {"lambda", lambda},
+            {"momentum_epoch", momentum_epoch}, {"gamma", gamma},   {"one_off_epoch", one_off_epoch},
+            {"trades_beta", trades_beta}, {"mart_beta", mart_beta}, {"grad_align_lambda", grad_align_lambda},
+            {"eval_pgd_steps", eval_pgd_steps}, {"seed", seed},     {"preset", preset}};
+  }
+};
+
+/// The training methods, each one of the library's loss recipes.
+inline const std::vector<std::string>& methods() {
+  static const std::vector<std::string> m = {"pgd-at",  "trades",    "mart",         "iat",
+                                             "uiat",    "uiat-one-off", "fgsm-rs",  "n-fgsm",
+                                             "gradalign", "fgsm-rs-uiat", "n-fgsm-uiat", "gradalign-uiat"};
+  return m;
+}
+
+/// A preset: a name, what it reproduces, and flag values as they would be typed.
+struct Preset {
+  std::string name;
+  std::string description;
+  std::map<std::string, std::string> values;
+};
+
+/// Every experiment of the supplement, plus the Fashion-MNIST demo runs. Names:
+/// <dataset>-<method>-<model>, e.g. cifar10-uiat-prn18, svhn-pgd-at-wrn34, cifar10-ddpm-uiat-wrn28.
+inline std::vector<Preset> presets() {
+  std::vector<Preset> out;
+  struct Data { std::string name; std::string epochs; std::string step; std::string lambda; std::string T, T1; };
+  // SPEC §8: CIFAR 100 epochs (T = 75, T' = 80); SVHN 30 epochs, α = 1/255, λ = 3.0 (T and T' at the same
+  // fractions of training: 22 and 24).
+  const std::vector<Data> datasets = {{"cifar10", "100", "2/255", "3.5", "75", "80"},
+                                      {"cifar100", "100", "2/255", "3.5", "75", "80"},
+                                      {"svhn", "30", "1/255", "3.0", "22", "24"}};
+  const std::vector<std::pair<std::string, std::string>> models = {{"prn18", "prn18"}, {"wrn34", "wrn-34-10"}};
+  for (const auto& d : datasets) {
+    for (const auto& [short_name, arch] : models) {
+      for (const auto& m : methods()) {
+        Preset p{d.name + "-" + m + "-" + short_name,
+                 m + " on " + d.name + " with " + arch + " (supplement §8 settings)",
+                 {{"data", d.name}, {"method", m}, {"model", arch}, {"epochs", d.epochs}, {"step-size", d.step},
+                  {"lambda", d.lambda}, {"momentum-epoch", d.T}, {"one-off-epoch", d.T1}}};
+        if (d.name == "svhn") p.values["augment"] = "false";
+        out.push_back(p);
+      }
+    }
+  }
+  // With 1M DDPM images (supplement §1.2): SiLU PRN-18 or WRN-28-10, batch 512, 400 CIFAR-10-equivalent
+  // epochs, max lr 0.2, EMA 0.995, T = 350, T' = 320, original:generated 0.3 (C10) / 0.4 (C100).
+  for (const auto& [name, ratio] : std::vector<std::pair<std::string, std::string>>{{"cifar10", "0.3"}, {"cifar100", "0.4"}}) {
+    for (const auto& [short_name, arch] : std::vector<std::pair<std::string, std::string>>{{"prn18", "prn18"}, {"wrn28", "wrn-28-10"}}) {
+      for (const std::string m : {"pgd-at", "trades", "iat", "uiat", "uiat-one-off"}) {
+        out.push_back({name + "-ddpm-" + m + "-" + short_name,
+                       m + " on " + name + " + 1M DDPM images with " + arch + " SiLU (needs --generated FILE.npz)",
+                       {{"data", name}, {"method", m}, {"model", arch}, {"activation", "silu"},
+                        {"epochs", "400"}, {"batch-size", "512"}, {"max-lr", "0.2"}, {"ema-decay", "0.995"},
+                        {"gen-ratio", ratio}, {"momentum-epoch", "350"}, {"one-off-epoch", "320"}}});
+      }
+    }
+  }
+  // The demo: a small CNN on Fashion-MNIST, ε = 0.1, scaled to minutes on two CPU cores.
+  for (const std::string m : {"pgd-at", "uiat", "trades", "iat", "uiat-one-off", "fgsm-rs", "fgsm-rs-uiat"}) {
+    out.push_back({"fashion-" + m + "-cnn", m + " on Fashion-MNIST with the small CNN, eps = 0.1 (the demo)",
+                   {{"data", "fashion-mnist"}, {"method", m}, {"model", "small-cnn"}, {"epochs", "3"},
+                    {"eps", "0.1"}, {"step-size", "0.025"}, {"steps", "5"}, {"inv-eps", "0.05"}, {"augment", "false"},
+                    {"max-lr", "0.05"}, {"lambda", "3.5"}, {"momentum-epoch", "2"}, {"one-off-epoch", "2"},
+                    {"test-subset", "1000"}}});
+  }
+  return out;
+}
+
+/// Parses "8/255", "0.03" or "8" as a number (fractions as the paper writes budgets).
+inline double parse_fraction(const std::string& text, const std::string& flag) {
+  try {
+    const auto slash = text.find('/');
+    size_t used = 0;
+    if (slash == std::string::npos) {
+      const double v = std::stod(text, &used);
+      if (used == text.size()) return v;
+    } else {
+      const double num = std::stod(text.substr(0, slash), &used);
+      if (used == slash) {
+        size_t used2 = 0;
+        const std::string den_text = text.substr(slash + 1);
+        const double den = std::stod(den_text, &used2);
+        if (used2 == den_text.size() && den != 0) return num / den;
+      }
+    }
+  } catch (const std::exception&) {
+  }
+  throw CLI::ValidationError(flag, "expected a number or a fraction like 8/255, got '" + text + "'");
+}
+
+}  // namespace iat_examples

@@ -1,0 +1,172 @@
+#pragma once
+// The training methods of iat-train: each holds the library components its recipe needs and calls that
+// recipe. No method logic lives here beyond choosing the components and the two schedule `if`s of the
+// paper (inverse momentum from epoch T, the one-off epoch T').
+
+#include "config.hpp"
+
+#include "../common/model_zoo.hpp"
+#include "../common/plot.hpp"
+
+#include <iat/attacks/fgsm.hpp>
+#include <iat/attacks/nfgsm.hpp>
+#include <iat/attacks/pgd.hpp>
+#include <iat/data/dataset.hpp>
+#include <iat/data/loader.hpp>
+#include <iat/inverse/alignment_loss.hpp>
+#include <iat/inverse/inverse_attack.hpp>
+#include <iat/inverse/one_off_cache.hpp>
+#include <iat/inverse/universal_perturbation.hpp>
+#include <iat/train/recipes.hpp>
+
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+
+#include <fmt/core.h>
+
+#include <memory>
+#include <string>
+
+namespace iat_examples {
+
+class Method {
+ public:
+  Method(const TrainConfig& cfg, int64_t num_classes, std::vector<int64_t> input_shape, int64_t num_examples,
+         torch::Device device)
+      : cfg_(cfg), name_(cfg.method), align_(iat::AlignmentLossOptions().weight(cfg.lambda)) {
+    const bool single = name_ == "fgsm-rs" || name_ == "n-fgsm" || name_ == "gradalign" ||
+                        name_.rfind("fgsm-rs-", 0) == 0 || name_.rfind("n-fgsm-", 0) == 0 ||
+                        name_.rfind("gradalign-", 0) == 0;
+    uses_uip_ = name_ == "uiat" || (single && name_.find("-uiat") != std::string::npos);
+    // The adversary.
+    if (name_ == "trades") {
+      attack_ = std::make_unique<iat::PGD>(
+          iat::train::trades_attack_options().eps(cfg.eps).step_size(cfg.step_size).steps(cfg.steps));
+    } else if (name_.rfind("fgsm-rs", 0) == 0) {
+      attack_ = std::make_unique<iat::FGSM>(iat::FGSMOptions().eps(cfg.eps).random_start(true));
+    } else if (name_.rfind("n-fgsm", 0) == 0) {
+      attack_ = std::make_unique<iat::NFGSM>(iat::NFGSMOptions().eps(cfg.eps));
+    } else if (name_.rfind("gradalign", 0) == 0) {
+      // GradAlign: FGSM from zero with step 1.25ε, clipped to ε, plus the regulariser.
+      attack_ = std::make_unique<iat::FGSM>(iat::FGSMOptions().eps(cfg.eps).step_size(1.25 * cfg.eps));
+      single_options_.grad_align_weight(cfg.grad_align_lambda).grad_align_eps(cfg.eps);
+    } else {
+      attack_ = std::make_unique<iat::PGD>(iat::PGDOptions().eps(cfg.eps).step_size(cfg.step_size).steps(cfg.steps));
+    }
+    // The friend.
+    inverse_ = std::make_unique<iat::InverseAttack>(iat::InverseAttackOptions()
+                                                        .eps(cfg.inv_eps)
+                                                        .step_size(cfg.inv_step_size > 0 ? cfg.inv_step_size : 2.0 / 255)
+                                                        .steps(cfg.inv_steps)
+                                                        .beta(cfg.beta));
+    if (uses_uip_) {
+      uip_ = iat::UniversalInversePerturbation(iat::UniversalInversePerturbationOptions(num_classes, input_shape)
+                                                   .eps(cfg.inv_eps)
+                                                   .step_size(cfg.inv_step_size > 0 ? cfg.inv_step_size : 4.0 / 255)
+                                                   .beta(single ? 0.0 : cfg.beta));
+      uip_->to(device);
+    }
+    if (name_ == "uiat-one-off") {
+      cache_ = iat::OneOffCache(iat::OneOffCacheOptions(num_examples, num_classes).one_off_epoch(cfg.one_off_epoch));
+      cache_->to(device);
+    }
+    align_->to(device);
+  }
+
+  /// The paper's two schedule decisions, as one visible `if` each.
+  void begin_epoch(int64_t epoch) {
+    if (uip_) uip_->options.momentum(cfg_.momentum_epoch >= 0 && epoch >= cfg_.momentum_epoch ? cfg_.gamma : 0.0);
+  }
+
+  iat::train::StepLoss loss(AnyClassifier& model, const iat::data::Batch& b, int64_t epoch) {
+    namespace T = iat::train;
+    if (name_ == "pgd-at") return T::pgd_at_loss(model, b.x, b.y, *attack_);
+    if (name_ == "trades") return T::trades_loss(model, b.x, b.y, *attack_, cfg_.trades_beta);
+    if (name_ == "mart") return T::mart_loss(model, b.x, b.y, *attack_, cfg_.mart_beta);
+    if (name_ == "iat") return T::iat_loss(model, b.x, b.y, *attack_, *inverse_, align_);
+    if (name_ == "uiat") return T::uiat_loss(model, b.x, b.y, *attack_, uip_, align_);
+    if (name_ == "uiat-one-off") return T::one_off_loss(model, b.x, b.y, b.index, epoch, *attack_, *inverse_, cache_, align_);
+    if (uses_uip_) return T::single_step_uiat_loss(model, b.x, b.y, *attack_, uip_, align_, single_options_);
+    return T::single_step_loss(model, b.x, b.y, *attack_, single_options_);
+  }
+
+  void save(torch::serialize::OutputArchive& archive) const {
+    if (uip_) {
+      torch::serialize::OutputArchive a;
+      uip_->save(a);
+      archive.write("uip", a);
+    }
+    if (cache_) {
+      torch::serialize::OutputArchive a;
+      cache_->save(a);
+      archive.write("one_off_cache", a);
+    }
+  }
+
+  void load(torch::serialize::InputArchive& archive) {
+    if (uip_) {
+      torch::serialize::InputArchive a;
+      archive.read("uip", a);
+      uip_->load(a);
+    }
+    if (cache_) {
+      torch::serialize::InputArchive a;
+      archive.read("one_off_cache", a);
+      cache_->load(a);
+    }
+  }
+
+  /// The supplement's Figure 1 for this model: one test image per class, its inverse adversary, and
+  /// (for UIAT methods) the class's universal inverse perturbation amplified ×10, with p_y captions.
+  void write_figure(AnyClassifier& model, const iat::data::Dataset& test, torch::Device device,
+                    const std::string& path) {
+    std::vector<int64_t> picks;
+    for (int64_t c = 0; c < test.num_classes && picks.size() < 10; ++c) {
+      auto where = (test.labels == c).nonzero();
+      if (where.numel() > 0) picks.push_back(where[0][0].item<int64_t>());
+    }
+    if (picks.empty()) return;
+    auto idx = torch::tensor(picks, torch::kLong);
+    auto x = test.images.index_select(0, idx).to(device).to(torch::kFloat).div_(255);
+    auto y = test.labels.index_select(0, idx).to(device);
+    model->eval();
+    auto x_inv = inverse_->perturb(model, x, y);
+    auto captions = [&](const torch::Tensor& images) {
+      torch::NoGradGuard ng;
+      auto p = torch::softmax(model(images), 1).gather(1, y.unsqueeze(1)).squeeze(1).cpu();
+      std::vector<std::string> out;
+      for (int64_t i = 0; i < p.size(0); ++i) out.push_back(fmt::format("p_y={:.2f}", p[i].item<double>()));
+      return out;
+    };
+    std::vector<ImageRow> rows = {{"natural", x.cpu(), captions(x)}, {"inverse adversarial", x_inv.cpu(), captions(x_inv)}};
+    if (uip_) {
+      auto x_check = uip_(x, y);
+      rows.push_back({"universal inverse", x_check.detach().cpu(), captions(x_check)});
+      auto delta = uip_->delta().index_select(0, y).detach().cpu();
+      rows.push_back({"delta_y x10", visualize_perturbation(delta, 10.0), std::vector<std::string>(picks.size(), "")});
+    }
+    try {
+      write_image_grid_png(path, rows, 3);
+    } catch (const std::exception& e) {
+      std::cerr << "iat-train: warning: could not write " << path << ": " << e.what() << "\n";
+    }
+  }
+
+ private:
+  TrainConfig cfg_;
+  std::string name_;
+  bool uses_uip_ = false;
+  std::unique_ptr<iat::Attack> attack_;
+  std::unique_ptr<iat::InverseAttack> inverse_;
+  iat::UniversalInversePerturbation uip_{nullptr};
+  iat::OneOffCache cache_{nullptr};
+  iat::AlignmentLoss align_;
+  iat::train::SingleStepOptions single_options_;
+};
+
+inline std::unique_ptr<Method> make_method(const TrainConfig& cfg, int64_t num_classes, std::vector<int64_t> input_shape,
+                                           int64_t num_examples, torch::Device device) {
+  return std::make_unique<Method>(cfg, num_classes, std::move(input_shape), num_examples, device);
+}
+
+}  // namespace iat_examples

@@ -1,0 +1,420 @@
+#pragma once
+// iat-train's loop: data, model, optimiser, schedule, weight averaging, the method's loss recipe,
+// per-epoch evaluation, atomic checkpoints with exact resume, progress, metrics and pictures.
+
+#include "config.hpp"
+#include "methods.hpp"
+
+#include "../common/model_zoo.hpp"
+#include "../common/plot.hpp"
+#include "../common/progress.hpp"
+
+#include <iat/attacks/pgd.hpp>
+#include <iat/data/load.hpp>
+#include <iat/data/loader.hpp>
+#include <iat/data/mix.hpp>
+#include <iat/data/npz.hpp>
+#include <iat/models/state_dict.hpp>
+#include <iat/train/checkpoint.hpp>
+#include <iat/train/ema.hpp>
+#include <iat/train/one_cycle.hpp>
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/optim/sgd.h>
+#include <torch/serialize.h>
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+namespace iat_examples {
+
+/// Set by SIGINT/SIGTERM: the loop writes a checkpoint at the next batch boundary and exits.
+inline std::atomic<int>& stop_signal() {
+  static std::atomic<int> s{0};
+  return s;
+}
+inline void install_stop_handlers() {
+  auto handler = [](int sig) { stop_signal().store(sig); };
+  std::signal(SIGINT, handler);
+  std::signal(SIGTERM, handler);
+}
+
+/// Exit codes: 0 finished, 1 error, 3 non-finite loss, 130 stopped by a signal or --stop-after-steps.
+constexpr int kExitNonFinite = 3;
+constexpr int kExitStopped = 130;
+
+/// A tiny, deterministic 10-class problem for tests: 1×12×12 images whose class is a bright 4×4 patch at
+/// one of 9 places or none; generated from `seed`, so every run sees the same data.
+inline iat::data::Dataset synthetic_dataset(int64_t n, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  auto labels = at::randint(0, 10, {n}, gen, torch::kLong);
+  auto images = at::rand({n, 1, 12, 12}, gen, torch::kFloat) * 0.4;
+  auto acc = labels.accessor<int64_t, 1>();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = acc[i];
+    if (c == 9) continue;
+    images[i].slice(1, (c / 3) * 4, (c / 3) * 4 + 4).slice(2, (c % 3) * 4, (c % 3) * 4 + 4) += 0.6;
+  }
+  return iat::data::Dataset{(images.clamp(0, 1) * 255).round().to(torch::kByte), labels, 10, "synthetic"};
+}
+
+class Trainer {
+ public:
+  explicit Trainer(TrainConfig cfg) : cfg_(std::move(cfg)) {}
+
+  int run() {
+    setup();
+    if (cfg_.resume) load_checkpoint();
+    write_config();
+    const int64_t batches = loader_->size();
+    for (int64_t epoch = start_epoch_; epoch < cfg_.epochs; ++epoch) {
+      method_->begin_epoch(epoch);
+      model_->train();
+      loader_->set_epoch(epoch, start_batch_);  // start_batch_ > 0 only when resuming mid-epoch
+      Progress bar(fmt::format("epoch {}/{}", epoch + 1, cfg_.epochs), batches, cfg_.plain_progress);
+      // Running sums of this epoch (restored from the checkpoint when resuming mid-epoch).
+      double& loss_sum = epoch_sums_[0];
+      double& correct = epoch_sums_[1];
+      double& seen = epoch_sums_[2];
+      const auto t0 = std::chrono::steady_clock::now();
+      int64_t b = start_batch_;
+      for (auto& batch : *loader_) {
+        schedule_->set_step(step_);
+        auto out = method_->loss(model_, batch, epoch);
+        auto loss = out.loss;
+        if (step_ == cfg_.inject_nan_at_step) loss = loss * std::numeric_limits<float>::quiet_NaN();
+        const double loss_value = loss.item<double>();
+        if (!std::isfinite(loss_value)) {
+          bar.finish();
+          std::cerr << fmt::format(
+              "iat-train: non-finite loss ({}) at step {} (epoch {}, batch {}); stopping. The last good checkpoint "
+              "'{}' is left as it was; lower --max-lr or check the data.\n",
+              loss_value, step_, epoch + 1, b + 1, checkpoint_path());
+          return kExitNonFinite;
+        }
+        optimizer_->zero_grad();
+        loss.backward();
+        optimizer_->step();
+        if (ema_) ema_->update();
+        ++step_;
+        ++b;
+        const int64_t n = batch.y.size(0);
+        loss_sum += loss_value * static_cast<double>(n);
+        correct += out.adv_logits.argmax(1).eq(batch.y).sum().item<double>();
+        seen += static_cast<double>(n);
+        bar.update(b, n, {{"loss", loss_sum / seen}, {"adv_acc", correct / seen}, {"lr", schedule_->lr_at(step_ - 1)}});
+        if (stop_signal().load() != 0 || (cfg_.stop_after_steps > 0 && step_ >= cfg_.stop_after_steps)) {
+          bar.finish();
+          save_checkpoint(epoch, b);
+          std::cout << fmt::format("iat-train: stopped at step {} (epoch {}, batch {}/{}); checkpoint written to {}; "
+                                   "continue with --resume\n",
+                                   step_, epoch + 1, b, batches, checkpoint_path());
+          return kExitStopped;
+        }
+      }
+      bar.finish();
+      start_batch_ = 0;
+      const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      train_seconds_total_ += train_seconds;
+      auto eval = evaluate();
+      nlohmann::json row = {{"epoch", epoch + 1},
+                            {"step", step_},
+                            {"train_loss", loss_sum / std::max(seen, 1.0)},
+                            {"train_adv_acc", correct / std::max(seen, 1.0)},
+                            {"lr", schedule_->lr_at(step_ - 1)},
+                            {"natural_acc", eval.natural},
+                            {fmt::format("pgd{}_acc", cfg_.eval_pgd_steps), eval.robust},
+                            {"seconds", train_seconds},
+                            {"images_per_second", seen / std::max(train_seconds, 1e-9)}};
+      if (ema_) {
+        row["ema_natural_acc"] = eval.ema_natural;
+        row[fmt::format("ema_pgd{}_acc", cfg_.eval_pgd_steps)] = eval.ema_robust;
+      }
+      metrics_.push_back(row);
+      append_metrics(row);
+      std::cout << fmt::format("epoch {}/{}: loss {:.4f}, natural {:.2f}%, PGD-{} {:.2f}%{} ({:.0f} s)\n", epoch + 1,
+                               cfg_.epochs, row["train_loss"].get<double>(), 100 * eval.natural, cfg_.eval_pgd_steps,
+                               100 * eval.robust,
+                               ema_ ? fmt::format(", EMA natural {:.2f}% PGD {:.2f}%", 100 * eval.ema_natural,
+                                                  100 * eval.ema_robust)
+                                    : "",
+                               train_seconds);
+      epoch_sums_ = {0, 0, 0};
+      save_checkpoint(epoch + 1, 0);
+      write_curves();
+    }
+    finish();
+    return 0;
+  }
+
+ private:
+  struct Eval {
+    double natural = 0, robust = 0, ema_natural = 0, ema_robust = 0;
+  };
+
+  std::string checkpoint_path() const { return (std::filesystem::path(cfg_.out) / "checkpoint.pt").string(); }
+
+  torch::Device pick_device() const {
+    if (cfg_.device == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+    torch::Device d(cfg_.device);
+    TORCH_CHECK_VALUE(!d.is_cuda() || torch::cuda::is_available(), "--device ", cfg_.device,
+                      ": CUDA is not available in this LibTorch build or machine");
+    return d;
+  }
+
+  void setup() {
+    at::set_num_threads(cfg_.threads);
+    torch::manual_seed(cfg_.seed);
+    device_ = pick_device();
+    std::filesystem::create_directories(cfg_.out);
+
+    // Data.
+    if (cfg_.dataset == "synthetic") {
+      train_ = synthetic_dataset(cfg_.train_subset > 0 ? cfg_.train_subset : 512, cfg_.seed + 1);
+      test_ = synthetic_dataset(cfg_.test_subset, cfg_.seed + 2);
+    } else {
+      std::string dir = cfg_.data_dir;
+      if (dir.empty() && cfg_.dataset == "fashion-mnist") dir = iat::data::default_fashion_mnist_dir();
+      TORCH_CHECK_VALUE(!dir.empty(), "--data-dir is required for --data ", cfg_.dataset);
+      train_ = iat::data::load_dataset(cfg_.dataset, dir, iat::data::Split::kTrain);
+      test_ = iat::data::load_dataset(cfg_.dataset, dir, iat::data::Split::kTest);
+      if (cfg_.train_subset > 0 && cfg_.train_subset < train_.size()) train_ = train_.subset(torch::arange(cfg_.train_subset));
+    }
+    if (cfg_.test_subset < test_.size()) test_ = test_.subset(torch::arange(cfg_.test_subset));
+    auto loader_options = iat::data::LoaderOptions()
+                              .batch_size(cfg_.batch_size)
+                              .shuffle(true)
+                              .seed(cfg_.seed)
+                              .drop_last(true)
+                              .augment(cfg_.augment)
+                              .device(device_);
+    if (!cfg_.generated.empty()) {
+      auto generated = iat::data::read_npz(cfg_.generated, "image", "label", train_.num_classes);
+      loader_ = std::make_unique<iat::data::MixedLoader>(train_, generated, cfg_.gen_ratio, loader_options);
+    } else {
+      loader_ = std::make_unique<iat::data::Loader>(train_, loader_options);
+    }
+    examples_ = loader_->index_range();
+
+    // Model, optimiser, schedule, weight averaging.
+    const auto [mean, std] = normalization_for(cfg_.dataset);
+    spec_ = ModelSpec{cfg_.model, cfg_.activation, train_.num_classes, train_.channels(), train_.height(), mean, std};
+    model_ = make_model(spec_);
+    model_->to(device_);
+    optimizer_ = std::make_unique<torch::optim::SGD>(
+        model_->parameters(), torch::optim::SGDOptions(cfg_.max_lr)
+                                  .momentum(cfg_.momentum)
+                                  .nesterov(cfg_.nesterov)
+                                  .weight_decay(cfg_.weight_decay));
+    schedule_ = std::make_unique<iat::train::OneCycleLR>(
+        *optimizer_, iat::train::OneCycleOptions(cfg_.max_lr, cfg_.epochs * loader_->size()));
+    if (cfg_.ema_decay > 0) {
+      ema_model_ = make_model(spec_);
+      ema_model_->to(device_);
+      ema_model_->eval();
+      ema_ = std::make_unique<iat::train::ModelEMA>(*model_, *ema_model_,
+                                                    iat::train::ModelEMAOptions().decay(cfg_.ema_decay));
+    }
+    method_ = make_method(cfg_, train_.num_classes, {train_.channels(), train_.height(), train_.width()}, examples_,
+                          device_);
+    std::cout << fmt::format("iat-train: {} with {} on {} ({} training examples{}, {} test), {} parameters, "
+                             "device {}, {} thread(s), {} epochs of {} batches\n",
+                             cfg_.method, cfg_.model, cfg_.dataset, train_.size(),
+                             cfg_.generated.empty() ? "" : fmt::format(" + {} generated", examples_ - train_.size()),
+                             test_.size(), iat::models::count_parameters(*model_), device_.str(), cfg_.threads,
+                             cfg_.epochs, loader_->size());
+  }
+
+  // ---- evaluation ---------------------------------------------------------------------------------
+  std::pair<double, double> evaluate_model(AnyClassifier& model) {
+    iat::PGD pgd(iat::PGDOptions().eps(cfg_.eps).step_size(cfg_.eps / 4).steps(cfg_.eval_pgd_steps));
+    const bool was_training = model->is_training();
+    model->eval();
+    double nat = 0, rob = 0;
+    const int64_t n = test_.size();
+    for (int64_t i = 0; i < n; i += cfg_.batch_size) {
+      const int64_t j = std::min(n, i + cfg_.batch_size);
+      auto x = test_.images.slice(0, i, j).to(device_).to(torch::kFloat).div_(255);
+      auto y = test_.labels.slice(0, i, j).to(device_);
+      {
+        torch::NoGradGuard ng;
+        nat += model(x).argmax(1).eq(y).sum().item<double>();
+      }
+      auto x_adv = pgd.perturb(model, x, y);
+      torch::NoGradGuard ng;
+      rob += model(x_adv).argmax(1).eq(y).sum().item<double>();
+    }
+    model->train(was_training);
+    return {nat / static_cast<double>(n), rob / static_cast<double>(n)};
+  }
+
+  Eval evaluate() {
+    // The evaluation draws random starts; keep them out of the training stream so that a resumed run
+    // (which does not repeat this evaluation) sees the same random numbers as an uninterrupted one.
+    const auto rng = iat::train::cpu_rng_state();
+    torch::manual_seed(cfg_.seed + 977);
+    Eval e;
+    std::tie(e.natural, e.robust) = evaluate_model(model_);
+    if (ema_) std::tie(e.ema_natural, e.ema_robust) = evaluate_model(ema_model_);
+    iat::train::set_cpu_rng_state(rng);
+    return e;
+  }
+
+  // ---- checkpoints ----------------------------------------------------------------------------------
+  nlohmann::json identity() const {
+    return {{"format", "iat-train checkpoint 1"}, {"model", spec_.arch},          {"activation", spec_.activation},
+            {"num_classes", spec_.num_classes},   {"in_channels", spec_.in_channels}, {"image_size", spec_.image_size},
+            {"mean", spec_.mean},                 {"std", spec_.std},             {"dataset", cfg_.dataset},
+            {"method", cfg_.method},              {"examples", examples_},        {"ema", ema_ != nullptr}};
+  }
+
+  void save_checkpoint(int64_t epoch, int64_t batch_in_epoch) {
+    torch::serialize::OutputArchive archive;
+    archive.write("identity", c10::IValue(identity().dump()));
+    archive.write("epoch", c10::IValue(epoch));
+    archive.write("batch_in_epoch", c10::IValue(batch_in_epoch));
+    archive.write("step", c10::IValue(step_));
+    archive.write("train_seconds", c10::IValue(train_seconds_total_));
+    archive.write("metrics", c10::IValue(nlohmann::json(metrics_).dump()));
+    archive.write("rng_cpu", iat::train::cpu_rng_state());
+    archive.write("epoch_sums", torch::tensor(std::vector<double>(epoch_sums_.begin(), epoch_sums_.end()), torch::kDouble));
+    torch::serialize::OutputArchive model_archive, optimizer_archive, method_archive;
+    model_->save(model_archive);
+    archive.write("model", model_archive);
+    optimizer_->save(optimizer_archive);
+    archive.write("optimizer", optimizer_archive);
+    method_->save(method_archive);
+    archive.write("method", method_archive);
+    if (ema_) {
+      torch::serialize::OutputArchive ema_archive;
+      ema_model_->save(ema_archive);
+      archive.write("ema_model", ema_archive);
+      archive.write("ema_updates", c10::IValue(ema_->updates()));
+    }
+    iat::train::save_atomically(archive, checkpoint_path());
+  }
+
+  void load_checkpoint() {
+    const auto path = checkpoint_path();
+    TORCH_CHECK_VALUE(std::filesystem::exists(path), "--resume: no checkpoint at '", path, "' (start without --resume)");
+    torch::serialize::InputArchive archive;
+    archive.load_from(path, device_);
+    c10::IValue v;
+    archive.read("identity", v);
+    const auto saved = nlohmann::json::parse(v.toStringRef());
+    const auto mine = identity();
+    for (const char* key : {"format", "model", "activation", "num_classes", "in_channels", "image_size", "dataset",
+                            "method", "examples", "ema"}) {
+      TORCH_CHECK_VALUE(saved.contains(key) && saved[key] == mine[key], "--resume: the checkpoint '", path,
+                        "' was written for ", key, " = ", saved.contains(key) ? saved[key].dump() : "(missing)",
+                        ", but this run has ", key, " = ", mine[key].dump(), "; refusing to mix them");
+    }
+    archive.read("epoch", v);
+    start_epoch_ = v.toInt();
+    archive.read("batch_in_epoch", v);
+    start_batch_ = v.toInt();
+    archive.read("step", v);
+    step_ = v.toInt();
+    archive.read("train_seconds", v);
+    train_seconds_total_ = v.toDouble();
+    archive.read("metrics", v);
+    metrics_ = nlohmann::json::parse(v.toStringRef()).get<std::vector<nlohmann::json>>();
+    torch::serialize::InputArchive model_archive, optimizer_archive, method_archive;
+    archive.read("model", model_archive);
+    model_->load(model_archive);
+    archive.read("optimizer", optimizer_archive);
+    optimizer_->load(optimizer_archive);
+    archive.read("method", method_archive);
+    method_->load(method_archive);
+    if (ema_) {
+      torch::serialize::InputArchive ema_archive;
+      archive.read("ema_model", ema_archive);
+      ema_model_->load(ema_archive);
+      archive.read("ema_updates", v);
+      ema_->set_updates(v.toInt());
+    }
+    torch::Tensor sums;
+    archive.read("epoch_sums", sums);
+    for (size_t i = 0; i < epoch_sums_.size(); ++i) epoch_sums_[i] = sums[static_cast<int64_t>(i)].item<double>();
+    torch::Tensor rng;
+    archive.read("rng_cpu", rng);
+    iat::train::set_cpu_rng_state(rng.cpu());
+    std::cout << fmt::format("iat-train: resumed from {} at epoch {}, batch {}, step {}\n", path, start_epoch_ + 1,
+                             start_batch_, step_);
+  }
+
+  // ---- outputs --------------------------------------------------------------------------------------
+  void write_config() const {
+    std::ofstream(std::filesystem::path(cfg_.out) / "config.json") << cfg_.to_json().dump(2) << "\n";
+  }
+
+  void append_metrics(const nlohmann::json& row) const {
+    std::ofstream(std::filesystem::path(cfg_.out) / "metrics.jsonl", std::ios::app) << row.dump() << "\n";
+  }
+
+  void write_curves() const {
+    Panel loss{"training loss", "epoch", "loss", {{"train loss", {}, {}}}};
+    Panel acc{"accuracy", "epoch", "accuracy (%)", {{"natural", {}, {}}, {"PGD", {}, {}}, {"train (adv)", {}, {}}}};
+    const std::string pgd_key = fmt::format("pgd{}_acc", cfg_.eval_pgd_steps);
+    for (const auto& r : metrics_) {
+      const double e = r["epoch"].get<double>();
+      loss.series[0].x.push_back(e);
+      loss.series[0].y.push_back(r["train_loss"].get<double>());
+      acc.series[0].x.push_back(e);
+      acc.series[0].y.push_back(100 * r["natural_acc"].get<double>());
+      acc.series[1].x.push_back(e);
+      acc.series[1].y.push_back(100 * r[pgd_key].get<double>());
+      acc.series[2].x.push_back(e);
+      acc.series[2].y.push_back(100 * r["train_adv_acc"].get<double>());
+    }
+    try {
+      write_curves_png((std::filesystem::path(cfg_.out) / "curves.png").string(), {loss, acc});
+    } catch (const std::exception& e) {
+      std::cerr << "iat-train: warning: could not write curves.png: " << e.what() << "\n";
+    }
+  }
+
+  void finish() {
+    const auto out = std::filesystem::path(cfg_.out);
+    // Weights Python can read: torch.load(path) gives a state dict of the common PyTorch definitions.
+    iat::models::save_state_dict(model_->inner(), (out / "model.pt").string());
+    if (ema_) iat::models::save_state_dict(ema_model_->inner(), (out / "model_ema.pt").string());
+    method_->write_figure(model_, test_, device_, (out / "figure1.png").string());
+    nlohmann::json summary = {{"config", cfg_.to_json()},
+                              {"identity", identity()},
+                              {"train_seconds", train_seconds_total_},
+                              {"steps", step_},
+                              {"train_examples", examples_},
+                              {"test_examples", test_.size()},
+                              {"final", metrics_.empty() ? nlohmann::json() : metrics_.back()}};
+    std::ofstream(out / "summary.json") << summary.dump(2) << "\n";
+    std::cout << fmt::format("iat-train: done in {:.0f} s of training; outputs in {}\n", train_seconds_total_, cfg_.out);
+  }
+
+  TrainConfig cfg_;
+  torch::Device device_{torch::kCPU};
+  iat::data::Dataset train_, test_;
+  std::unique_ptr<iat::data::Loader> loader_;
+  int64_t examples_ = 0;
+  ModelSpec spec_;
+  AnyClassifier model_{nullptr}, ema_model_{nullptr};
+  std::unique_ptr<torch::optim::SGD> optimizer_;
+  std::unique_ptr<iat::train::OneCycleLR> schedule_;
+  std::unique_ptr<iat::train::ModelEMA> ema_;
+  std::unique_ptr<Method> method_;
+  int64_t start_epoch_ = 0, start_batch_ = 0, step_ = 0;
+  double train_seconds_total_ = 0;
+  std::array<double, 3> epoch_sums_{0, 0, 0};  // loss sum, correct, seen of the running epoch
+  std::vector<nlohmann::json> metrics_;
+};
+
+}  // namespace iat_examples
