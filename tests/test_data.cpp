@@ -261,6 +261,92 @@ void write_zip(const std::string& path, const std::vector<std::pair<std::string,
   REQUIRE(zip_close(za) == 0);
 }
 
+void put_u16_le(Bytes& b, uint32_t v) {
+  b.push_back(static_cast<uint8_t>(v));
+  b.push_back(static_cast<uint8_t>(v >> 8));
+}
+void put_u64_le(Bytes& b, uint64_t v) {
+  for (int i = 0; i < 8; ++i) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+
+/// A zip64 archive of stored members, written by hand (APPNOTE 4.3.14, 4.3.15, 4.5.3): every size and
+/// offset lives in zip64 extra fields and records, the classic fields hold their 0xFFFFFFFF markers, as
+/// in archives larger than 4 GB (such as the 1M-image DDPM file).
+Bytes zip64_archive(const std::vector<std::pair<std::string, Bytes>>& members) {
+  Bytes out, central;
+  for (const auto& m : members) {
+    const uint64_t offset = out.size();
+    const auto crc = static_cast<uint32_t>(crc32(0L, m.second.data(), static_cast<uInt>(m.second.size())));
+    put_u32_le(out, 0x04034b50);
+    put_u16_le(out, 45);  // version needed: zip64
+    put_u16_le(out, 0);   // flags
+    put_u16_le(out, 0);   // stored
+    put_u16_le(out, 0);   // time
+    put_u16_le(out, 0x21);  // date 1980-01-01
+    put_u32_le(out, crc);
+    put_u32_le(out, 0xffffffff);
+    put_u32_le(out, 0xffffffff);
+    put_u16_le(out, static_cast<uint32_t>(m.first.size()));
+    put_u16_le(out, 20);
+    out.insert(out.end(), m.first.begin(), m.first.end());
+    put_u16_le(out, 0x0001);
+    put_u16_le(out, 16);
+    put_u64_le(out, m.second.size());
+    put_u64_le(out, m.second.size());
+    out.insert(out.end(), m.second.begin(), m.second.end());
+
+    put_u32_le(central, 0x02014b50);
+    put_u16_le(central, 45);
+    put_u16_le(central, 45);
+    put_u16_le(central, 0);
+    put_u16_le(central, 0);
+    put_u16_le(central, 0);
+    put_u16_le(central, 0x21);
+    put_u32_le(central, crc);
+    put_u32_le(central, 0xffffffff);
+    put_u32_le(central, 0xffffffff);
+    put_u16_le(central, static_cast<uint32_t>(m.first.size()));
+    put_u16_le(central, 28);
+    put_u16_le(central, 0);  // comment
+    put_u16_le(central, 0);  // disk
+    put_u16_le(central, 0);  // internal attributes
+    put_u32_le(central, 0);  // external attributes
+    put_u32_le(central, 0xffffffff);
+    central.insert(central.end(), m.first.begin(), m.first.end());
+    put_u16_le(central, 0x0001);
+    put_u16_le(central, 24);
+    put_u64_le(central, m.second.size());
+    put_u64_le(central, m.second.size());
+    put_u64_le(central, offset);
+  }
+  const uint64_t cd_offset = out.size();
+  out.insert(out.end(), central.begin(), central.end());
+  const uint64_t eocd64_offset = out.size();
+  put_u32_le(out, 0x06064b50);
+  put_u64_le(out, 44);
+  put_u16_le(out, 45);
+  put_u16_le(out, 45);
+  put_u32_le(out, 0);
+  put_u32_le(out, 0);
+  put_u64_le(out, members.size());
+  put_u64_le(out, members.size());
+  put_u64_le(out, central.size());
+  put_u64_le(out, cd_offset);
+  put_u32_le(out, 0x07064b50);
+  put_u32_le(out, 0);
+  put_u64_le(out, eocd64_offset);
+  put_u32_le(out, 1);
+  put_u32_le(out, 0x06054b50);
+  put_u16_le(out, 0);
+  put_u16_le(out, 0);
+  put_u16_le(out, 0xffff);
+  put_u16_le(out, 0xffff);
+  put_u32_le(out, 0xffffffff);
+  put_u32_le(out, 0xffffffff);
+  put_u16_le(out, 0);
+  return out;
+}
+
 int64_t npz_pixel(int64_t n, int64_t h, int64_t w, int64_t c) { return (n * 17 + h * 5 + w * 3 + c * 101) % 256; }
 
 /// NHWC uint8 images [n, 4, 6, 3] and int64 labels i % 10.
@@ -505,6 +591,10 @@ TEST_CASE("npz archives, stored or deflated, give NCHW uint8 images and int64 la
     auto labels = iat::data::read_npz_array(dir.file("deflated.npz"), "label");
     CHECK(labels.scalar_type() == torch::kByte);
     CHECK(torch::equal(labels.to(torch::kLong), torch::arange(n) % 10));
+  }
+  SECTION("zip64 archives (sizes and offsets in zip64 records)") {
+    write_file(dir.file("zip64.npz"), zip64_archive(npz_members(n)));
+    check_npz(iat::data::read_npz(dir.file("zip64.npz")), n);
   }
   SECTION("other keys, grayscale [N, H, W] and Fortran order") {
     Bytes gray;

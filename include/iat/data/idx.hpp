@@ -25,7 +25,12 @@ struct IdxArray {
 inline IdxArray read_idx_file(const char* who, const std::string& path, int64_t expected_dims) {
   iat::detail::ByteBuffer bytes = iat::detail::read_file_bytes(who, path);
   if (iat::detail::is_gzip(bytes)) {
-    bytes = iat::detail::inflate_bytes(who, path, bytes.data(), bytes.size(), 0, iat::detail::Compression::kGzip);
+    // A gzip member ends with its uncompressed size modulo 2^32: a good first allocation.
+    const size_t n = bytes.size();
+    const size_t hint = n >= 18 ? (size_t{bytes[n - 4]} | (size_t{bytes[n - 3]} << 8) | (size_t{bytes[n - 2]} << 16) |
+                                   (size_t{bytes[n - 1]} << 24))
+                                : 0;
+    bytes = iat::detail::inflate_bytes(who, path, bytes.data(), n, 0, iat::detail::Compression::kGzip, 0, hint);
   }
   iat::detail::ByteCursor cur(who, path, bytes.data(), bytes.size());
   const uint32_t magic = cur.u32_be("the IDX magic number");

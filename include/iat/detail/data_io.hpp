@@ -64,9 +64,11 @@ enum class Compression { kZlib, kGzip };
 
 /// Inflates `size` compressed bytes at `data` (a zlib stream, or one or more concatenated gzip members),
 /// read from `path` at `file_offset`. `expected` > 0 is the exact decompressed size when known (the
-/// result is then allocated once); otherwise the buffer grows, up to deflate's maximum ratio of 1032:1.
+/// result is then allocated once); otherwise the buffer starts at `capacity_hint` bytes (when > 0) and
+/// grows, up to deflate's maximum ratio of 1032:1.
 inline ByteBuffer inflate_bytes(const char* who, const std::string& path, const uint8_t* data, size_t size,
-                                uint64_t file_offset, Compression format, size_t expected = 0) {
+                                uint64_t file_offset, Compression format, size_t expected = 0,
+                                size_t capacity_hint = 0) {
   // Deflate cannot expand more than 1032:1; a larger claim is a corrupt header.
   const uint64_t max_out = static_cast<uint64_t>(size) * 1032 + 1024;
   TORCH_CHECK(expected <= max_out, who, ": '", path, "' at offset ", file_offset, ": a compressed block of ",
@@ -80,7 +82,9 @@ inline ByteBuffer inflate_bytes(const char* who, const std::string& path, const 
   } end{&zs};
 
   // With a known size, one spare byte detects data beyond it (and lets zlib read its trailer).
-  ByteBuffer out(expected > 0 ? expected + 1 : std::min<uint64_t>(max_out, std::max<uint64_t>(4 * size, 4096)));
+  // Otherwise start from the hint (a gzip trailer's size field), or four times the input.
+  const uint64_t start = capacity_hint > 0 ? uint64_t{capacity_hint} + 1 : std::max<uint64_t>(4 * uint64_t{size}, 4096);
+  ByteBuffer out(expected > 0 ? expected + 1 : std::min<uint64_t>(max_out, start));
   size_t produced = 0;
   size_t consumed = 0;
   constexpr size_t kChunk = size_t{1} << 30;  // zlib counts in uInt
