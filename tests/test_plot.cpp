@@ -153,6 +153,19 @@ TEST_CASE("nice ticks are 1, 2 or 5 times a power of ten and cover the data", "[
     CHECK(big.step == Approx(5e5));
     CHECK(big.label(big.values.back()) == "2.5e6");
   }
+  SECTION("extreme data stays finite and bounded") {
+    for (auto [a, b] : std::vector<std::pair<double, double>>{
+             {-1e308, 1e308}, {1e-320, 2e-320}, {1.0, 1.0 + 1e-15}, {1e17, 1e17 + 16}, {-5e-324, 0.0}}) {
+      const auto t = pd::nice_ticks(a, b);
+      INFO("data [" << a << ", " << b << "] ticks [" << t.lo << ", " << t.hi << "] step " << t.step);
+      CHECK(std::isfinite(t.lo));
+      CHECK(std::isfinite(t.hi));
+      CHECK(t.hi > t.lo);
+      CHECK(t.values.size() >= 2);
+      CHECK(t.values.size() <= 101);
+      for (double v : t.values) CHECK_FALSE(t.label(v).empty());
+    }
+  }
   SECTION("a constant is widened around its value") {
     const auto t = pd::nice_ticks(0.5, 0.5);
     CHECK(t.lo < 0.5);
@@ -194,6 +207,18 @@ TEST_CASE("Canvas draws lines, rectangles and text where it says", "[plot]") {
     CHECK(iat_examples::font5x7::ink('y', 1, 8));  // the descender is drawn below the baseline
     CHECK_FALSE(iat_examples::font5x7::ink('A', 0, 8));
     CHECK(iat_examples::font5x7::ink('\x01', 1, 0) == iat_examples::font5x7::ink('?', 1, 0));
+  }
+  SECTION("fit_text cuts long text to the width, with an ellipsis") {
+    CHECK(pd::fit_text("accuracy", 47) == "accuracy");  // exactly 8 * 6 - 1 pixels
+    CHECK(pd::fit_text("accuracy", 46) == "accu...");
+    CHECK(pd::fit_text("accuracy", 46, 2) == "a...");  // (4 * 6 - 1) * 2 = 46
+    CHECK(pd::fit_text("accuracy", 45, 2) == "");      // not even "a..." fits
+    const std::string huge(1000000, 'x');
+    for (int w : {23, 24, 100, 479}) {
+      const std::string cut = pd::fit_text(huge, w);
+      CHECK(pd::text_width(cut) <= w);
+      CHECK(pd::text_width(cut + "x") > w);  // one more character would not fit
+    }
   }
   SECTION("text_up reads bottom to top") {
     pd::Canvas c(20, 20, pd::kWhite);
@@ -313,6 +338,11 @@ TEST_CASE("write_curves_png: robust to NaN, single points and many series", "[pl
                                   Panel{"many", "x", "y", many}};
   const std::string path = dir.file("robust.png");
   iat_examples::write_curves_png(path, panels);
+  // Values at the ends of double's range neither hang nor crash.
+  iat_examples::write_curves_png(dir.file("extreme.png"),
+                                 {Panel{"extreme", "x", "y", {Series{"huge", {-1e308, 0, 1e308}, {1e308, -1e308, 0}}}},
+                                  Panel{"denormal", "x", "y", {Series{"tiny", {0, 1}, {1e-320, 2e-320}}}}});
+  CHECK(Png(dir.file("extreme.png")).width == 2 * 480);
   const Png png(path);
   CHECK(png.width == 4 * 480);
   CHECK(png.height == 360);
@@ -476,6 +506,8 @@ TEST_CASE("plot errors name the path, the panel, the series or the row", "[plot]
                       Catch::Contains("panel 0 ('acc') has no series"));
     CHECK_THROWS_WITH(iat_examples::write_curves_png(path, {}), Catch::Contains("no panels"));
     CHECK_THROWS_WITH(iat_examples::write_curves_png(path, {ok}, 100, 360), Catch::Contains("got 100x360"));
+    CHECK_THROWS_WITH(iat_examples::write_curves_png(path, std::vector<Panel>(40, ok), 8000, 8000),
+                      Catch::Contains("exceed the limit"));
     CHECK_FALSE(fs::exists(path));  // nothing half-written
   }
   SECTION("grid: shapes, dtypes, captions, scale") {
@@ -495,6 +527,8 @@ TEST_CASE("plot errors name the path, the panel, the series or the row", "[plot]
     CHECK_THROWS_WITH(write_image_grid_png(path, {{"natural", torch::rand({2, 1, 4, 4}), {"only one"}}}),
                       Catch::Contains("got 1 captions for 2 images"));
     CHECK_THROWS_WITH(write_image_grid_png(path, grid, 0), Catch::Contains("scale must be in [1, 32], got 0"));
+    CHECK_THROWS_WITH(write_image_grid_png(path, {{"x", torch::zeros({1000, 1, 128, 128}), {}}}, 32),
+                      Catch::Contains("more than the limit"));
     CHECK_THROWS_WITH(write_image_grid_png(path, {{"x", torch::Tensor(), {}}}), Catch::Contains("undefined"));
     CHECK_FALSE(fs::exists(path));
   }

@@ -152,9 +152,8 @@ inline int text_height(int scale = 1) { return font5x7::kGlyphHeight * scale; }
 /// `text` cut to at most `max_width` pixels at `scale`, ending in "..." when it had to be cut.
 inline std::string fit_text(const std::string& text, int max_width, int scale = 1) {
   if (text_width(text, scale) <= max_width) return text;
-  std::string cut = text;
-  while (!cut.empty() && text_width(cut + "...", scale) > max_width) cut.pop_back();
-  return cut.empty() ? std::string() : cut + "...";
+  const int fit = (max_width / scale + 1) / font5x7::kAdvance;  // characters that fit
+  return fit > 3 ? text.substr(0, static_cast<size_t>(fit - 3)) + "..." : std::string();
 }
 
 /// An RGB picture with simple drawing: pixels, rectangles, thick lines and 5x7 text. Drawing outside the
@@ -168,10 +167,13 @@ inline std::string fit_text(const std::string& text, int max_width, int scale = 
 /// \endcode
 class Canvas {
  public:
+  /// The largest picture drawn (300 MB of RGB).
+  static constexpr int64_t kMaxPixels = 100'000'000;
   Canvas(int width, int height, Rgb background) : width_(width), height_(height) {
-    if (width <= 0 || height <= 0)
-      throw std::invalid_argument("iat_examples::Canvas: size must be positive, got " + std::to_string(width) +
-                                  "x" + std::to_string(height));
+    if (width <= 0 || height <= 0 || static_cast<int64_t>(width) * height > kMaxPixels)
+      throw std::invalid_argument("iat_examples::Canvas: size must be positive and at most " +
+                                  std::to_string(kMaxPixels) + " pixels, got " + std::to_string(width) + "x" +
+                                  std::to_string(height));
     data_.resize(static_cast<size_t>(width) * static_cast<size_t>(height) * 3);
     for (size_t i = 0; i < data_.size(); i += 3) {
       data_[i] = background.r;
@@ -312,11 +314,12 @@ struct Ticks {
     const double biggest = std::max(std::abs(lo), std::abs(hi));
     if (decimals <= 4 && biggest < 1e6) {
       std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
-    } else if (v == 0.0) {
-      return "0";
+    } else if (v == 0.0 || !(biggest > 0) || !std::isfinite(biggest) || !(step > 0) || !std::isfinite(step)) {
+      std::snprintf(buf, sizeof buf, "%.3g", v);
     } else {
       const int exponent = static_cast<int>(std::floor(std::log10(biggest)));
-      const int digits = std::max(0, exponent - static_cast<int>(std::floor(std::log10(step) + 1e-9)));
+      const int digits = std::min(
+          6, std::max(0, exponent - static_cast<int>(std::floor(std::log10(step) + 1e-9))));
       std::snprintf(buf, sizeof buf, "%.*fe%d", digits, v / std::pow(10.0, exponent), exponent);
     }
     return buf;
@@ -325,10 +328,15 @@ struct Ticks {
 
 /// Nice ticks for data in [min, max] (finite); `integer` forces a step of at least 1 (epochs, steps).
 inline Ticks nice_ticks(double min, double max, int target = 5, bool integer = false) {
-  if (!(max > min)) {  // a constant: widen around it
-    const double d = min == 0 ? 1.0 : std::abs(min) * 0.1;
-    min -= d;
-    max += d;
+  // Keep the arithmetic finite and meaningful: limit magnitudes, and treat a range lost in rounding
+  // (relative 1e-9, or below 1e-200) as a constant, which is widened around its value.
+  min = std::max(min, -1e300);
+  max = std::min(max, 1e300);
+  if (!(max - min > 1e-9 * std::max(std::abs(min), std::abs(max))) || max - min < 1e-200) {
+    const double mid = std::abs(min) < 1e-200 ? 0.0 : min;
+    const double d = mid == 0 ? 1.0 : std::abs(mid) * 0.1;
+    min = mid - d;
+    max = mid + d;
   }
   const double raw = (max - min) / target;
   const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
@@ -339,13 +347,20 @@ inline Ticks nice_ticks(double min, double max, int target = 5, bool integer = f
   t.step = step;
   t.lo = std::floor(min / step + 1e-9) * step;
   t.hi = std::ceil(max / step - 1e-9) * step;
-  const int n = static_cast<int>(std::lround((t.hi - t.lo) / step));
-  for (int i = 0; i <= n; ++i) {
-    double v = t.lo + i * step;
-    if (std::abs(v) < step * 1e-9) v = 0.0;  // no "-0.0"
-    t.values.push_back(v);
+  const double intervals = std::round((t.hi - t.lo) / step);
+  if (!(intervals >= 1 && intervals <= 100)) {  // not expected; never loop or draw wildly
+    t.lo = min;
+    t.hi = max;
+    t.step = max - min;
+    t.values = {min, max};
+  } else {
+    for (int i = 0; i <= static_cast<int>(intervals); ++i) {
+      double v = t.lo + i * step;
+      if (std::abs(v) < step * 1e-9) v = 0.0;  // no "-0.0"
+      t.values.push_back(v);
+    }
   }
-  t.decimals = std::max(0, -static_cast<int>(std::floor(std::log10(step) + 1e-9)));
+  t.decimals = std::max(0, -static_cast<int>(std::floor(std::log10(t.step) + 1e-9)));
   return t;
 }
 
@@ -367,11 +382,17 @@ struct CurvesLayout {
 /// [t.lo, t.hi]: the axis range spans the area less kInset pixels at each end, so that lines and markers
 /// on the axis limits are not cut by the frame.
 constexpr int kInset = 4;
+/// Fractions outside [-1, 2] (values far outside the axis, which the axes never produce for their data)
+/// are clamped, so that a line can never be asked to run over millions of pixels.
+inline double axis_fraction(double v, const Ticks& t) {
+  const double f = (v - t.lo) / (t.hi - t.lo);
+  return std::isfinite(f) ? std::min(2.0, std::max(-1.0, f)) : 0.0;
+}
 inline int map_x(double x, const Ticks& t, int px, int pw) {
-  return px + kInset + static_cast<int>(std::lround((x - t.lo) / (t.hi - t.lo) * (pw - 1 - 2 * kInset)));
+  return px + kInset + static_cast<int>(std::lround(axis_fraction(x, t) * (pw - 1 - 2 * kInset)));
 }
 inline int map_y(double y, const Ticks& t, int py, int ph) {
-  return py + kInset + static_cast<int>(std::lround((t.hi - y) / (t.hi - t.lo) * (ph - 1 - 2 * kInset)));
+  return py + kInset + static_cast<int>(std::lround((1.0 - axis_fraction(y, t)) * (ph - 1 - 2 * kInset)));
 }
 
 /// The axes a panel is drawn with (validates the panel; `who` prefixes the messages).
@@ -430,6 +451,10 @@ inline void write_curves_png(const std::string& path, const std::vector<Panel>& 
   if (panel_width < 160 || panel_height < 120 || panel_width > 8192 || panel_height > 8192)
     throw std::invalid_argument(who + ": panel size must be between 160x120 and 8192x8192, got " +
                                 std::to_string(panel_width) + "x" + std::to_string(panel_height));
+  if (static_cast<int64_t>(panels.size()) * panel_width * panel_height > Canvas::kMaxPixels)
+    throw std::invalid_argument(who + ": " + std::to_string(panels.size()) + " panels of " +
+                                std::to_string(panel_width) + "x" + std::to_string(panel_height) +
+                                " pixels exceed the limit of " + std::to_string(Canvas::kMaxPixels) + " pixels");
   std::vector<std::pair<Ticks, Ticks>> axes;
   for (size_t p = 0; p < panels.size(); ++p) axes.push_back(panel_ticks(panels[p], p, who));
 
@@ -600,6 +625,8 @@ struct ImageGridLayout {
 inline ImageGridLayout image_grid_layout(const std::vector<ImageRow>& rows, int scale = 3,
                                          const std::string& who = "iat_examples::image_grid_layout") {
   if (rows.empty()) throw std::invalid_argument(who + ": no rows to draw");
+  if (rows.size() > 1000)
+    throw std::invalid_argument(who + ": at most 1000 rows, got " + std::to_string(rows.size()));
   if (scale < 1 || scale > 32)
     throw std::invalid_argument(who + ": scale must be in [1, 32], got " + std::to_string(scale));
   ImageGridLayout g;
@@ -649,9 +676,18 @@ inline ImageGridLayout image_grid_layout(const std::vector<ImageRow>& rows, int 
   g.row_height = std::max(g.image_height + g.caption_height,
                           static_cast<int>(title_lines) * ImageGridLayout::kTitleLine * g.text_scale);
   const int n_rows = static_cast<int>(rows.size());
-  g.width = 2 * ImageGridLayout::kMargin + g.title_column + g.columns * g.column_width +
-            (g.columns - 1) * ImageGridLayout::kColumnGap;
-  g.height = 2 * ImageGridLayout::kMargin + n_rows * g.row_height + (n_rows - 1) * ImageGridLayout::kRowGap;
+  const int64_t width = 2 * ImageGridLayout::kMargin + g.title_column +
+                        static_cast<int64_t>(g.columns) * g.column_width +
+                        static_cast<int64_t>(g.columns - 1) * ImageGridLayout::kColumnGap;
+  const int64_t height = 2 * ImageGridLayout::kMargin + static_cast<int64_t>(n_rows) * g.row_height +
+                         static_cast<int64_t>(n_rows - 1) * ImageGridLayout::kRowGap;
+  if (width * height > plot_detail::Canvas::kMaxPixels)
+    throw std::invalid_argument(who + ": the grid would be " + std::to_string(width) + "x" + std::to_string(height) +
+                                " pixels, more than the limit of " +
+                                std::to_string(plot_detail::Canvas::kMaxPixels) +
+                                "; use fewer images or a smaller scale");
+  g.width = static_cast<int>(width);
+  g.height = static_cast<int>(height);
   return g;
 }
 
