@@ -222,6 +222,16 @@ TEST_CASE("UniversalInversePerturbation: state, forward and the signed step", "[
       CHECK(max_abs_diff(xc[i], (x[i] + uip->delta()[c]).clamp(0, 1)) < kTol);
     }
   }
+  SECTION("update works under a NoGradGuard, leaves no parameter gradient and restores the mode") {
+    net->train();
+    {
+      torch::NoGradGuard ng;
+      uip->update(net, x, y);
+    }
+    CHECK(uip->delta().abs().max().item<double>() == Approx(kEpsInv));
+    CHECK(net->is_training());
+    for (auto& p : net->parameters()) CHECK_FALSE(p.grad().defined());
+  }
   SECTION("with alpha' = eps' and no momentum every delta value is in {-eps', 0, +eps'}") {
     for (int k = 0; k < 3; ++k) {
       auto [xb, yb] = quadrant_data(32);
