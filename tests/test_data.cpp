@@ -2,8 +2,6 @@
 // format of the real datasets (CIFAR records, IDX raw and gzipped, MATLAB level-5 with and without
 // miCOMPRESSED elements, npz stored and deflated); the real Fashion-MNIST is read when installed.
 
-#include <catch2/catch.hpp>
-
 #include <iat/data/cifar.hpp>
 #include <iat/data/idx.hpp>
 #include <iat/data/load.hpp>
@@ -21,6 +19,9 @@
 #include <fstream>
 #include <string>
 #include <vector>
+
+// Last: torch's headers define glog's CHECK macro, which must not replace Catch's.
+#include <catch2/catch.hpp>
 
 namespace fs = std::filesystem;
 using Bytes = std::vector<uint8_t>;

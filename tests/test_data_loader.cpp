@@ -1,8 +1,6 @@
 // Tests of iat::data's batching: Loader (order, reproducibility, resumption, prefetch), the batched
 // crop/flip, MixedLoader's ratio and epoch accounting, and the background worker's error handling.
 
-#include <catch2/catch.hpp>
-
 #include <iat/data/augment.hpp>
 #include <iat/data/loader.hpp>
 #include <iat/data/mix.hpp>
@@ -13,6 +11,9 @@
 #include <atomic>
 #include <stdexcept>
 #include <vector>
+
+// Last: torch's headers define glog's CHECK macro, which must not replace Catch's.
+#include <catch2/catch.hpp>
 
 using Catch::Contains;
 
@@ -145,7 +146,7 @@ TEST_CASE("Loader shuffles reproducibly: epoch e's order is a function of (seed,
   }
 }
 
-TEST_CASE("crop_flip matches a per-image reference; random_crop_flip stays within its bounds", "[data][augment]") {
+TEST_CASE("crop_flip matches a per-image reference and random_crop_flip stays within its bounds", "[data][augment]") {
   auto ds = synthetic(20, 10, 2, 6, 7);
   const int64_t pad = 3;
   auto gen = iat::detail::cpu_generator(5);
