@@ -149,8 +149,8 @@ TEST_CASE("parameter counts and state-dict keys match the reference definitions"
     const auto w = wrn->block3->layer->ptr<M::WideBasicBlockImpl>(0)->conv2->weight;  // 640×640×3×3
     CHECK(std::abs(w.mean().item<double>()) < 1e-3);
     CHECK(w.std().item<double>() == Approx(std::sqrt(2.0 / (9 * 640))).epsilon(0.01));
-    const auto s = wrn->block1->layer->ptr<M::WideBasicBlockImpl>(0)->conv_shortcut->weight;  // 1×1, out 160
-    CHECK(s.std().item<double>() == Approx(std::sqrt(2.0 / 160)).epsilon(0.05));
+    const auto s = wrn->block2->layer->ptr<M::WideBasicBlockImpl>(0)->conv_shortcut->weight;  // 1×1, 160→320
+    CHECK(s.std().item<double>() == Approx(std::sqrt(2.0 / 320)).epsilon(0.02));
     CHECK(wrn->bn1->weight.eq(1).all().item<bool>());
     CHECK(wrn->bn1->bias.eq(0).all().item<bool>());
     CHECK(wrn->fc->bias.eq(0).all().item<bool>());
@@ -382,6 +382,10 @@ TEST_CASE("state-dict errors name the file, the key and the shapes", "[models]")
     REQUIRE_THROWS_WITH(M::load_state_dict(*plain, dir.file("trades.pt")),
                         Catch::Contains("unexpected keys [sub_block1.layer.0.bn1.weight"));
     M::load_state_dict(*plain, dir.file("trades.pt"), /*strict=*/false);  // TRADES checkpoint, unused block dropped
+    plain->eval();
+    trades->eval();
+    auto x = torch::rand({2, 3, 32, 32});
+    CHECK(max_abs_diff(plain(x), trades(x)) == 0.0);  // forward never uses sub_block1
     REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("plain.pt")), Catch::Contains("missing keys [conv1.bias"));
   }
   SECTION("a shape mismatch, with nothing modified") {
