@@ -146,6 +146,43 @@ TEST_CASE("Loader shuffles reproducibly: epoch e's order is a function of (seed,
   }
 }
 
+TEST_CASE("Loader and MixedLoader shards split each epoch disjointly for data-parallel training", "[data][loader]") {
+  auto ds = synthetic(23);
+  auto opts = iat::data::LoaderOptions().batch_size(4).seed(8).num_shards(3);
+  std::vector<torch::Tensor> parts;
+  for (int64_t r = 0; r < 3; ++r) {
+    iat::data::Loader shard(ds, opts.shard(r));
+    CHECK(shard.size() == 2);  // ⌈23 / 3⌉ = 8 examples per shard, batches of 4
+    auto p = run_pass(shard);
+    parts.push_back(torch::cat(p.index));
+    CHECK(parts.back().size(0) == 8);
+  }
+  // Together the shards cover the epoch's order, padded by wrapping around to 24 positions.
+  iat::data::Loader whole(ds, iat::data::LoaderOptions().batch_size(4).seed(8));
+  auto order = whole.epoch_order(0);
+  auto padded = torch::cat({order, order.slice(0, 0, 1)});
+  for (int64_t r = 0; r < 3; ++r) CHECK(torch::equal(parts[static_cast<size_t>(r)], padded.slice(0, r, 24, 3)));
+  // drop_last cuts instead: 7 per shard, 21 distinct examples.
+  std::vector<torch::Tensor> cut;
+  for (int64_t r = 0; r < 3; ++r) {
+    iat::data::Loader shard(ds, opts.shard(r).drop_last(true).batch_size(7));
+    cut.push_back(shard.epoch_order(0));
+  }
+  CHECK(std::get<0>(at::_unique(torch::cat(cut))).size(0) == 21);
+
+  auto orig = synthetic(30, 10, 3, 8, 8, 1);
+  auto gen = synthetic(70, 10, 3, 8, 8, 2);
+  std::vector<torch::Tensor> mixed;
+  for (int64_t r = 0; r < 2; ++r) {
+    iat::data::MixedLoader shard(orig, gen, 0.3, iat::data::LoaderOptions().batch_size(5).num_shards(2).shard(r));
+    CHECK(shard.size() == 3);  // ⌈30 / (2 · 5)⌉
+    mixed.push_back(shard.epoch_order(0));
+  }
+  auto all = torch::cat(mixed);
+  CHECK(std::get<0>(at::_unique(all)).size(0) == all.size(0));  // disjoint within the epoch
+  REQUIRE_THROWS_WITH(iat::data::Loader(ds, opts.shard(3)), Contains("shard must be in [0, 3), got 3"));
+}
+
 TEST_CASE("crop_flip matches a per-image reference and random_crop_flip stays within its bounds", "[data][augment]") {
   auto ds = synthetic(20, 10, 2, 6, 7);
   const int64_t pad = 3;

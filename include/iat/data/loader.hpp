@@ -72,6 +72,14 @@ struct LoaderOptions {
   /// Copy the whole uint8 dataset to `device` once (CIFAR-10: 150 MB), so that batches are selected
   /// there and nothing crosses the bus per batch.
   TORCH_ARG(bool, data_on_device) = false;
+  /// Data-parallel training: the number of processes (shards) each epoch is split over. All shards draw
+  /// the same epoch order (same seed) and shard r takes its positions r, r + num_shards, … of it, so the
+  /// shards of an epoch are disjoint and together cover the dataset (as torch's DistributedSampler).
+  /// Without drop_last the order is padded by wrapping around so that every shard gets ⌈N / num_shards⌉
+  /// examples; with drop_last it is cut to ⌊N / num_shards⌋ per shard. batch_size is per shard.
+  TORCH_ARG(int64_t, num_shards) = 1;
+  /// This process's shard, in [0, num_shards).
+  TORCH_ARG(int64_t, shard) = 0;
 };
 
 namespace detail {
@@ -192,21 +200,31 @@ class Loader {
     index_range_ = data_.size();
     const int64_t n = data_.size();
     const int64_t bs = options_.batch_size();
-    num_batches_ = options_.drop_last() ? n / bs : (n + bs - 1) / bs;
-    TORCH_CHECK_VALUE(num_batches_ > 0, who, ": drop_last with batch_size ", bs, " > the dataset's ", n,
-                      " examples leaves no batch");
+    const int64_t shards = options_.num_shards();
+    const int64_t shard = options_.shard();
+    // Examples per shard and epoch: all of them, padded by wrapping (or cut with drop_last) to a multiple
+    // of the shard count.
+    const int64_t per_shard = options_.drop_last() ? n / shards : (n + shards - 1) / shards;
+    num_batches_ = options_.drop_last() ? per_shard / bs : (per_shard + bs - 1) / bs;
+    TORCH_CHECK_VALUE(num_batches_ > 0, who, ": drop_last with batch_size ", bs, " > the ", per_shard,
+                      " examples per shard (dataset of ", n, " over ", shards, " shards) leaves no batch");
     sources_.push_back(detail::Source{data_.images, data_.labels, 0});
     stage_sources();
     const bool shuffle = options_.shuffle();
     const uint64_t seed = options_.seed();
-    make_plan_ = [n, bs, shuffle, seed](int64_t epoch) -> detail::PassPlan {
+    make_plan_ = [n, bs, shuffle, seed, shards, shard, per_shard](int64_t epoch) -> detail::PassPlan {
       auto order = shuffle ? torch::randperm(n, iat::detail::cpu_generator(iat::detail::mix_seed(
                                                     seed, detail::kOrderStream, static_cast<uint64_t>(epoch))),
                                              torch::kLong)
                            : torch::arange(n, torch::kLong);
-      return [order, n, bs](int64_t b) -> std::vector<torch::Tensor> {
+      if (shards > 1) {
+        const int64_t total = per_shard * shards;
+        if (total > n) order = torch::cat({order, order.slice(0, 0, total - n)});  // wrap around
+        order = order.slice(0, shard, total, shards).contiguous();
+      }
+      return [order, per_shard, bs](int64_t b) -> std::vector<torch::Tensor> {
         const int64_t start = b * bs;
-        return {order.slice(0, start, std::min(n, start + bs))};
+        return {order.slice(0, start, std::min(per_shard, start + bs))};
       };
     };
   }
@@ -290,6 +308,9 @@ class Loader {
     TORCH_CHECK_VALUE(options_.batch_size() >= 1, who, ": batch_size must be >= 1, got ", options_.batch_size());
     TORCH_CHECK_VALUE(options_.pad() >= 0, who, ": pad must be >= 0, got ", options_.pad());
     TORCH_CHECK_VALUE(options_.prefetch() >= 0, who, ": prefetch must be >= 0, got ", options_.prefetch());
+    TORCH_CHECK_VALUE(options_.num_shards() >= 1, who, ": num_shards must be >= 1, got ", options_.num_shards());
+    TORCH_CHECK_VALUE(options_.shard() >= 0 && options_.shard() < options_.num_shards(), who, ": shard must be in [0, ",
+                      options_.num_shards(), "), got ", options_.shard());
     TORCH_CHECK_VALUE(torch::isFloatingType(options_.dtype()), who, ": dtype must be a floating type, got ",
                       options_.dtype());
   }

@@ -60,7 +60,9 @@ class EndlessStream {
 /// sizes of examples seen. Each source is read as an endless stream of shuffled passes, so every original
 /// and every generated image is used equally often over time; epoch e's batches depend on (seed, e) only.
 /// `index` of a generated example is N_orig + its position in the generated set, so one per-example store
-/// of size index_range() covers both. All of Loader's options (augmentation, device, prefetch) apply.
+/// of size index_range() covers both. All of Loader's options (augmentation, device, prefetch) apply; with
+/// num_shards = W, an epoch has ⌈N_orig / (W·B)⌉ batches per shard and the W shards take consecutive,
+/// disjoint parts of both streams.
 ///
 /// **Example**
 /// \code
@@ -93,9 +95,13 @@ class MixedLoader : public Loader {
     const int64_t n_gen = generated_.size();
     per_batch_original_ = static_cast<int64_t>(std::llround(fraction_ * static_cast<double>(bs)));
     index_range_ = n_orig + n_gen;
-    num_batches_ = options_.drop_last() ? n_orig / bs : (n_orig + bs - 1) / bs;
-    TORCH_CHECK_VALUE(num_batches_ > 0, who, ": drop_last with batch_size ", bs, " > the original dataset's ", n_orig,
-                      " examples leaves no batch");
+    // With data-parallel shards, one step consumes num_shards batches (one per shard).
+    const int64_t shards = options_.num_shards();
+    const int64_t shard = options_.shard();
+    const int64_t global_batch = bs * shards;
+    num_batches_ = options_.drop_last() ? n_orig / global_batch : (n_orig + global_batch - 1) / global_batch;
+    TORCH_CHECK_VALUE(num_batches_ > 0, who, ": drop_last with batch_size ", bs, " x ", shards,
+                      " shards > the original dataset's ", n_orig, " examples leaves no batch");
     sources_.push_back(detail::Source{data_.images, data_.labels, 0});
     sources_.push_back(detail::Source{generated_.images, generated_.labels, n_orig});
     stage_sources();
@@ -109,7 +115,7 @@ class MixedLoader : public Loader {
       auto gen = std::make_shared<detail::EndlessStream>(n_gen, shuffle, seed, detail::kMixGeneratedStream);
       return [=](int64_t b) -> std::vector<torch::Tensor> {
         const int64_t step = epoch * batches + b;  // batches since the start of training
-        return {orig->take(step * k_orig, k_orig), gen->take(step * k_gen, k_gen)};
+        return {orig->take((step * shards + shard) * k_orig, k_orig), gen->take((step * shards + shard) * k_gen, k_gen)};
       };
     };
   }
