@@ -10,6 +10,14 @@ namespace iat {
 namespace data {
 
 namespace detail {
+/// `t` on `device`; a CPU tensor bound for a GPU goes through pinned memory, asynchronously (the caching
+/// host allocator keeps the pinned block alive until the copy is done).
+inline torch::Tensor to_device(const torch::Tensor& t, const torch::Device& device) {
+  if (t.device() == device) return t;
+  if (device.is_cuda() && t.device().is_cpu()) return t.pin_memory().to(device, /*non_blocking=*/true);
+  return t.to(device);
+}
+
 /// crop_flip without argument checks (offsets int64 and flips bool on x's device, offsets in range).
 inline torch::Tensor crop_flip_unchecked(const torch::Tensor& x, int64_t pad, const torch::Tensor& oy,
                                          const torch::Tensor& ox, const torch::Tensor& fl) {
@@ -88,7 +96,7 @@ inline torch::Tensor random_crop_flip(const torch::Tensor& x, int64_t pad = 4, b
   } else {
     draws[2].zero_();
   }
-  if (x.device() != draws.device()) draws = draws.to(x.device(), /*non_blocking=*/false);
+  draws = detail::to_device(draws, x.device());
   if (b == 0) return x.clone();
   return detail::crop_flip_unchecked(x, pad, draws[0], draws[1], draws[2].to(torch::kBool));
 }

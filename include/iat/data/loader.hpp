@@ -102,7 +102,7 @@ inline Batch materialise(const std::vector<Source>& sources, const std::vector<t
   for (size_t s = 0; s < sources.size(); ++s) {
     const auto& idx = parts[s];
     if (!idx.defined() || idx.numel() == 0) continue;
-    auto local = idx.to(sources[s].images.device());
+    auto local = to_device(idx, sources[s].images.device());
     xs.push_back(sources[s].images.index_select(0, local));
     ys.push_back(sources[s].labels.index_select(0, local));
     is.push_back(idx + sources[s].offset);
@@ -111,16 +111,9 @@ inline Batch materialise(const std::vector<Source>& sources, const std::vector<t
   auto y = ys.size() == 1 ? ys[0] : torch::cat(ys);
   auto index = is.size() == 1 ? is[0] : torch::cat(is);
   const auto& dev = o.device();
-  if (x.device() != dev) {
-    const bool pin = dev.is_cuda();
-    if (pin) {
-      x = x.pin_memory();
-      y = y.pin_memory();
-    }
-    x = x.to(dev, /*non_blocking=*/pin);
-    y = y.to(dev, /*non_blocking=*/pin);
-  }
-  if (index.device() != dev) index = index.to(dev);
+  x = to_device(x, dev);
+  y = to_device(y, dev);
+  index = to_device(index, dev);
   if (o.augment()) x = random_crop_flip(x, o.pad(), o.flip(), iat::detail::cpu_generator(augment_seed));
   x = x.to(o.dtype()).div_(255);
   return Batch{x, y, index};
