@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -50,7 +51,7 @@ struct Args {
 }
 
 // "8/255", "0.0314", "0.5": a budget in pixel units; 8 gets the 8/255 hint.
-double parse_eps(const std::string& text) {
+double parse_eps(const std::string& text, bool linf) {
   double value = 0;
   try {
     size_t used = 0;
@@ -68,6 +69,7 @@ double parse_eps(const std::string& text) {
   } catch (const std::exception&) {
     fail("--eps: cannot read '" + text + "' as a number or a fraction such as 8/255");
   }
+  if (!linf && value > 0 && std::isfinite(value)) return value;  // an L2 radius may exceed 1
   if (!(value > 0 && value <= 1)) {
     std::string hint;
     if (value > 1 && value <= 255) hint = " (did you mean " + std::to_string(static_cast<int>(std::lround(value))) + "/255?)";
@@ -181,11 +183,11 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (a.data.empty() && a.dataset.empty()) fail("give the points with --data FILE or --dataset NAME");
-  const double eps = parse_eps(a.eps);
   iat::Norm norm = iat::Norm::kLinf;
   if (a.norm == "Linf" || a.norm == "linf" || a.norm == "inf") norm = iat::Norm::kLinf;
   else if (a.norm == "L2" || a.norm == "l2") norm = iat::Norm::kL2;
   else fail("--norm must be Linf or L2, got '" + a.norm + "'");
+  const double eps = parse_eps(a.eps, norm == iat::Norm::kLinf);
   if (a.threads < 1) fail("--threads must be >= 1, got " + std::to_string(a.threads));
   at::set_num_threads(static_cast<int>(a.threads));
 

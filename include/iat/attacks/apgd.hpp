@@ -197,9 +197,9 @@ inline APGDRun apgd_single_run(const ModelRef& model, const torch::Tensor& x, co
   return {x_best, still_correct, best_loss, x_best_adv, zero_grad};
 }
 
-inline void check_apgd_options(const char* who, double eps, int64_t steps, int64_t restarts, double rho,
+inline void check_apgd_options(const char* who, Norm norm, double eps, int64_t steps, int64_t restarts, double rho,
                                int64_t eot_iter) {
-  check_budget(who, "eps", eps);
+  check_radius(who, norm, eps);
   check_at_least(who, "steps", steps, 1);
   check_at_least(who, "restarts", restarts, 1);
   TORCH_CHECK_VALUE(rho > 0.0 && rho <= 1.0, who, ": rho must be in (0, 1], got ", rho);
@@ -251,7 +251,7 @@ class APGD : public Attack {
  public:
   explicit APGD(APGDOptions options = {}) : options_(options) {
     const char* who = "iat::APGD";
-    detail::check_apgd_options(who, options_.eps(), options_.steps(), options_.restarts(), options_.rho(),
+    detail::check_apgd_options(who, options_.norm(), options_.eps(), options_.steps(), options_.restarts(), options_.rho(),
                                options_.eot_iter());
     TORCH_CHECK_VALUE(options_.loss() == Loss::kCE || options_.loss() == Loss::kDLR, who,
                       ": loss must be kCE or kDLR (use iat::APGDT for targeted DLR), got Loss value ",
@@ -351,7 +351,7 @@ class APGDT : public Attack {
  public:
   explicit APGDT(APGDTOptions options = {}) : options_(options) {
     const char* who = "iat::APGDT";
-    detail::check_apgd_options(who, options_.eps(), options_.steps(), options_.restarts(), options_.rho(),
+    detail::check_apgd_options(who, options_.norm(), options_.eps(), options_.steps(), options_.restarts(), options_.rho(),
                                options_.eot_iter());
     detail::check_at_least(who, "n_target_classes", options_.n_target_classes(), 1);
   }

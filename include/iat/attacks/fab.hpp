@@ -226,7 +226,7 @@ class FAB : public Attack {
  public:
   explicit FAB(FABOptions options = {}) : options_(options) {
     const char* who = "iat::FAB";
-    detail::check_budget(who, "eps", options_.eps());
+    detail::check_radius(who, options_.norm(), options_.eps());
     detail::check_at_least(who, "steps", options_.steps(), 1);
     detail::check_at_least(who, "restarts", options_.restarts(), 1);
     detail::check_at_least(who, "n_target_classes", options_.n_target_classes(), 1);

@@ -125,7 +125,7 @@ class Square : public Attack {
  public:
   explicit Square(SquareOptions options = {}) : options_(options) {
     const char* who = "iat::Square";
-    detail::check_budget(who, "eps", options_.eps());
+    detail::check_radius(who, options_.norm(), options_.eps());
     detail::check_at_least(who, "n_queries", options_.n_queries(), 0);
     detail::check_at_least(who, "restarts", options_.restarts(), 1);
     TORCH_CHECK_VALUE(options_.p_init() > 0.0 && options_.p_init() <= 1.0, who, ": p_init must be in (0, 1], got ",

@@ -16,6 +16,15 @@
 namespace iat {
 namespace detail {
 
+/// ε of an L∞ threat model is a pixel budget in (0, 1] (8 gets the 8/255 hint); an L2 radius may exceed 1.
+inline void check_radius(const char* who, Norm norm, double eps) {
+  if (norm == Norm::kLinf) {
+    check_budget(who, "eps", eps);
+  } else {
+    check_positive(who, "eps", eps);
+  }
+}
+
 /// Seeds the global CPU (and, where present, CUDA) generator, as `torch.manual_seed` does; a negative
 /// seed leaves the generator alone.
 inline void reseed(int64_t seed) {

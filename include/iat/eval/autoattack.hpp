@@ -238,7 +238,7 @@ class AutoAttack {
  public:
   explicit AutoAttack(AutoAttackOptions options = {}) : options_(std::move(options)) {
     const char* who = "iat::eval::AutoAttack";
-    iat::detail::check_budget(who, "eps", options_.eps());
+    iat::detail::check_radius(who, options_.norm(), options_.eps());
     iat::detail::check_at_least(who, "batch_size", options_.batch_size(), 1);
     iat::detail::check_at_least(who, "apgd_steps", options_.apgd_steps(), 1);
     iat::detail::check_at_least(who, "fab_steps", options_.fab_steps(), 1);
