@@ -260,7 +260,8 @@ TEST_CASE("UniversalInversePerturbation: state, forward and the signed step", "[
 TEST_CASE("UniversalInversePerturbation: one update equals a hand-computed step on a linear model", "[inverse][uip]") {
   // f(x) = W x + b: dCE/dx = W^T (p - e_y); dKL(p || q)/dz = p * (log p - log q - KL). No autograd here.
   LinearNet lin(16, 4);
-  auto [x, y] = quadrant_data(24);
+  const auto data = quadrant_data(24);  // not a structured binding: lambdas below capture x and y
+  const torch::Tensor x = data.first, y = data.second;
   auto x_adv = (x + torch::empty_like(x).uniform_(-8.0 / 255, 8.0 / 255)).clamp(0, 1);
   const double alpha = 1.0 / 255, beta = 0.8;
   auto opts = iat::UniversalInversePerturbationOptions(4, {1, 4, 4}).step_size(alpha).beta(beta);
