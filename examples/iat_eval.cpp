@@ -14,6 +14,8 @@
 #include <iat/eval/robust_accuracy.hpp>
 #include <iat/version.hpp>
 
+#include "model_zoo.hpp"
+
 #include <ATen/Parallel.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/script.h>
@@ -38,9 +40,9 @@ namespace {
 using json = nlohmann::json;
 
 struct Args {
-  std::string model, data, dataset, data_dir, out, state, device = "cpu", attacks, version = "standard", eps = "8/255";
+  std::string model, checkpoint, data, dataset, data_dir, out, state, device = "cpu", attacks, version = "standard", eps = "8/255";
   std::string norm = "Linf", also, save_adv;
-  int64_t n = -1, seed = 0, batch_size = 250, threads = 1, apgd_steps = 100, fab_steps = 100, square_queries = 5000,
+  int64_t n = -1, autoattack_n = -1, seed = 0, batch_size = 250, threads = 1, apgd_steps = 100, fab_steps = 100, square_queries = 5000,
           n_targets = 9;
   bool quiet = false, jit_optimize = false;
 };
@@ -101,7 +103,8 @@ std::pair<torch::Tensor, torch::Tensor> load_points(const std::string& path) {
   try {
     value = torch::pickle_load(bytes);
   } catch (const c10::Error& e) {
-    fail("'" + path + "' (" + std::to_string(bytes.size()) + " bytes) is not a file written by torch.save: " +
+    fail("cannot read '" + path + "' (" + std::to_string(bytes.size()) +
+         " bytes) as torch.save({'x': float [N,C,H,W], 'y': int64 [N]}) (a dict with exactly these two keys): " +
          e.what_without_backtrace());
   }
   if (!value.isGenericDict()) fail("'" + path + "' must hold a dict {'x': tensor, 'y': tensor}, got " + value.tagKind());
@@ -140,6 +143,56 @@ std::pair<torch::Tensor, torch::Tensor> load_points(const std::string& path) {
   return {x.to(torch::kFloat).contiguous(), y.contiguous()};
 }
 
+// The model of an iat-train checkpoint: the architecture from its identity record, the weights of
+// `ema_model` when the run kept an EMA (what is evaluated), `model` otherwise.
+iat_examples::AnyClassifier load_iat_checkpoint(const std::string& path, const torch::Device& device,
+                                                std::string& weights) {
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path, device);
+  } catch (const c10::Error& e) {
+    fail("cannot read the iat-train checkpoint '" + path + "': " + e.what_without_backtrace());
+  }
+  c10::IValue v;
+  if (!archive.try_read("identity", v) || !v.isString()) {
+    fail("'" + path + "' has no identity record: not an iat-train checkpoint (for TorchScript files use --model)");
+  }
+  json id;
+  try {
+    id = json::parse(v.toStringRef());
+  } catch (const std::exception& e) {
+    fail("'" + path + "': unreadable identity record: " + e.what());
+  }
+  if (id.value("format", std::string()) != "iat-train checkpoint 1") {
+    fail("'" + path + "': unknown checkpoint format '" + id.value("format", std::string("?")) + "'");
+  }
+  iat_examples::ModelSpec spec;
+  try {
+    spec.arch = id.at("model").get<std::string>();
+    spec.activation = id.at("activation").get<std::string>();
+    spec.num_classes = id.at("num_classes").get<int64_t>();
+    spec.in_channels = id.at("in_channels").get<int64_t>();
+    spec.image_size = id.at("image_size").get<int64_t>();
+    spec.mean = id.at("mean").get<std::vector<double>>();
+    spec.std = id.at("std").get<std::vector<double>>();
+  } catch (const std::exception& e) {
+    fail("'" + path + "': incomplete identity record: " + e.what());
+  }
+  auto net = iat_examples::make_model(spec);
+  const bool ema = id.value("ema", false);
+  weights = ema ? "ema_model" : "model";
+  torch::serialize::InputArchive sub;
+  try {
+    archive.read(weights, sub);
+    net->load(sub);
+  } catch (const c10::Error& e) {
+    fail("'" + path + "': cannot read the weights '" + weights + "': " + e.what_without_backtrace());
+  }
+  net->to(device);
+  net->eval();
+  return net;
+}
+
 std::string fixed(double v, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", digits, v);
@@ -151,7 +204,10 @@ std::string fixed(double v, int digits) {
 int main(int argc, char** argv) {
   Args a;
   CLI::App app{"iat-eval: robust accuracy under AutoAttack (fra31/auto-attack, standard version by default)"};
-  app.add_option("--model", a.model, "TorchScript model file (float [N,C,H,W] in [0,1] -> logits [N,K])")->required();
+  auto* model_opt =
+      app.add_option("--model", a.model, "TorchScript model file (float [N,C,H,W] in [0,1] -> logits [N,K])");
+  auto* ckpt_opt = app.add_option("--checkpoint", a.checkpoint, "an iat-train checkpoint (checkpoint.pt)");
+  model_opt->excludes(ckpt_opt);
   auto* data_opt = app.add_option("--data", a.data, "points file: torch.save({'x': float [N,C,H,W], 'y': int64 [N]})");
   auto* ds_opt = app.add_option("--dataset", a.dataset, std::string("dataset (test split): ") + iat::data::dataset_names());
   app.add_option("--data-dir", a.data_dir, "directory of --dataset");
@@ -160,10 +216,12 @@ int main(int argc, char** argv) {
   app.add_option("--attacks", a.attacks,
                  "comma list of apgd-ce,apgd-dlr,apgd-t,fab,fab-t,square, run with the version's settings "
                  "(default: the version's list; custom: required)");
-  app.add_option("--also", a.also, "extra single-attack evaluations: pgd20,cw (SPEC §8)");
+  app.add_option("--also", a.also, "extra single-attack evaluations: pgd20,cw (SPEC §8; also accepted in --attacks)");
   app.add_option("--eps", a.eps, "perturbation budget in pixel units, e.g. 8/255 or 0.1");
   app.add_option("--norm", a.norm, "Linf or L2");
   app.add_option("--n", a.n, "evaluate the first N points (default: all)");
+  app.add_option("--autoattack-n", a.autoattack_n,
+                 "run AutoAttack on the first N of those points only (clean, PGD-20 and CW use all)");
   app.add_option("--seed", a.seed, "seed re-applied per attack and batch (negative: time, as the reference's None)");
   app.add_option("--batch-size", a.batch_size, "points per batch (the reference's bs)");
   app.add_option("--device", a.device, "cpu, cuda, cuda:1, ...");
@@ -198,8 +256,17 @@ int main(int argc, char** argv) {
   else if (a.version == "rand") opts.version(iat::eval::AutoAttackVersion::kRand);
   else if (a.version == "custom") opts.version(iat::eval::AutoAttackVersion::kCustom);
   else fail("--version must be standard, plus, rand or custom, got '" + a.version + "'");
+  auto extras = split(a.also, ',');
   {
     auto list = split(a.attacks, ',');
+    for (auto it = list.begin(); it != list.end();) {
+      if (*it == "pgd20" || *it == "cw") {
+        extras.push_back(*it);
+        it = list.erase(it);
+      } else {
+        ++it;
+      }
+    }
     const auto& known = iat::eval::autoattack_attack_names();
     for (const auto& name : list) {
       if (std::find(known.begin(), known.end(), name) == known.end()) {
@@ -209,7 +276,6 @@ int main(int argc, char** argv) {
     if (list.empty() && a.version == "custom") fail("--version custom needs --attacks");
     opts.attacks(list);
   }
-  auto extras = split(a.also, ',');
   for (const auto& e : extras) {
     if (e != "pgd20" && e != "cw") fail("unknown evaluation '" + e + "' in --also; use pgd20, cw");
   }
@@ -222,28 +288,38 @@ int main(int argc, char** argv) {
   }
 
   // The model.
+  if (a.model.empty() && a.checkpoint.empty()) {
+    fail("give the model with --model FILE (TorchScript) or --checkpoint FILE (iat-train)");
+  }
   torch::jit::setGraphExecutorOptimize(a.jit_optimize);
   torch::jit::script::Module module;
-  try {
-    module = torch::jit::load(a.model, device);
-  } catch (const c10::Error& e) {
-    fail("cannot load the TorchScript model '" + a.model + "': " + e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    fail("cannot load the TorchScript model '" + a.model + "': " + e.what());
+  iat_examples::AnyClassifier net{nullptr};
+  std::string weights = "torchscript";
+  std::function<torch::Tensor(const torch::Tensor&)> forward;
+  if (!a.checkpoint.empty()) {
+    net = load_iat_checkpoint(a.checkpoint, device, weights);
+    forward = [&net](const torch::Tensor& x) { return net->forward(x); };
+  } else {
+    try {
+      module = torch::jit::load(a.model, device);
+    } catch (const c10::Error& e) {
+      fail("cannot load the TorchScript model '" + a.model + "': " + e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      fail("cannot load the TorchScript model '" + a.model + "': " + e.what());
+    }
+    if (!module.find_method("forward")) {
+      // torch::save archives (an iat-train checkpoint, for instance) load as modules without code.
+      fail("'" + a.model + "' has no forward method: not a TorchScript model (for an iat-train checkpoint use "
+           "--checkpoint)");
+    }
+    module.eval();
+    forward = [&module](const torch::Tensor& x) -> torch::Tensor {
+      auto out = module.forward({x});
+      TORCH_CHECK_VALUE(out.isTensor(), "iat-eval: the model returns a ", out.tagKind(),
+                        ", expected a tensor of logits [N, K]");
+      return out.toTensor();
+    };
   }
-  if (!module.find_method("forward")) {
-    // torch::save archives (iat-train checkpoints) load as modules without code.
-    fail("'" + a.model + "' has no forward method: it looks like an iat-train checkpoint (a torch::save "
-         "archive), which iat-eval does not read yet (not yet supported); export the model with "
-         "torch.jit.save / torch::jit::Module::save and pass that file");
-  }
-  module.eval();
-  auto forward = [&module](const torch::Tensor& x) -> torch::Tensor {
-    auto out = module.forward({x});
-    TORCH_CHECK_VALUE(out.isTensor(), "iat-eval: the model returns a ", out.tagKind(),
-                      ", expected a tensor of logits [N, K]");
-    return out.toTensor();
-  };
 
   // The points.
   torch::Tensor x, y;
@@ -268,6 +344,8 @@ int main(int argc, char** argv) {
   }
   x = x.to(device);
   y = y.to(device);
+  if (a.autoattack_n == 0 || a.autoattack_n < -1) fail("--autoattack-n must be >= 1, got " + std::to_string(a.autoattack_n));
+  const int64_t aa_n = a.autoattack_n > 0 ? std::min(a.autoattack_n, x.size(0)) : x.size(0);
 
   // Shape check on a small batch, with a clear message.
   {
@@ -307,12 +385,12 @@ int main(int argc, char** argv) {
   try {
     iat::eval::AutoAttack aa(opts);
     if (!a.quiet) {
-      std::fprintf(stderr, "iat-eval: %lld points from %s, %s eps=%s (%.6f), attacks %s, seed %lld, bs %lld, %d thread(s)\n",
-                   static_cast<long long>(x.size(0)), source.c_str(), a.norm.c_str(), a.eps.c_str(), eps,
+      std::fprintf(stderr, "iat-eval: AutoAttack on %lld of %lld points from %s, %s eps=%s (%.6f), attacks %s, seed %lld, bs %lld, %d thread(s)\n",
+                   static_cast<long long>(aa_n), static_cast<long long>(x.size(0)), source.c_str(), a.norm.c_str(), a.eps.c_str(), eps,
                    iat::eval::detail::join(aa.attack_list(), ",").c_str(), static_cast<long long>(a.seed),
                    static_cast<long long>(a.batch_size), at::get_num_threads());
     }
-    report = aa.run(iat::ModelRef(forward), x, y);
+    report = aa.run(iat::ModelRef(forward), x.narrow(0, 0, aa_n), y.narrow(0, 0, aa_n));
     for (const auto& e : extras) {
       iat::PGD attack = e == "pgd20" ? iat::eval::pgd20(eps) : iat::eval::cw_inf(eps);
       if (norm != iat::Norm::kLinf) fail("--also " + e + " is defined for Linf only");
@@ -322,8 +400,23 @@ int main(int argc, char** argv) {
     fail(e.what_without_backtrace());
   }
 
+  // Clean accuracy over all points (AutoAttack's clean pass saw only the first aa_n).
+  int64_t clean_all = 0;
+  {
+    torch::NoGradGuard ng;
+    for (int64_t b = 0; b < x.size(0); b += a.batch_size) {
+      const int64_t len = std::min(a.batch_size, x.size(0) - b);
+      clean_all += (forward(x.narrow(0, b, len)).argmax(1) == y.narrow(0, b, len)).sum().item<int64_t>();
+    }
+  }
+  const double clean_all_acc = static_cast<double>(clean_all) / static_cast<double>(x.size(0));
+
   // Table.
   std::printf("\n%-22s %10s %10s %10s\n", "stage", "accuracy", "points", "time [s]");
+  if (aa_n < x.size(0)) {
+    std::printf("%-22s %9s%% %10lld   (of %lld points)\n", "clean (all)", fixed(100 * clean_all_acc, 2).c_str(),
+                static_cast<long long>(clean_all), static_cast<long long>(x.size(0)));
+  }
   std::printf("%-22s %9s%% %10lld %10s\n", "clean", fixed(100 * report.clean_accuracy, 2).c_str(),
               static_cast<long long>(report.clean_correct), "");
   for (const auto& s : report.steps) {
@@ -355,7 +448,7 @@ int main(int argc, char** argv) {
     j["tool"] = "iat-eval";
     j["iat_version"] = iat::version();
     j["torch_version"] = TORCH_VERSION;
-    j["model"] = a.model;
+    j["model"] = a.model.empty() ? a.checkpoint : a.model;
     j["data"] = source;
     j["num_points"] = report.num_points;
     j["norm"] = a.norm;
@@ -399,6 +492,13 @@ int main(int argc, char** argv) {
       ex[name] = {{"accuracy", r.accuracy}, {"correct", r.correct}, {"clean_accuracy", r.clean_accuracy}};
     }
     j["also"] = ex;
+    // The keys the demo's report reads (scripts/demo_report.py).
+    j["weights"] = weights;
+    j["test_examples"] = x.size(0);
+    j["clean_acc"] = clean_all_acc;
+    j["autoattack_acc"] = report.robust_accuracy;
+    j["autoattack_examples"] = report.num_points;
+    for (const auto& [name, r] : extra_results) j[name == "pgd20" ? "pgd20_acc" : "cw_acc"] = r.accuracy;
     std::ofstream f(a.out);
     if (!f.good()) fail("cannot write --out '" + a.out + "'");
     f << j.dump(2) << "\n";

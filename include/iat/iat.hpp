@@ -17,6 +17,11 @@
 #include <iat/attacks/pgd.hpp>
 #include <iat/attacks/fgsm.hpp>
 #include <iat/attacks/nfgsm.hpp>
+#include <iat/attacks/apgd.hpp>
+#include <iat/attacks/fab.hpp>
+#include <iat/attacks/square.hpp>
+#include <iat/eval/autoattack.hpp>
+#include <iat/eval/robust_accuracy.hpp>
 #include <iat/inverse/inverse_loss.hpp>
 #include <iat/inverse/inverse_attack.hpp>
 #include <iat/inverse/universal_perturbation.hpp>
