@@ -10,6 +10,9 @@
 # (user + sys, from /usr/bin/time) are printed per run, then the medians and the ratios reference/iat.
 # Both sides use 1 intra-op thread and TorchScript graph optimisation off.
 set -euo pipefail
+# One thread everywhere: intra-op (set by both programs), and OpenBLAS's own pool, which otherwise grabs
+# every idle core for the linear layers.
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 ref="${1:-${AUTOATTACK_REF:-}}"
@@ -25,9 +28,9 @@ IAT_EVAL="${IAT_EVAL:-$root/build/examples/iat-eval}"
 mkdir -p "$WORK_DIR"
 [ -f "$WORK_DIR/model.pt" ] || "$PYTHON" "$root/scripts/aa_agreement/make_model.py" --out-dir "$WORK_DIR" --n 300
 
-echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(lscpu | grep 'Model name' | sed 's/  */ /g'); $(nproc) cores"
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(lscpu | grep 'Model name' | sed 's/  */ /g'); $(nproc --all) cores"
 echo "BLAS: $(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu 2>/dev/null || echo unknown)"
-echo "threads: 1 (iat-eval --threads 1, torch.set_num_threads(1)); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "threads: 1 (iat-eval --threads 1, torch.set_num_threads(1), OPENBLAS_NUM_THREADS=1); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 common=(--eps 0.1 --norm Linf --seed 0 --threads 1)
 iat_wall=(); iat_cpu=(); ref_wall=(); ref_cpu=()
 for r in $(seq 1 "$reps"); do

@@ -20,6 +20,9 @@
 # Environment: WORK_DIR (default /tmp/iat_aa_agreement), BUILD_DIR (default build), N (points, 300),
 # PYTHON (default /usr/bin/python3 if present). Exit status 1 if any configuration disagrees.
 set -euo pipefail
+# One thread everywhere: intra-op (set by both programs), and OpenBLAS's own pool, which otherwise grabs
+# every idle core for the linear layers.
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 ref="${AUTOATTACK_REF:-}"
