@@ -141,6 +141,15 @@ TEST_CASE("AutoAttack resumes from its state file", "[autoattack]") {
   std::remove(path.c_str());
   auto opts = quick(0.2).attacks({"apgd-ce", "square"}).state_path(path);
   auto full = eval::AutoAttack(opts).run(net, x, y);
+  {
+    // The state written by the run: the attacks, both done, the clean count, the final flags.
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK_THAT(text, Contains("attacks apgd-ce square\ndone apgd-ce square\nclean " + std::to_string(full.clean_correct)));
+    std::string flags;
+    for (int64_t i = 0; i < full.robust.size(0); ++i) flags += full.robust[i].item<bool>() ? '1' : '0';
+    CHECK_THAT(text, Contains("flags " + flags));
+  }
   // Pretend the run stopped after apgd-ce: rewrite the state with apgd-ce done and its flags.
   {
     std::string flags;

@@ -350,6 +350,8 @@ class AutoAttack {
       report.clean_correct = robust.sum().item<int64_t>();
       report.clean_accuracy = static_cast<double>(report.clean_correct) / static_cast<double>(n);
       state.attacks = attacks;
+      state.clean_correct = report.clean_correct;
+      state.clean_accuracy = report.clean_accuracy;
       save_state(state, robust);
       log("initial accuracy: " + detail::percent(report.clean_accuracy));
     }
