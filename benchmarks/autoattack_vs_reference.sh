@@ -39,8 +39,8 @@ for r in $(seq 1 "$reps"); do
   /usr/bin/time -f "%e %U %S" -o "$WORK_DIR/time_ref" "$PYTHON" "$root/scripts/aa_agreement/run_reference.py" \
     --ref "$ref" --model "$WORK_DIR/model.pt" --data "$WORK_DIR/points.pt" "${common[@]}" --bs 250 \
     --out "$WORK_DIR/ref.json" > /dev/null 2>&1
-  read -r w u s < "$WORK_DIR/time_iat"; iw=$w; ic=$(echo "$u + $s" | bc)
-  read -r w u s < "$WORK_DIR/time_ref"; rw=$w; rc=$(echo "$u + $s" | bc)
+  read -r w u s < "$WORK_DIR/time_iat"; iw=$w; ic=$(awk -v a="$u" -v b="$s" 'BEGIN {print a + b}')
+  read -r w u s < "$WORK_DIR/time_ref"; rw=$w; rc=$(awk -v a="$u" -v b="$s" 'BEGIN {print a + b}')
   iat_wall+=("$iw"); iat_cpu+=("$ic"); ref_wall+=("$rw"); ref_cpu+=("$rc")
   echo "run $r: iat wall ${iw} s cpu ${ic} s | reference wall ${rw} s cpu ${rc} s | robust: iat" \
        "$("$PYTHON" -c "import json;print(json.load(open('$WORK_DIR/iat.json'))['robust_count'])")," \
@@ -48,6 +48,6 @@ for r in $(seq 1 "$reps"); do
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 mi=$(median "${iat_wall[@]}"); mr=$(median "${ref_wall[@]}"); ci=$(median "${iat_cpu[@]}"); cr=$(median "${ref_cpu[@]}")
-echo "median wall: iat ${mi} s, reference ${mr} s, reference/iat $(echo "scale=2; $mr / $mi" | bc)"
-echo "median cpu:  iat ${ci} s, reference ${cr} s, reference/iat $(echo "scale=2; $cr / $ci" | bc)"
+echo "median wall: iat ${mi} s, reference ${mr} s, reference/iat $(awk -v a="$mr" -v b="$mi" 'BEGIN {printf "%.2f", a / b}')"
+echo "median cpu:  iat ${ci} s, reference ${cr} s, reference/iat $(awk -v a="$cr" -v b="$ci" 'BEGIN {printf "%.2f", a / b}')"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
