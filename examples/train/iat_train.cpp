@@ -40,8 +40,9 @@ int main(int argc, char** argv) {
   app.add_flag("--list-presets", list_presets, "Print every preset with what it runs, and exit");
   app.add_option("--method", cfg.method, "Training method")
       ->check(CLI::IsMember(iat_examples::methods()))->capture_default_str();
-  app.add_option("--data", cfg.dataset, "Dataset: cifar10, cifar100, svhn, fashion-mnist, mnist, or synthetic (tiny, for tests)")
-      ->check(CLI::IsMember({"cifar10", "cifar100", "svhn", "fashion-mnist", "mnist", "synthetic"}))
+  app.add_option("--data", cfg.dataset, "Dataset: cifar10, cifar100, svhn, fashion-mnist, mnist; synthetic (tiny, for tests) or "
+                 "synthetic-cifar (3x32x32, for timing)")
+      ->check(CLI::IsMember({"cifar10", "cifar100", "svhn", "fashion-mnist", "mnist", "synthetic", "synthetic-cifar"}))
       ->capture_default_str();
   app.add_option("--data-dir", cfg.data_dir,
                  "Folder with the dataset's files (CIFAR binary version, SVHN .mat, IDX); fashion-mnist defaults "

@@ -52,17 +52,19 @@ inline void install_stop_handlers() {
 constexpr int kExitNonFinite = 3;
 constexpr int kExitStopped = 130;
 
-/// A tiny, deterministic 10-class problem for tests: 1×12×12 images whose class is a bright 4×4 patch at
-/// one of 9 places or none; generated from `seed`, so every run sees the same data.
-inline iat::data::Dataset synthetic_dataset(int64_t n, uint64_t seed) {
+/// A deterministic 10-class problem generated from `seed`, for tests and timing: [channels, size, size]
+/// images whose class is a bright patch (a quarter of the side) at one of 9 places, or none.
+/// `--data synthetic` is 1×12×12 (tests); `--data synthetic-cifar` is 3×32×32 (CIFAR-shaped timing).
+inline iat::data::Dataset synthetic_dataset(int64_t n, uint64_t seed, int64_t channels = 1, int64_t size = 12) {
   auto gen = at::detail::createCPUGenerator(seed);
   auto labels = at::randint(0, 10, {n}, gen, torch::kLong);
-  auto images = at::rand({n, 1, 12, 12}, gen, torch::kFloat) * 0.4;
+  auto images = at::rand({n, channels, size, size}, gen, torch::kFloat) * 0.4;
+  const int64_t patch = size / 3;
   auto acc = labels.accessor<int64_t, 1>();
   for (int64_t i = 0; i < n; ++i) {
     const int64_t c = acc[i];
     if (c == 9) continue;
-    images[i].slice(1, (c / 3) * 4, (c / 3) * 4 + 4).slice(2, (c % 3) * 4, (c % 3) * 4 + 4) += 0.6;
+    images[i].slice(1, (c / 3) * patch, (c / 3 + 1) * patch).slice(2, (c % 3) * patch, (c % 3 + 1) * patch) += 0.6;
   }
   return iat::data::Dataset{(images.clamp(0, 1) * 255).round().to(torch::kByte), labels, 10, "synthetic"};
 }
@@ -178,9 +180,11 @@ class Trainer {
     std::filesystem::create_directories(cfg_.out);
 
     // Data.
-    if (cfg_.dataset == "synthetic") {
-      train_ = synthetic_dataset(cfg_.train_subset > 0 ? cfg_.train_subset : 512, cfg_.seed + 1);
-      test_ = synthetic_dataset(cfg_.test_subset, cfg_.seed + 2);
+    if (cfg_.dataset.rfind("synthetic", 0) == 0) {
+      const bool cifar = cfg_.dataset == "synthetic-cifar";
+      const int64_t c = cifar ? 3 : 1, side = cifar ? 32 : 12;
+      train_ = synthetic_dataset(cfg_.train_subset > 0 ? cfg_.train_subset : 512, cfg_.seed + 1, c, side);
+      test_ = synthetic_dataset(cfg_.test_subset, cfg_.seed + 2, c, side);
     } else {
       std::string dir = cfg_.data_dir;
       if (dir.empty() && cfg_.dataset == "fashion-mnist") dir = iat::data::default_fashion_mnist_dir();
