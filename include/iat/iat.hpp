@@ -27,6 +27,9 @@
 #include <iat/inverse/universal_perturbation.hpp>
 #include <iat/inverse/alignment_loss.hpp>
 #include <iat/inverse/one_off_cache.hpp>
+#include <iat/train/checkpoint.hpp>
+#include <iat/train/ema.hpp>
+#include <iat/train/one_cycle.hpp>
 #include <iat/train/recipes.hpp>
 #include <iat/models/common.hpp>
 #include <iat/models/preact_resnet.hpp>
