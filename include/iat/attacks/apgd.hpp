@@ -197,6 +197,27 @@ inline APGDRun apgd_single_run(const ModelRef& model, const torch::Tensor& x, co
   return {x_best, still_correct, best_loss, x_best_adv, zero_grad};
 }
 
+/// One APGD run on the points of x still correctly classified (`still_correct`): the points it
+/// misclassifies are marked and their adversarial examples copied into `adv`. `make_loss(x_sub)` gives the
+/// run's loss for the sub-batch (APGD-T picks its targets from it). Returns the run's zero-gradient count,
+/// or -1 when no point was left to attack. Shared by APGD's restarts and APGD-T's targets.
+template <typename MakeLoss>
+int64_t apgd_run_on_robust(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                           torch::Tensor& still_correct, torch::Tensor& adv, MakeLoss&& make_loss, Norm norm,
+                           double eps, int64_t steps, double rho, int64_t eot_iter) {
+  auto idx = true_indices(still_correct);
+  if (idx.numel() == 0) return -1;
+  auto x_sub = x.index_select(0, idx);
+  const APGDLossFn loss_fn = make_loss(x_sub);
+  auto run = apgd_single_run(model, x_sub, y.index_select(0, idx), loss_fn, norm, eps, steps, rho, eot_iter);
+  torch::NoGradGuard no_grad;
+  auto fooled = run.still_correct.logical_not();
+  auto hit = idx.masked_select(fooled);
+  still_correct.index_fill_(0, hit, false);
+  adv.index_copy_(0, hit, run.adversarial.index_select(0, true_indices(fooled)));
+  return run.zero_gradient_points;
+}
+
 inline void check_apgd_options(const char* who, Norm norm, double eps, int64_t steps, int64_t restarts, double rho,
                                int64_t eot_iter) {
   check_radius(who, norm, eps);
@@ -289,16 +310,11 @@ class APGD : public Attack {
     zero_gradient_points_ = 0;
     detail::reseed(o.seed());
     for (int64_t r = 0; r < o.restarts(); ++r) {
-      auto idx = detail::true_indices(still_correct);
-      if (idx.numel() == 0) break;
-      auto run = detail::apgd_single_run(model, x.index_select(0, idx), y.index_select(0, idx), loss_fn, o.norm(),
-                                         o.eps(), o.steps(), o.rho(), o.eot_iter());
-      if (o.loss() == Loss::kDLR) zero_gradient_points_ += run.zero_gradient_points;
-      torch::NoGradGuard no_grad;
-      auto fooled = run.still_correct.logical_not();
-      auto hit = idx.masked_select(fooled);
-      still_correct.index_fill_(0, hit, false);
-      adv.index_copy_(0, hit, run.adversarial.index_select(0, detail::true_indices(fooled)));
+      const int64_t zero = detail::apgd_run_on_robust(
+          model, x, y, still_correct, adv, [&](const torch::Tensor&) { return detail::APGDLossFn(loss_fn); }, o.norm(),
+          o.eps(), o.steps(), o.rho(), o.eot_iter());
+      if (zero < 0) break;
+      if (o.loss() == Loss::kDLR) zero_gradient_points_ += zero;
     }
     return adv;
   }
@@ -385,25 +401,20 @@ class APGDT : public Attack {
     detail::reseed(o.seed());
     for (int64_t m = 2; m < targets + 2; ++m) {
       for (int64_t r = 0; r < o.restarts(); ++r) {
-        auto idx = detail::true_indices(still_correct);
-        if (idx.numel() == 0) break;
-        auto x_sub = x.index_select(0, idx);
-        torch::Tensor target;
-        {
-          torch::NoGradGuard no_grad;
-          target = detail::class_of_rank(model(x_sub), m);
-        }
-        auto loss_fn = [&target](const torch::Tensor& logits, const torch::Tensor& labels) {
-          return functional::targeted_dlr_loss(logits, labels, target);
+        auto make_loss = [&](const torch::Tensor& x_sub) -> detail::APGDLossFn {
+          torch::Tensor target;
+          {
+            torch::NoGradGuard no_grad;
+            target = detail::class_of_rank(model(x_sub), m);
+          }
+          return [target](const torch::Tensor& logits, const torch::Tensor& labels) {
+            return functional::targeted_dlr_loss(logits, labels, target);
+          };
         };
-        auto run = detail::apgd_single_run(model, x_sub, y.index_select(0, idx), loss_fn, o.norm(), o.eps(),
-                                           o.steps(), o.rho(), o.eot_iter());
-        zero_gradient_points_ += run.zero_gradient_points;
-        torch::NoGradGuard no_grad;
-        auto fooled = run.still_correct.logical_not();
-        auto hit = idx.masked_select(fooled);
-        still_correct.index_fill_(0, hit, false);
-        adv.index_copy_(0, hit, run.adversarial.index_select(0, detail::true_indices(fooled)));
+        const int64_t zero = detail::apgd_run_on_robust(model, x, y, still_correct, adv, make_loss, o.norm(), o.eps(),
+                                                        o.steps(), o.rho(), o.eot_iter());
+        if (zero < 0) break;
+        zero_gradient_points_ += zero;
       }
     }
     return adv;

@@ -51,12 +51,7 @@ struct InverseAttackOptions {
  public:
   /// The L_Inv parameters of these options.
   InverseLossOptions loss_options() const {
-    return InverseLossOptions()
-        .beta(beta_)
-        .regularizer(regularizer_)
-        .pull_weight(pull_weight_)
-        .push_weight(push_weight_)
-        .kl_direction(kl_direction_);
+    return detail::inverse_loss_options_of(*this);
   }
 };
 

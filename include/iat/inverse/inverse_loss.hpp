@@ -52,6 +52,20 @@ struct InverseLossOptions {
   TORCH_ARG(KLDirection, kl_direction) = KLDirection::kReferenceSecond;
 };
 
+namespace detail {
+/// The L_Inv parameters of any options struct that carries them (InverseAttackOptions,
+/// UniversalInversePerturbationOptions): one place that knows which fields make up InverseLossOptions.
+template <typename Options>
+InverseLossOptions inverse_loss_options_of(const Options& o) {
+  return InverseLossOptions()
+      .beta(o.beta())
+      .regularizer(o.regularizer())
+      .pull_weight(o.pull_weight())
+      .push_weight(o.push_weight())
+      .kl_direction(o.kl_direction());
+}
+}  // namespace detail
+
 /// The constant targets of the regulariser: h(x) and h(x') as the model returns them, that is logits
 /// for InverseRegularizer::kOutputKL and penultimate features for kFeatureL2. An undefined tensor drops
 /// its term (no x' given: no push term).

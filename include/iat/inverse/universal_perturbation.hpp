@@ -69,12 +69,7 @@ struct UniversalInversePerturbationOptions {
  public:
   /// The L_Inv parameters of these options.
   InverseLossOptions loss_options() const {
-    return InverseLossOptions()
-        .beta(beta_)
-        .regularizer(regularizer_)
-        .pull_weight(pull_weight_)
-        .push_weight(push_weight_)
-        .kl_direction(kl_direction_);
+    return detail::inverse_loss_options_of(*this);
   }
   /// γ of the gradient momentum: `momentum` for kNormalizedGradient, 0 for kTargetEMA.
   double gradient_momentum() const {
