@@ -6,8 +6,11 @@
 
 #include <torch/nn/modules/batchnorm.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sys/resource.h>
 
 using namespace iat_test;
 
@@ -75,6 +78,16 @@ TEST_CASE("ModelEMA averages weights and batch-norm statistics", "[train][ema]")
   }
 }
 
+namespace {
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+void spit(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+}  // namespace
+
 TEST_CASE("save_atomically replaces the file whole and keeps it on failure", "[train][checkpoint]") {
   namespace fs = std::filesystem;
   auto dir = fs::temp_directory_path() / ("iat_ckpt_" + std::to_string(::getpid()));
@@ -87,19 +100,89 @@ TEST_CASE("save_atomically replaces the file whole and keeps it on failure", "[t
   CHECK(fs::exists(path));
   CHECK_FALSE(fs::exists(path + ".tmp"));
 
-  TinyNet loaded;
-  torch::serialize::InputArchive in;
-  in.load_from(path);
-  loaded->load(in);
-  CHECK(torch::equal(loaded->fc1->weight, net->fc1->weight));
-
-  // A write into a folder that doesn't exist fails and names the file.
-  torch::serialize::OutputArchive a2;
-  net->save(a2);
-  REQUIRE_THROWS_WITH(iat::train::save_atomically(a2, (dir / "missing" / "c.pt").string()),
-                      Catch::Contains("missing/c.pt"));
-  CHECK(fs::exists(path));
-
+  SECTION("load_checkpoint verifies and reads it; plain LibTorch reads it too") {
+    TinyNet loaded;
+    auto in = iat::train::load_checkpoint(path, torch::Device(torch::kCPU));
+    loaded->load(in);
+    CHECK(torch::equal(loaded->fc1->weight, net->fc1->weight));
+    TinyNet plain;
+    torch::serialize::InputArchive in2;
+    in2.load_from(path);  // the checksum is a zip comment: still a standard archive
+    plain->load(in2);
+    CHECK(torch::equal(plain->fc1->weight, net->fc1->weight));
+  }
+  SECTION("a write into a folder that doesn't exist fails and names the file") {
+    torch::serialize::OutputArchive a2;
+    net->save(a2);
+    REQUIRE_THROWS_WITH(iat::train::save_atomically(a2, (dir / "missing" / "c.pt").string()),
+                        Catch::Contains("missing/c.pt") && Catch::Contains("No such file or directory"));
+    CHECK(fs::exists(path));
+  }
+  SECTION("a failing write (file size limit) throws cleanly, removes the temporary file, keeps the old one") {
+    const std::string before = slurp(path);
+    TinyNet other;
+    torch::serialize::OutputArchive a3;
+    other->save(a3);
+    // A real short write: the file-size limit makes write() fail with EFBIG once the file reaches it.
+    rlimit old{};
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+    auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit small = old;
+    small.rlim_cur = 512;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+    std::string message;
+    try {
+      iat::train::save_atomically(a3, path);
+    } catch (const c10::Error& e) {
+      message = e.what_without_backtrace();
+    }
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    std::signal(SIGXFSZ, old_handler);
+    CHECK_THAT(message, Catch::Contains("could not write byte") && Catch::Contains("checkpoint.pt.tmp") &&
+                            Catch::Contains("File too large") && Catch::Contains("left as it was"));
+    CHECK_FALSE(fs::exists(path + ".tmp"));
+    CHECK(slurp(path) == before);
+  }
+  SECTION("changed bytes are refused with the file's name") {
+    std::string bytes = slurp(path);
+    bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x5a);
+    spit(path, bytes);
+    REQUIRE_THROWS_WITH(iat::train::load_checkpoint(path),
+                        Catch::Contains(path) && Catch::Contains("is corrupt") && Catch::Contains("CRC-32"));
+  }
+  SECTION("a truncated file is refused with the file's name") {
+    const std::string bytes = slurp(path);
+    for (size_t keep : {size_t{0}, size_t{10}, bytes.size() / 2, bytes.size() - 1}) {
+      spit(path, bytes.substr(0, keep));
+      REQUIRE_THROWS_WITH(iat::train::load_checkpoint(path), Catch::Contains(path) && Catch::Contains("truncated"));
+    }
+  }
+  SECTION("a damaged checksum record is refused") {
+    std::string bytes = slurp(path);
+    bytes[bytes.size() - 3] = bytes[bytes.size() - 3] == '1' ? '2' : '1';  // a digit of the byte count
+    spit(path, bytes);
+    REQUIRE_THROWS_WITH(iat::train::load_checkpoint(path), Catch::Contains(path) && Catch::Contains("corrupt"));
+  }
+  SECTION("an archive without a checksum is refused unless asked for, and a missing file names itself") {
+    torch::serialize::OutputArchive a4;
+    net->save(a4);
+    const std::string plain = (dir / "plain.pt").string();
+    a4.save_to(plain);
+    REQUIRE_THROWS_WITH(iat::train::load_checkpoint(plain), Catch::Contains(plain) && Catch::Contains("no iat checksum"));
+    TinyNet loaded;
+    auto in = iat::train::load_checkpoint(plain, iat::train::LoadCheckpointOptions().require_checksum(false));
+    loaded->load(in);
+    CHECK(torch::equal(loaded->fc1->weight, net->fc1->weight));
+    const std::string missing = (dir / "nothing.pt").string();
+    REQUIRE_THROWS_WITH(iat::train::load_checkpoint(missing), Catch::Contains(missing) && Catch::Contains("No such file"));
+  }
+  SECTION("write_file_atomically replaces a text file whole") {
+    const std::string text_path = (dir / "metrics.jsonl").string();
+    iat::train::write_file_atomically(text_path, std::string("a\n"));
+    iat::train::write_file_atomically(text_path, std::string("b\nc\n"));
+    CHECK(slurp(text_path) == "b\nc\n");
+    CHECK_FALSE(fs::exists(text_path + ".tmp"));
+  }
   SECTION("RNG state round trip reproduces the same draws") {
     auto state = iat::train::cpu_rng_state();
     auto a = torch::rand({5});
