@@ -2,9 +2,13 @@
 // iat-train's configuration: every flag, its default, and the presets that name the paper's experiments.
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <string>
 #include <vector>
@@ -54,6 +58,8 @@ struct TrainConfig {
   // Running.
   std::string out = "runs/train";
   bool resume = false;
+  bool resume_force = false;         // --resume even when result-relevant settings differ (stated and recorded)
+  bool overwrite = false;            // start over in an --out that holds a run
   std::string device = "auto";       // auto, cpu, cuda, cuda:N
   bool bf16 = false;
   bool channels_last = false;
@@ -79,6 +85,31 @@ struct TrainConfig {
             {"eval_pgd_steps", eval_pgd_steps}, {"seed", seed},     {"preset", preset}};
   }
 };
+
+/// Settings in to_json() that do not change a run's results, so a checkpoint does not bind them: the
+/// preset's name (its values are bound one by one) and the path of --generated (its content is bound).
+/// The operational flags (--out, --data-dir, --threads, --plain-progress, --resume, --overwrite, the
+/// testing flags) are not in to_json() at all. Everything else a checkpoint binds: `--resume` refuses a
+/// run whose values differ.
+inline const std::vector<std::string>& unbound_settings() {
+  static const std::vector<std::string> keys = {"preset", "generated"};
+  return keys;
+}
+
+/// The settings a checkpoint binds: every setting of to_json() except unbound_settings().
+inline nlohmann::json bound_settings(const TrainConfig& cfg) {
+  auto j = cfg.to_json();
+  for (const auto& key : unbound_settings()) j.erase(key);
+  return j;
+}
+
+/// The command-line flag of a to_json() key ("batch_size" -> "--batch-size", "dataset" -> "--data").
+inline std::string flag_of(const std::string& key) {
+  if (key == "dataset") return "--data";
+  std::string flag = "--" + key;
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return flag;
+}
 
 /// The training methods, each one of the library's loss recipes.
 inline const std::vector<std::string>& methods() {
@@ -142,6 +173,101 @@ inline std::vector<Preset> presets() {
                     {"test-subset", "1000"}, {"eval-pgd-steps", "10"}}});
   }
   return out;
+}
+
+// ---- command-line checks with readable messages ---------------------------------------------------
+// CLI11's own range validators print their bounds with %f (a 309-digit number for "no upper bound"); these
+// say what the flag expects in words. CLI11 prefixes the message with the flag's name.
+
+/// An integer >= `lo`: "must be a positive integer, got '0'".
+inline CLI::Validator integer_at_least(int64_t lo) {
+  const std::string want = lo == 1 ? "a positive integer" : lo == 0 ? "an integer >= 0" : "an integer >= " + std::to_string(lo);
+  return CLI::Validator(
+      [lo, want](std::string& text) -> std::string {
+        try {
+          size_t used = 0;
+          const long long v = std::stoll(text, &used);
+          if (used == text.size() && v >= lo) return std::string();
+        } catch (const std::exception&) {
+        }
+        return "must be " + want + ", got '" + text + "'";
+      },
+      lo == 1 ? "POSITIVE" : lo == 0 ? "NONNEGATIVE" : ">=" + std::to_string(lo));
+}
+
+/// A finite number in an interval; `lo_open`/`hi_open` exclude the ends; hi = infinity for none.
+inline CLI::Validator number_in(double lo, double hi, bool lo_open = false, bool hi_open = false) {
+  std::string want;
+  if (std::isinf(hi)) {
+    want = lo_open ? fmt::format("a number > {}", lo) : fmt::format("a number >= {}", lo);
+  } else {
+    want = fmt::format("a number in {}{}, {}{}", lo_open ? "(" : "[", lo, hi, hi_open ? ")" : "]");
+  }
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        try {
+          size_t used = 0;
+          const double v = std::stod(text, &used);
+          const bool above = lo_open ? v > lo : v >= lo;
+          const bool below = std::isinf(hi) || (hi_open ? v < hi : v <= hi);
+          if (used == text.size() && std::isfinite(v) && above && below) return std::string();
+        } catch (const std::exception&) {
+        }
+        return "must be " + want + ", got '" + text + "'";
+      },
+      std::isinf(hi) ? fmt::format("{}{}", lo_open ? ">" : ">=", lo)
+                     : fmt::format("{}{},{}{}", lo_open ? "(" : "[", lo, hi, hi_open ? ")" : "]"));
+}
+
+/// true or false (also 1/0, yes/no, on/off).
+inline CLI::Validator boolean() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        for (const char* ok : {"true", "false", "1", "0", "yes", "no", "on", "off"}) {
+          if (text == ok) return std::string();
+        }
+        return "must be true or false, got '" + text + "'";
+      },
+      "");
+}
+
+/// One of a list of names: "must be one of relu, silu; got 'x'".
+inline CLI::Validator one_of(std::vector<std::string> names) {
+  return CLI::Validator(
+      [names](std::string& text) -> std::string {
+        if (std::find(names.begin(), names.end(), text) != names.end()) return std::string();
+        return fmt::format("must be one of {}; got '{}'", fmt::join(names, ", "), text);
+      },
+      fmt::format("{{{}}}", fmt::join(names, ",")));
+}
+
+/// An architecture make_model() builds: small-cnn, prn18 or wrn-<depth>-<width>.
+inline CLI::Validator model_name() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        int depth = 0, width = 0;
+        char rest = 0;
+        if (text == "small-cnn" || text == "prn18" ||
+            (std::sscanf(text.c_str(), "wrn-%d-%d%c", &depth, &width, &rest) == 2 && depth > 0 && width > 0)) {
+          return std::string();
+        }
+        return "must be small-cnn, prn18 or wrn-<depth>-<width> (wrn-34-10, wrn-28-10), got '" + text + "'";
+      },
+      "MODEL");
+}
+
+/// auto, cpu, cuda or cuda:N.
+inline CLI::Validator device_name() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        if (text == "auto" || text == "cpu" || text == "cuda") return std::string();
+        if (text.rfind("cuda:", 0) == 0 && text.size() > 5 &&
+            text.find_first_not_of("0123456789", 5) == std::string::npos) {
+          return std::string();
+        }
+        return "must be auto, cpu, cuda or cuda:N, got '" + text + "'";
+      },
+      "DEVICE");
 }
 
 /// Parses "8/255", "0.03" or "8" as a number (fractions as the paper writes budgets).

@@ -16,12 +16,25 @@
 
 #include <csignal>
 #include <iostream>
+#include <limits>
 
 namespace {
 
-void add_fraction(CLI::App& app, const std::string& flag, double& target, const std::string& help) {
+// A budget flag: a number or a fraction ("8/255") in [lo, hi] (lo excluded when lo_open).
+void add_fraction(CLI::App& app, const std::string& flag, double& target, const std::string& help, double lo = 0,
+                  bool lo_open = true, double hi = 1) {
   app.add_option_function<std::string>(
-         flag, [&target, flag](const std::string& s) { target = iat_examples::parse_fraction(s, flag); }, help)
+         flag,
+         [&target, flag, lo, lo_open, hi](const std::string& s) {
+           const double v = iat_examples::parse_fraction(s, flag);
+           if (!(lo_open ? v > lo : v >= lo) || !(v <= hi)) {
+             throw CLI::ValidationError(flag, fmt::format("must be in {}{}, {}], got '{}' = {:.6g}{}", lo_open ? "(" : "[",
+                                                          lo, hi, s, v,
+                                                          v > 1 && v <= 255 ? fmt::format(" (did you mean {}/255?)", s) : ""));
+           }
+           target = v;
+         },
+         help)
       ->default_str(fmt::format("{:.6g}", target));
 }
 
@@ -38,59 +51,75 @@ int main(int argc, char** argv) {
   bool list_presets = false;
   app.add_option("--preset", cfg.preset, "Start from a named experiment (see --list-presets); flags override it");
   app.add_flag("--list-presets", list_presets, "Print every preset with what it runs, and exit");
+  using iat_examples::boolean;
+  using iat_examples::integer_at_least;
+  using iat_examples::number_in;
+  using iat_examples::one_of;
+  const double kInf = std::numeric_limits<double>::infinity();
   app.add_option("--method", cfg.method, "Training method")
-      ->check(CLI::IsMember(iat_examples::methods()))->capture_default_str();
+      ->check(one_of(iat_examples::methods()))->capture_default_str();
   app.add_option("--data", cfg.dataset, "Dataset: cifar10, cifar100, svhn, fashion-mnist, mnist; synthetic (tiny, for tests) or "
                  "synthetic-cifar (3x32x32, for timing)")
-      ->check(CLI::IsMember({"cifar10", "cifar100", "svhn", "fashion-mnist", "mnist", "synthetic", "synthetic-cifar"}))
+      ->check(one_of({"cifar10", "cifar100", "svhn", "fashion-mnist", "mnist", "synthetic", "synthetic-cifar"}))
       ->capture_default_str();
   app.add_option("--data-dir", cfg.data_dir,
                  "Folder with the dataset's files (CIFAR binary version, SVHN .mat, IDX); fashion-mnist defaults "
                  "to Debian's /usr/share/datasets/fashion-mnist");
   app.add_option("--generated", cfg.generated, "A .npz of generated images (keys image, label) mixed into training");
   app.add_option("--gen-ratio", cfg.gen_ratio, "Original-to-generated ratio of a batch with --generated (0.3 = 3 original per 7 generated)")
-      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  app.add_option("--model", cfg.model, "Architecture: small-cnn, prn18, wrn-34-10, wrn-28-10 (any wrn-D-W)")->capture_default_str();
-  app.add_option("--activation", cfg.activation, "relu or silu")->check(CLI::IsMember({"relu", "silu"}))->capture_default_str();
-  app.add_option("--augment", cfg.augment, "Random crop (4-pixel padding) and horizontal flip")->capture_default_str();
-  app.add_option("--train-subset", cfg.train_subset, "Train on the first N examples only (0 = all)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--test-subset", cfg.test_subset, "Held-out test examples evaluated (natural and PGD) every epoch")->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(number_in(0, 1))->capture_default_str();
+  app.add_option("--model", cfg.model, "Architecture: small-cnn, prn18, wrn-34-10, wrn-28-10 (any wrn-D-W)")
+      ->check(iat_examples::model_name())->capture_default_str();
+  app.add_option("--activation", cfg.activation, "relu or silu")->check(one_of({"relu", "silu"}))->capture_default_str();
+  app.add_option("--augment", cfg.augment, "Random crop (4-pixel padding) and horizontal flip")->check(boolean())->capture_default_str();
+  app.add_option("--train-subset", cfg.train_subset, "Train on the first N examples only (0 = all)")->check(integer_at_least(0))->capture_default_str();
+  app.add_option("--test-subset", cfg.test_subset, "Held-out test examples evaluated (natural and PGD) every epoch")->check(integer_at_least(1))->capture_default_str();
 
-  app.add_option("--epochs", cfg.epochs, "Training epochs (in original-dataset sizes)")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--batch-size", cfg.batch_size, "Batch size")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--max-lr", cfg.max_lr, "Peak of the one-cycle learning-rate schedule")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--momentum", cfg.momentum, "SGD momentum")->capture_default_str();
-  app.add_option("--nesterov", cfg.nesterov, "Nesterov momentum")->capture_default_str();
-  app.add_option("--weight-decay", cfg.weight_decay, "Weight decay")->capture_default_str();
+  app.add_option("--epochs", cfg.epochs, "Training epochs (in original-dataset sizes)")->check(integer_at_least(1))->capture_default_str();
+  app.add_option("--batch-size", cfg.batch_size, "Batch size")->check(integer_at_least(1))->capture_default_str();
+  app.add_option("--max-lr", cfg.max_lr, "Peak of the one-cycle learning-rate schedule")->check(number_in(0, kInf, true))->capture_default_str();
+  app.add_option("--momentum", cfg.momentum, "SGD momentum")->check(number_in(0, 1, false, true))->capture_default_str();
+  app.add_option("--nesterov", cfg.nesterov, "Nesterov momentum")->check(boolean())->capture_default_str();
+  app.add_option("--weight-decay", cfg.weight_decay, "Weight decay")->check(number_in(0, kInf))->capture_default_str();
   app.add_option("--ema-decay", cfg.ema_decay, "Weight averaging decay (0 = off; 0.995 in the generated-data setting)")
-      ->check(CLI::Range(0.0, 0.999999))->capture_default_str();
+      ->check(number_in(0, 1, false, true))->capture_default_str();
 
   add_fraction(app, "--eps", cfg.eps, "Adversarial budget epsilon (L-inf), e.g. 8/255");
   add_fraction(app, "--step-size", cfg.step_size, "PGD step size alpha, e.g. 2/255");
-  app.add_option("--steps", cfg.steps, "PGD steps K during training")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--steps", cfg.steps, "PGD steps K during training")->check(integer_at_least(1))->capture_default_str();
   add_fraction(app, "--inv-eps", cfg.inv_eps, "Inverse budget epsilon' (IAT/UIAT), e.g. 4/255");
-  add_fraction(app, "--inv-step-size", cfg.inv_step_size, "Inverse step alpha' (0 = 2/255 for IAT, 4/255 for UIAT)");
-  app.add_option("--inv-steps", cfg.inv_steps, "Inverse steps n (IAT)")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--beta", cfg.beta, "Weight of the regulariser R in L_Inv (0 = plain CE)")->capture_default_str();
-  app.add_option("--lambda", cfg.lambda, "Weight of the alignment KL (3.5 CIFAR, 3.0 SVHN)")->capture_default_str();
-  app.add_option("--momentum-epoch", cfg.momentum_epoch, "Epoch T from which UIAT's inverse momentum is on (-1 = never)")->capture_default_str();
-  app.add_option("--gamma", cfg.gamma, "Inverse momentum gamma")->capture_default_str();
-  app.add_option("--one-off-epoch", cfg.one_off_epoch, "Epoch T' of the one-off strategy")->capture_default_str();
-  app.add_option("--trades-beta", cfg.trades_beta, "TRADES beta")->capture_default_str();
-  app.add_option("--mart-beta", cfg.mart_beta, "MART beta")->capture_default_str();
-  app.add_option("--grad-align-lambda", cfg.grad_align_lambda, "GradAlign weight")->capture_default_str();
-  app.add_option("--eval-pgd-steps", cfg.eval_pgd_steps, "PGD steps of the per-epoch robust-accuracy check")->check(CLI::PositiveNumber)->capture_default_str();
+  add_fraction(app, "--inv-step-size", cfg.inv_step_size, "Inverse step alpha' (0 = 2/255 for IAT, 4/255 for UIAT)", 0, false);
+  app.add_option("--inv-steps", cfg.inv_steps, "Inverse steps n (IAT)")->check(integer_at_least(1))->capture_default_str();
+  app.add_option("--beta", cfg.beta, "Weight of the regulariser R in L_Inv (0 = plain CE)")->check(number_in(0, kInf))->capture_default_str();
+  app.add_option("--lambda", cfg.lambda, "Weight of the alignment KL (3.5 CIFAR, 3.0 SVHN)")->check(number_in(0, kInf))->capture_default_str();
+  app.add_option("--momentum-epoch", cfg.momentum_epoch, "Epoch T from which UIAT's inverse momentum is on (-1 = never)")
+      ->check(integer_at_least(-1))->capture_default_str();
+  app.add_option("--gamma", cfg.gamma, "Inverse momentum gamma")->check(number_in(0, 1, false, true))->capture_default_str();
+  app.add_option("--one-off-epoch", cfg.one_off_epoch, "Epoch T' of the one-off strategy")->check(integer_at_least(0))->capture_default_str();
+  app.add_option("--trades-beta", cfg.trades_beta, "TRADES beta")->check(number_in(0, kInf))->capture_default_str();
+  app.add_option("--mart-beta", cfg.mart_beta, "MART beta")->check(number_in(0, kInf))->capture_default_str();
+  app.add_option("--grad-align-lambda", cfg.grad_align_lambda, "GradAlign weight")->check(number_in(0, kInf))->capture_default_str();
+  app.add_option("--eval-pgd-steps", cfg.eval_pgd_steps, "PGD steps of the per-epoch robust-accuracy check")->check(integer_at_least(1))->capture_default_str();
 
   app.add_option("--out", cfg.out, "Output folder: checkpoint.pt, metrics.jsonl, curves.png, figure1.png, model.pt, summary.json")->capture_default_str();
-  app.add_flag("--resume", cfg.resume, "Continue the run in --out from its checkpoint");
-  app.add_option("--device", cfg.device, "auto (CUDA when available), cpu, cuda or cuda:N")->capture_default_str();
+  auto* resume_flag = app.add_flag("--resume", cfg.resume, "Continue the run in --out from its checkpoint (same settings)");
+  auto* force_flag = app.add_flag("--resume-force", cfg.resume_force,
+               "With --resume: continue even though settings that change results differ from the checkpoint's "
+               "(each difference is printed and recorded in config.json and summary.json)");
+  force_flag->needs(resume_flag);
+  app.add_flag("--overwrite", cfg.overwrite, "Start over in an --out that holds a run (its outputs are replaced)")
+      ->excludes(resume_flag)->excludes(force_flag);
+  app.add_option("--device", cfg.device, "auto (CUDA when available), cpu, cuda or cuda:N")
+      ->check(iat_examples::device_name())->capture_default_str();
   app.add_flag("--bf16", cfg.bf16, "bf16 autocast on CUDA");
   app.add_flag("--channels-last", cfg.channels_last, "channels-last memory format on CUDA");
-  app.add_option("--seed", cfg.seed, "Random seed (data order, initialisation, attacks)")->capture_default_str();
-  app.add_option("--threads", cfg.threads, "CPU threads for LibTorch")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--seed", cfg.seed, "Random seed (data order, initialisation, attacks)")->check(integer_at_least(0))->capture_default_str();
+  app.add_option("--threads", cfg.threads, "CPU threads for LibTorch")->check(integer_at_least(1))->capture_default_str();
   app.add_flag("--plain-progress", cfg.plain_progress, "Plain progress lines even on a terminal");
-  app.add_option("--stop-after-steps", cfg.stop_after_steps, "Testing: stop after N optimiser steps as if interrupted (checkpoint written)")->group("Testing");
-  app.add_option("--inject-nan-at-step", cfg.inject_nan_at_step, "Testing: make the loss NaN at optimiser step N")->group("Testing");
+  app.add_option("--stop-after-steps", cfg.stop_after_steps, "Testing: stop after N optimiser steps as if interrupted (checkpoint written)")
+      ->check(integer_at_least(0))->group("Testing");
+  app.add_option("--inject-nan-at-step", cfg.inject_nan_at_step, "Testing: make the loss NaN at optimiser step N")
+      ->check(integer_at_least(-1))->group("Testing");
 
   bool print_config = false;
   app.add_flag("--print-config", print_config, "Print the resolved settings (preset + flags) as JSON, and exit");
@@ -121,14 +150,17 @@ int main(int argc, char** argv) {
     auto it = std::find_if(all_presets.begin(), all_presets.end(), [&](const auto& p) { return p.name == name; });
     if (it == all_presets.end()) {
       std::cerr << "iat-train: unknown preset '" << name << "'; `iat-train --list-presets` lists them\n";
-      return 2;
+      return iat_examples::kExitUsage;
     }
-    if (!apply_preset(*it)) return 2;
+    if (!apply_preset(*it)) return iat_examples::kExitUsage;
   }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    // Every usage error exits with the documented status 2 (CLI11's own codes are 105, 109, ...).
+    std::cerr << "iat-train: " << e.what() << "\n(`iat-train --help` lists every flag with its default)\n";
+    return iat_examples::kExitUsage;
   }
   if (list_presets) {
     // Listing also checks that every preset parses.
@@ -139,7 +171,7 @@ int main(int argc, char** argv) {
       std::cout << "\n";
       ok = apply_preset(p) && ok;
     }
-    return ok ? 0 : 2;
+    return ok ? 0 : iat_examples::kExitUsage;
   }
   if (print_config) {
     std::cout << cfg.to_json().dump(2) << "\n";

@@ -34,6 +34,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <unistd.h>
 
 namespace iat_examples {
 
@@ -48,7 +49,12 @@ inline void install_stop_handlers() {
   std::signal(SIGTERM, handler);
 }
 
-/// Exit codes: 0 finished, 1 error, 3 non-finite loss, 130 stopped by a signal or --stop-after-steps.
+/// Exit codes: 0 finished; 1 the run cannot go ahead with these files (--out unusable or holding another
+/// run, data missing or damaged, checkpoint missing, corrupt or written with other settings, a failed
+/// write such as a full disk); 2 bad command line (unknown flag, malformed or out-of-range value, flags
+/// that exclude each other); 3 non-finite loss; 130 stopped by a signal or --stop-after-steps.
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
 constexpr int kExitNonFinite = 3;
 constexpr int kExitStopped = 130;
 
@@ -74,9 +80,15 @@ class Trainer {
   explicit Trainer(TrainConfig cfg) : cfg_(std::move(cfg)) {}
 
   int run() {
+    prepare_output_folder();  // before any work: an unusable --out or another run's folder stops here
     setup();
-    if (cfg_.resume) load_checkpoint();
+    if (cfg_.resume) {
+      load_checkpoint();
+    } else if (cfg_.overwrite) {
+      remove_earlier_outputs();
+    }
     write_config();
+    write_metrics();  // on resume: rebuilt from the checkpoint, so no row is lost or doubled by a kill
     const int64_t batches = loader_->size();
     for (int64_t epoch = start_epoch_; epoch < cfg_.epochs; ++epoch) {
       method_->begin_epoch(epoch);
@@ -97,10 +109,15 @@ class Trainer {
         const double loss_value = loss.item<double>();
         if (!std::isfinite(loss_value)) {
           bar.finish();
-          std::cerr << fmt::format(
-              "iat-train: non-finite loss ({}) at step {} (epoch {}, batch {}); stopping. The last good checkpoint "
-              "'{}' is left as it was; lower --max-lr or check the data.\n",
-              loss_value, step_, epoch + 1, b + 1, checkpoint_path());
+          std::cerr << fmt::format("iat-train: non-finite loss ({}) at step {} (epoch {}, batch {}); stopping. {}\n",
+                                   loss_value, step_, epoch + 1, b + 1,
+                                   last_checkpoint_.empty()
+                                       ? "No checkpoint was written by this run before it; lower --max-lr or check "
+                                         "the data, and start again."
+                                       : fmt::format("The last good checkpoint '{}' ({}) is left as it was; lower "
+                                                     "--max-lr or check the data, then continue from it with "
+                                                     "--resume (and --resume-force for a changed setting).",
+                                                     checkpoint_path(), last_checkpoint_));
           return kExitNonFinite;
         }
         optimizer_->zero_grad();
@@ -142,7 +159,6 @@ class Trainer {
         row[fmt::format("ema_pgd{}_acc", cfg_.eval_pgd_steps)] = eval.ema_robust;
       }
       metrics_.push_back(row);
-      append_metrics(row);
       std::cout << fmt::format("epoch {}/{}: loss {:.4f}, natural {:.2f}%, PGD-{} {:.2f}%{} ({:.0f} s)\n", epoch + 1,
                                cfg_.epochs, row["train_loss"].get<double>(), 100 * eval.natural, cfg_.eval_pgd_steps,
                                100 * eval.robust,
@@ -152,6 +168,7 @@ class Trainer {
                                train_seconds);
       epoch_sums_ = {0, 0, 0};
       save_checkpoint(epoch + 1, 0);
+      write_metrics();  // after the checkpoint holding this row is committed (a resume rebuilds it anyway)
       write_curves();
     }
     finish();
@@ -284,6 +301,8 @@ class Trainer {
   void save_checkpoint(int64_t epoch, int64_t batch_in_epoch) {
     torch::serialize::OutputArchive archive;
     archive.write("identity", c10::IValue(identity().dump()));
+    archive.write("settings", c10::IValue(settings().dump()));
+    archive.write("resume_log", c10::IValue(resume_log_.dump()));
     archive.write("epoch", c10::IValue(epoch));
     archive.write("batch_in_epoch", c10::IValue(batch_in_epoch));
     archive.write("step", c10::IValue(step_));
@@ -305,64 +324,212 @@ class Trainer {
       archive.write("ema_updates", c10::IValue(ema_->updates()));
     }
     iat::train::save_atomically(archive, checkpoint_path());
+    last_checkpoint_ = batch_in_epoch == 0 ? fmt::format("end of epoch {}, step {}", epoch, step_)
+                                           : fmt::format("epoch {}, batch {}, step {}", epoch + 1, batch_in_epoch, step_);
+  }
+
+  // Everything that changes a run's results, bound by its checkpoint: every setting of config.json but the
+  // preset's name and the --generated path (bound_settings), the device type, and the content of the data.
+  nlohmann::json settings() {
+    if (data_fingerprint_.is_null()) {
+      auto crc_of = [](const iat::data::Dataset& d) {
+        auto images = d.images.cpu().contiguous();
+        auto labels = d.labels.cpu().contiguous();
+        const auto a = iat::detail::crc32_of(static_cast<const char*>(images.data_ptr()), images.nbytes());
+        const auto b = iat::detail::crc32_of(static_cast<const char*>(labels.data_ptr()), labels.nbytes());
+        return fmt::format("{} images {:08x}, labels {:08x}", d.size(), a, b);
+      };
+      data_fingerprint_ = {{"train_data", crc_of(train_)}, {"test_data", crc_of(test_)}};
+      if (!cfg_.generated.empty()) {
+        std::ifstream in(cfg_.generated, std::ios::binary);
+        TORCH_CHECK_VALUE(in, "--generated: cannot read '", cfg_.generated, "'");
+        std::vector<char> buf(1 << 20);
+        uLong crc = ::crc32(0L, Z_NULL, 0);
+        size_t total = 0;
+        while (in) {
+          in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+          const auto got = static_cast<size_t>(in.gcount());
+          crc = ::crc32(crc, reinterpret_cast<const Bytef*>(buf.data()), static_cast<uInt>(got));
+          total += got;
+        }
+        data_fingerprint_["generated_data"] = fmt::format("{} bytes, CRC-32 {:08x}", total, static_cast<unsigned>(crc));
+      }
+    }
+    auto j = bound_settings(cfg_);
+    j["device_type"] = device_.is_cuda() ? "cuda" : device_.str();
+    for (const auto& [key, value] : data_fingerprint_.items()) j[key] = value;
+    return j;
+  }
+
+  static std::string setting_label(const std::string& key) {
+    if (key == "device_type") return "device type (--device)";
+    if (key == "train_data") return "training data (--data, --data-dir, --train-subset)";
+    if (key == "test_data") return "test data (--data, --data-dir, --test-subset)";
+    if (key == "generated_data") return "generated data (the --generated file's content)";
+    return flag_of(key);
   }
 
   void load_checkpoint() {
     const auto path = checkpoint_path();
-    TORCH_CHECK_VALUE(std::filesystem::exists(path), "--resume: no checkpoint at '", path, "' (start without --resume)");
-    torch::serialize::InputArchive archive;
-    archive.load_from(path, device_);
+    // Verifies the checksum: a truncated or damaged file stops here, naming itself.
+    auto archive = iat::train::load_checkpoint(path, device_);
+    auto fail_read = [&](const c10::Error& e) {
+      TORCH_CHECK_VALUE(false, "--resume: cannot restore the run from '", path, "' (an incomplete or foreign checkpoint): ",
+                        e.what_without_backtrace());
+    };
     c10::IValue v;
-    archive.read("identity", v);
-    const auto saved = nlohmann::json::parse(v.toStringRef());
+    nlohmann::json saved_identity, saved_settings = nlohmann::json::object();
+    try {
+      archive.read("identity", v);
+      saved_identity = nlohmann::json::parse(v.toStringRef());
+      if (archive.try_read("settings", v)) saved_settings = nlohmann::json::parse(v.toStringRef());
+      if (archive.try_read("resume_log", v)) resume_log_ = nlohmann::json::parse(v.toStringRef());
+    } catch (const c10::Error& e) {
+      fail_read(e);
+    } catch (const nlohmann::json::exception& e) {
+      TORCH_CHECK_VALUE(false, "--resume: '", path, "' holds an unreadable settings record: ", e.what());
+    }
+
+    // Every setting that changes results must match, unless --resume-force says otherwise.
+    const auto now = settings();
+    std::vector<std::string> keys;
+    for (const auto& [key, value] : saved_settings.items()) keys.push_back(key);
+    for (const auto& [key, value] : now.items()) {
+      if (!saved_settings.contains(key)) keys.push_back(key);
+    }
+    std::string listing;
+    nlohmann::json changes = nlohmann::json::array();
+    for (const auto& key : keys) {
+      const auto saved = saved_settings.contains(key) ? saved_settings[key] : nlohmann::json();
+      const auto mine = now.contains(key) ? now[key] : nlohmann::json();
+      if (saved == mine) continue;
+      auto text = [](const nlohmann::json& j) { return j.is_null() ? std::string("(not recorded)") : j.dump(); };
+      listing += fmt::format("\n  {}: saved {}, now {}", setting_label(key), text(saved), text(mine));
+      changes.push_back({{"setting", setting_label(key)}, {"saved", saved}, {"now", mine}});
+    }
+    if (!changes.empty()) {
+      TORCH_CHECK_VALUE(cfg_.resume_force, "--resume: the checkpoint '", path,
+                        "' was written with other settings than this run's, and continuing would mix two runs:",
+                        listing,
+                        "\nResume with the saved values (config.json in --out lists them), or add --resume-force to "
+                        "continue with the new ones (the result then matches neither run).");
+      std::cout << fmt::format("iat-train: --resume-force: continuing '{}' with {} setting(s) that differ from the "
+                               "checkpoint's (recorded in config.json and summary.json):{}\n",
+                               path, changes.size(), listing);
+    }
+
+    // What the checkpoint's tensors are shaped for must match even when forced.
     const auto mine = identity();
     for (const char* key : {"format", "model", "activation", "num_classes", "in_channels", "image_size", "dataset",
                             "method", "examples", "ema"}) {
-      TORCH_CHECK_VALUE(saved.contains(key) && saved[key] == mine[key], "--resume: the checkpoint '", path,
-                        "' was written for ", key, " = ", saved.contains(key) ? saved[key].dump() : "(missing)",
+      TORCH_CHECK_VALUE(saved_identity.contains(key) && saved_identity[key] == mine[key], "--resume: the checkpoint '", path,
+                        "' was written for ", key, " = ", saved_identity.contains(key) ? saved_identity[key].dump() : "(missing)",
                         ", but this run has ", key, " = ", mine[key].dump(), "; refusing to mix them");
     }
-    archive.read("epoch", v);
-    start_epoch_ = v.toInt();
-    archive.read("batch_in_epoch", v);
-    start_batch_ = v.toInt();
-    archive.read("step", v);
-    step_ = v.toInt();
-    archive.read("train_seconds", v);
-    train_seconds_total_ = v.toDouble();
-    archive.read("metrics", v);
-    metrics_ = nlohmann::json::parse(v.toStringRef()).get<std::vector<nlohmann::json>>();
-    torch::serialize::InputArchive model_archive, optimizer_archive, method_archive;
-    archive.read("model", model_archive);
-    model_->load(model_archive);
-    archive.read("optimizer", optimizer_archive);
-    optimizer_->load(optimizer_archive);
-    archive.read("method", method_archive);
-    method_->load(method_archive);
-    if (ema_) {
-      torch::serialize::InputArchive ema_archive;
-      archive.read("ema_model", ema_archive);
-      ema_model_->load(ema_archive);
-      archive.read("ema_updates", v);
-      ema_->set_updates(v.toInt());
+
+    try {
+      archive.read("epoch", v);
+      start_epoch_ = v.toInt();
+      archive.read("batch_in_epoch", v);
+      start_batch_ = v.toInt();
+      archive.read("step", v);
+      step_ = v.toInt();
+      archive.read("train_seconds", v);
+      train_seconds_total_ = v.toDouble();
+      archive.read("metrics", v);
+      metrics_ = nlohmann::json::parse(v.toStringRef()).get<std::vector<nlohmann::json>>();
+      torch::serialize::InputArchive model_archive, optimizer_archive, method_archive;
+      archive.read("model", model_archive);
+      model_->load(model_archive);
+      archive.read("optimizer", optimizer_archive);
+      optimizer_->load(optimizer_archive);
+      archive.read("method", method_archive);
+      method_->load(method_archive);
+      if (ema_) {
+        torch::serialize::InputArchive ema_archive;
+        archive.read("ema_model", ema_archive);
+        ema_model_->load(ema_archive);
+        archive.read("ema_updates", v);
+        ema_->set_updates(v.toInt());
+      }
+      torch::Tensor sums;
+      archive.read("epoch_sums", sums);
+      for (size_t i = 0; i < epoch_sums_.size(); ++i) epoch_sums_[i] = sums[static_cast<int64_t>(i)].item<double>();
+      torch::Tensor rng;
+      archive.read("rng_cpu", rng);
+      iat::train::set_cpu_rng_state(rng.cpu());
+    } catch (const c10::Error& e) {
+      fail_read(e);
+    } catch (const nlohmann::json::exception& e) {
+      TORCH_CHECK_VALUE(false, "--resume: '", path, "' holds an unreadable metrics record: ", e.what());
     }
-    torch::Tensor sums;
-    archive.read("epoch_sums", sums);
-    for (size_t i = 0; i < epoch_sums_.size(); ++i) epoch_sums_[i] = sums[static_cast<int64_t>(i)].item<double>();
-    torch::Tensor rng;
-    archive.read("rng_cpu", rng);
-    iat::train::set_cpu_rng_state(rng.cpu());
+    if (!changes.empty()) {
+      // A forced batch-size change: continue from the same number of examples into the epoch.
+      const auto old_bs = saved_settings.value("batch_size", cfg_.batch_size);
+      if (old_bs != cfg_.batch_size) start_batch_ = start_batch_ * old_bs / cfg_.batch_size;
+      start_batch_ = std::min(start_batch_, loader_->size());
+      resume_log_.push_back({{"epoch", start_epoch_}, {"batch_in_epoch", start_batch_}, {"step", step_}, {"changes", changes}});
+    }
+    last_checkpoint_ = start_batch_ == 0 ? fmt::format("end of epoch {}, step {}", start_epoch_, step_)
+                                         : fmt::format("epoch {}, batch {}, step {}", start_epoch_ + 1, start_batch_, step_);
     std::cout << fmt::format("iat-train: resumed from {} at epoch {}, batch {}, step {}\n", path, start_epoch_ + 1,
                              start_batch_, step_);
   }
 
-  // ---- outputs --------------------------------------------------------------------------------------
-  void write_config() const {
-    std::ofstream(std::filesystem::path(cfg_.out) / "config.json") << cfg_.to_json().dump(2) << "\n";
+  // Stops before any work when --out cannot hold this run's outputs: a file in its place, a folder that
+  // cannot be created or written, another run's checkpoint (without --resume or --overwrite), or no
+  // checkpoint to resume from.
+  void prepare_output_folder() const {
+    namespace fs = std::filesystem;
+    const fs::path out(cfg_.out);
+    std::error_code ec;
+    const auto st = fs::status(out, ec);
+    TORCH_CHECK_VALUE(!fs::exists(st) || fs::is_directory(st), "--out '", cfg_.out,
+                      "' is a file, not a folder; give a folder for the run's outputs");
+    fs::create_directories(out, ec);
+    TORCH_CHECK_VALUE(!ec, "--out '", cfg_.out, "': cannot create the folder: ", ec.message());
+    std::string probe = (out / ".iat-train-write-test.XXXXXX").string();
+    const int fd = ::mkstemp(probe.data());
+    TORCH_CHECK_VALUE(fd >= 0, "--out '", cfg_.out, "' is not writable: ", iat::detail::errno_text(errno));
+    ::close(fd);
+    ::unlink(probe.c_str());
+    const bool has_run = fs::exists(checkpoint_path());
+    if (cfg_.resume) {
+      TORCH_CHECK_VALUE(has_run, "--resume: no checkpoint at '", checkpoint_path(), "' (start without --resume)");
+    } else {
+      TORCH_CHECK_VALUE(!has_run || cfg_.overwrite, "--out '", cfg_.out, "' already holds a run ('", checkpoint_path(),
+                        "'); continue it with --resume, choose another --out, or start over with --overwrite (which "
+                        "replaces that run's outputs)");
+    }
   }
 
-  void append_metrics(const nlohmann::json& row) const {
-    std::ofstream(std::filesystem::path(cfg_.out) / "metrics.jsonl", std::ios::app) << row.dump() << "\n";
+  // --overwrite: the earlier run's outputs go before this run writes its own, so the folder never mixes two.
+  void remove_earlier_outputs() const {
+    const auto out = std::filesystem::path(cfg_.out);
+    int removed = 0;
+    for (const char* name : {"checkpoint.pt", "metrics.jsonl", "config.json", "summary.json", "model.pt",
+                             "model_ema.pt", "curves.png", "figure1.png"}) {
+      std::error_code ec;
+      if (std::filesystem::remove(out / name, ec)) ++removed;
+      TORCH_CHECK_VALUE(!ec, "--overwrite: cannot remove '", (out / name).string(), "': ", ec.message());
+    }
+    if (removed > 0) std::cout << fmt::format("iat-train: --overwrite: removed {} output file(s) of the earlier run in {}\n", removed, cfg_.out);
+  }
+
+  // ---- outputs --------------------------------------------------------------------------------------
+  // Every output file is replaced whole (temporary file + rename): a kill or a full disk leaves the
+  // previous version, never a partial one.
+  void write_config() const {
+    auto j = cfg_.to_json();
+    if (!resume_log_.empty()) j["resume_forced"] = resume_log_;
+    iat::train::write_file_atomically((std::filesystem::path(cfg_.out) / "config.json").string(), j.dump(2) + "\n");
+  }
+
+  // metrics.jsonl is the checkpoint's metrics, rewritten whole after each checkpoint and on resume.
+  void write_metrics() const {
+    std::string text;
+    for (const auto& row : metrics_) text += row.dump() + "\n";
+    iat::train::write_file_atomically((std::filesystem::path(cfg_.out) / "metrics.jsonl").string(), text);
   }
 
   void write_curves() const {
@@ -400,7 +567,8 @@ class Trainer {
                               {"train_examples", examples_},
                               {"test_examples", test_.size()},
                               {"final", metrics_.empty() ? nlohmann::json() : metrics_.back()}};
-    std::ofstream(out / "summary.json") << summary.dump(2) << "\n";
+    if (!resume_log_.empty()) summary["resume_forced"] = resume_log_;
+    iat::train::write_file_atomically((out / "summary.json").string(), summary.dump(2) + "\n");
     std::cout << fmt::format("iat-train: done in {:.0f} s of training; outputs in {}\n", train_seconds_total_, cfg_.out);
   }
 
@@ -419,6 +587,9 @@ class Trainer {
   double train_seconds_total_ = 0;
   std::array<double, 3> epoch_sums_{0, 0, 0};  // loss sum, correct, seen of the running epoch
   std::vector<nlohmann::json> metrics_;
+  nlohmann::json data_fingerprint_;                    // CRC-32s of the data, computed once (settings())
+  nlohmann::json resume_log_ = nlohmann::json::array();  // every --resume-force: where, and what changed
+  std::string last_checkpoint_;                         // what the last checkpoint of this run holds ("" = none)
 };
 
 }  // namespace iat_examples

@@ -4,7 +4,13 @@
 # Cases: method (a two-epoch run of one method), resume (kill-and-resume equals an uninterrupted run, bit
 # for bit), signal (SIGINT writes a checkpoint that resumes), mismatch (a checkpoint of another
 # configuration is refused), nan (a NaN loss stops the run and leaves the last checkpoint intact), metrics
-# (metrics.jsonl parses and holds every field), presets (every preset parses).
+# (metrics.jsonl parses and holds every field), presets (every preset parses), precision (--bf16 and
+# --channels-last on the CPU), diskfull (a failing checkpoint write is a clean error that keeps the old
+# checkpoint), settings (--resume refuses changed settings, --resume-force records them), corrupt (changed or
+# truncated checkpoints are refused by name), killed (metrics.jsonl never doubles or loses a row after a kill),
+# rerun (a folder holding a run is not overwritten without --overwrite), usage (command-line errors exit 2
+# with readable messages), outdir (an unusable --out is refused before training), data (missing and
+# truncated data files are named).
 set -euo pipefail
 BIN=$1
 CASE=$2
@@ -12,6 +18,15 @@ METHOD=${3:-uiat}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/iat_train_test.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# expect_rc CODE LOG CMD...: runs CMD with its output in LOG; fails unless it exits with CODE.
+expect_rc() {
+  local want=$1 log=$2 rc=0
+  shift 2
+  "$@" > "$log" 2>&1 || rc=$?
+  [ "$rc" = "$want" ] || { cat "$log"; fail "expected exit $want, got $rc: $*"; }
+}
+# metric_epochs FILE: the epoch numbers of a metrics.jsonl, space-separated.
+metric_epochs() { /usr/bin/python3 -c 'import json,sys; print(*[json.loads(l)["epoch"] for l in open(sys.argv[1])])' "$1"; }
 
 TINY=(--data synthetic --model small-cnn --train-subset 128 --test-subset 32 --batch-size 32 --eps 0.1
       --step-size 0.025 --steps 2 --inv-eps 0.05 --inv-steps 2 --momentum-epoch 1 --one-off-epoch 1
@@ -66,6 +81,9 @@ PY
     rc=$?
     set -e
     [ $rc = 1 ] || fail "a mismatched checkpoint must be refused with exit 1, got $rc"
+    grep -q -- '--model: saved "small-cnn", now "prn18"' "$WORK/log" || { cat "$WORK/log"; fail "unclear refusal"; }
+    # --resume-force accepts changed settings, but not a checkpoint whose tensors belong to another model.
+    expect_rc 1 "$WORK/log" "$BIN" "${TINY[@]}" --method pgd-at --model prn18 --epochs 2 --out "$WORK/run" --resume --resume-force
     grep -q "written for model = \"small-cnn\", but this run has model = \"prn18\"; refusing" "$WORK/log" || { cat "$WORK/log"; fail "unclear refusal"; }
     set +e
     "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --out "$WORK/none" --resume > "$WORK/log" 2>&1
@@ -84,6 +102,11 @@ PY
     [ "$(wc -l < "$WORK/run/metrics.jsonl")" = 1 ] || fail "expected exactly the first epoch's metrics"
     "$BIN" "${TINY[@]}" --method uiat --epochs 3 --out "$WORK/run" --resume --stop-after-steps 5 > "$WORK/log2" || [ $? = 130 ]
     grep -q "resumed from .* at epoch 2, batch 0, step 4" "$WORK/log2" || { cat "$WORK/log2"; fail "the last good checkpoint (end of epoch 1) is not intact"; }
+    grep -q "The last good checkpoint '.*checkpoint.pt' (end of epoch 1, step 4) is left as it was" "$WORK/log" || { cat "$WORK/log"; fail "the message must name the last checkpoint"; }
+    # A NaN before any checkpoint: the message must not name one.
+    expect_rc 3 "$WORK/log3" "$BIN" "${TINY[@]}" --method pgd-at --epochs 3 --out "$WORK/first" --inject-nan-at-step 1
+    grep -q "No checkpoint was written by this run before it" "$WORK/log3" || { cat "$WORK/log3"; fail "the message must say no checkpoint exists"; }
+    [ ! -e "$WORK/first/checkpoint.pt" ] || fail "no checkpoint expected"
     ;;
   metrics)
     "$BIN" "${TINY[@]}" --method uiat --epochs 2 --ema-decay 0.9 --out "$WORK/run" > /dev/null
@@ -120,6 +143,206 @@ PY
     rc=$?
     set -e
     [ $rc = 2 ] && grep -q "unknown preset 'no-such-preset'" "$WORK/log" || fail "unknown presets must be refused"
+    ;;
+  precision)
+    # --bf16 runs every forward pass under bf16 autocast on the CPU too: finite losses that differ from the
+    # fp32 run's; --channels-last alone changes the memory layout only: the same losses within rounding.
+    for v in fp32:"" bf16:--bf16 cl:--channels-last bf16cl:"--bf16 --channels-last"; do
+      name=${v%%:*}
+      # shellcheck disable=SC2086
+      "$BIN" "${TINY[@]}" --method uiat --epochs 1 --device cpu ${v#*:} --out "$WORK/$name" > "$WORK/$name.log" 2>&1 ||
+        { cat "$WORK/$name.log"; fail "$name run failed"; }
+    done
+    /usr/bin/python3 - "$WORK" <<'PY'
+import json, math, sys
+loss = {n: json.loads(open(f"{sys.argv[1]}/{n}/metrics.jsonl").readline())["train_loss"] for n in ("fp32", "bf16", "cl", "bf16cl")}
+assert all(math.isfinite(v) for v in loss.values()), loss
+assert loss["bf16"] != loss["fp32"] and abs(loss["bf16"] - loss["fp32"]) < 0.1 * loss["fp32"], loss
+assert abs(loss["cl"] - loss["fp32"]) < 1e-3 * loss["fp32"], loss
+assert loss["bf16cl"] != loss["fp32"] and abs(loss["bf16cl"] - loss["fp32"]) < 0.1 * loss["fp32"], loss
+cfg = json.load(open(f"{sys.argv[1]}/bf16cl/config.json"))
+assert cfg["bf16"] is True and cfg["channels_last"] is True, cfg
+PY
+    ;;
+  diskfull)
+    # A checkpoint in epoch 2 exists; the end-of-epoch-2 write fails for lack of space (a tmpfs just too
+    # small, in a private mount namespace) or, where namespaces are not allowed, at a file-size limit.
+    expect_rc 130 "$WORK/log" "$BIN" "${TINY[@]}" --method pgd-at --epochs 3 --out "$WORK/run" --stop-after-steps 5
+    cp "$WORK/run/checkpoint.pt" "$WORK/before.pt"
+    mkdir -p "$WORK/mnt" "$WORK/after"
+    ckpt=$(stat -c %s "$WORK/run/checkpoint.pt")
+    kib=$(( $(du -sk "$WORK/run" | cut -f1) + 32 + ckpt / 3072 ))  # the files, plus a third of a checkpoint
+    resume=("$BIN" "${TINY[@]}" --method pgd-at --epochs 3 --resume --out "$WORK/mnt")
+    rc=0
+    if unshare -rm sh -c "mount -t tmpfs -o size=${kib}k tmpfs '$WORK/mnt'" 2> /dev/null; then
+      # shellcheck disable=SC2016
+      unshare -rm bash -c 'mount -t tmpfs -o size=$1k tmpfs "$2/mnt" && cp -a "$2/run/." "$2/mnt/" || exit 99
+        w=$2; shift 2; rc=0; "$@" > "$w/log" 2>&1 || rc=$?; cp -a "$w/mnt/." "$w/after/"; exit $rc' \
+        _ "$kib" "$WORK" "${resume[@]}" || rc=$?
+      reason="No space left on device"
+    else
+      cp -a "$WORK/run/." "$WORK/mnt/"
+      (ulimit -f $((ckpt / 2048)); trap '' XFSZ; exec "${resume[@]}" > "$WORK/log" 2>&1) || rc=$?
+      cp -a "$WORK/mnt/." "$WORK/after/"
+      reason="File too large"
+    fi
+    [ $rc = 1 ] || { cat "$WORK/log"; fail "a failed checkpoint write must exit 1 (not abort), got $rc"; }
+    grep -q "could not write byte [0-9]* of [0-9]* to '.*checkpoint.pt.tmp' (for '.*checkpoint.pt'): $reason" "$WORK/log" ||
+      { cat "$WORK/log"; fail "the message must name the file and the reason"; }
+    grep -q "is left as it was" "$WORK/log" || fail "the message must say the old checkpoint is kept"
+    [ ! -e "$WORK/after/checkpoint.pt.tmp" ] || fail "the temporary file is left behind"
+    cmp "$WORK/before.pt" "$WORK/after/checkpoint.pt" || fail "the previous checkpoint changed"
+    [ "$(metric_epochs "$WORK/after/metrics.jsonl")" = 1 ] || fail "metrics.jsonl must still match the checkpoint"
+    ;;
+  settings)
+    # A checkpoint in the middle of epoch 1 (step 2 of 4), then resumes with other settings.
+    expect_rc 130 "$WORK/log" "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --out "$WORK/run" --stop-after-steps 2
+    cp "$WORK/run/config.json" "$WORK/config.before"
+    expect_rc 1 "$WORK/log" "$BIN" "${TINY[@]}" --method pgd-at --epochs 3 --batch-size 16 --seed 3 --eps 0.2 \
+      --max-lr 0.05 --ema-decay 0.5 --augment false --out "$WORK/run" --resume
+    for line in '--batch-size: saved 32, now 16' '--seed: saved 0, now 3' '--eps: saved 0.1, now 0.2' \
+                '--epochs: saved 2, now 3' '--max-lr: saved 0.1, now 0.05' '--ema-decay: saved 0.0, now 0.5' \
+                '--augment: saved true, now false' 'training data (' 'add --resume-force'; do
+      grep -qF -- "$line" "$WORK/log" || { cat "$WORK/log"; fail "the refusal must list: $line"; }
+    done
+    cmp "$WORK/config.before" "$WORK/run/config.json" || fail "a refused resume rewrote config.json"
+    # Operational flags are not bound.
+    expect_rc 130 "$WORK/log" "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --out "$WORK/run" --resume --threads 1 \
+      --data-dir "$WORK/elsewhere" --stop-after-steps 3
+    grep -q "resumed from .* at epoch 1, batch 2, step 2" "$WORK/log" || { cat "$WORK/log"; fail "operational flags must not block a resume"; }
+    # --resume-force continues, says so and records it; the next checkpoint binds the new settings.
+    expect_rc 130 "$WORK/log" "$BIN" "${TINY[@]}" --method pgd-at --epochs 3 --batch-size 16 --out "$WORK/run" --resume \
+      --resume-force --stop-after-steps 5
+    grep -q -- "--resume-force: continuing .* with 2 setting(s)" "$WORK/log" || { cat "$WORK/log"; fail "a forced resume must be stated"; }
+    grep -q "resumed from .* at epoch 1, batch 6, step 3" "$WORK/log" || { cat "$WORK/log"; fail "the batch position must follow the new batch size"; }
+    /usr/bin/python3 - "$WORK/run/config.json" <<'PY' || fail "config.json must record the forced resume"
+import json, sys
+c = json.load(open(sys.argv[1]))
+changes = {x["setting"]: (x["saved"], x["now"]) for x in c["resume_forced"][0]["changes"]}
+assert changes == {"--batch-size": (32, 16), "--epochs": (2, 3)}, changes
+assert c["batch_size"] == 16, c
+PY
+    "$BIN" "${TINY[@]}" --method pgd-at --epochs 3 --batch-size 16 --out "$WORK/run" --resume > "$WORK/log" 2>&1 ||
+      { cat "$WORK/log"; fail "after a forced resume the new settings are the run's"; }
+    grep -q '"resume_forced"' "$WORK/run/summary.json" || fail "summary.json must record the forced resume"
+    ;;
+  corrupt)
+    "$BIN" "${TINY[@]}" --method pgd-at --epochs 1 --out "$WORK/run" > /dev/null
+    cp "$WORK/run/checkpoint.pt" "$WORK/good.pt"
+    size=$(stat -c %s "$WORK/good.pt")
+    # Overwritten bytes in the middle (tensor data: LibTorch alone would load them without a word).
+    printf '\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f' | dd of="$WORK/run/checkpoint.pt" bs=1 seek=$((size / 2)) conv=notrunc 2> /dev/null
+    cp "$WORK/run/config.json" "$WORK/config.before"
+    expect_rc 1 "$WORK/log" "$BIN" "${TINY[@]}" --method pgd-at --epochs 1 --out "$WORK/run" --resume
+    grep -q "'$WORK/run/checkpoint.pt' is corrupt: its bytes have CRC-32 [0-9a-f]*, but [0-9a-f]* was stored" "$WORK/log" ||
+      { cat "$WORK/log"; fail "changed bytes must be refused, naming the file"; }
+    cmp "$WORK/config.before" "$WORK/run/config.json" || fail "a refused resume rewrote config.json"
+    # Truncated (as after a copy that stopped), at several lengths.
+    for keep in 0 100 $((size / 2)) $((size - 1)); do
+      head -c "$keep" "$WORK/good.pt" > "$WORK/run/checkpoint.pt"
+      expect_rc 1 "$WORK/log" "$BIN" "${TINY[@]}" --method pgd-at --epochs 1 --out "$WORK/run" --resume
+      grep -q "'$WORK/run/checkpoint.pt' is truncated or corrupt" "$WORK/log" || { cat "$WORK/log"; fail "a truncated file ($keep bytes) must be named"; }
+    done
+    cp "$WORK/good.pt" "$WORK/run/checkpoint.pt"
+    "$BIN" "${TINY[@]}" --method pgd-at --epochs 1 --out "$WORK/run" --resume > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "the intact checkpoint must resume"; }
+    ;;
+  killed)
+    # The states a kill can leave: a metrics row written but its checkpoint not (as before the fix), and a
+    # checkpoint committed but its row not yet written. A resume rebuilds metrics.jsonl from the checkpoint.
+    expect_rc 130 "$WORK/log" "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --out "$WORK/a" --stop-after-steps 4
+    echo '{"epoch":1,"step":4,"train_loss":9.9}' >> "$WORK/a/metrics.jsonl"  # the row, without its checkpoint
+    "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --out "$WORK/a" --resume > /dev/null
+    [ "$(metric_epochs "$WORK/a/metrics.jsonl")" = "1 2" ] || fail "a row without its checkpoint survived: $(metric_epochs "$WORK/a/metrics.jsonl")"
+    if grep -q '9\.9' "$WORK/a/metrics.jsonl"; then fail "the row without its checkpoint survived"; fi
+    "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --out "$WORK/b" > /dev/null
+    sed -i '$d' "$WORK/b/metrics.jsonl"
+    "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --out "$WORK/b" --resume > /dev/null
+    [ "$(metric_epochs "$WORK/b/metrics.jsonl")" = "1 2" ] || fail "a checkpoint's row was lost: $(metric_epochs "$WORK/b/metrics.jsonl")"
+    # And a real SIGKILL in the middle of a run, then a resume to the end.
+    "$BIN" "${TINY[@]}" --method pgd-at --epochs 5 --out "$WORK/c" > /dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 600); do [ -s "$WORK/c/metrics.jsonl" ] && break; sleep 0.05; done
+    sleep 0.$((RANDOM % 3))
+    kill -KILL $pid 2> /dev/null || true
+    wait $pid 2> /dev/null || true
+    "$BIN" "${TINY[@]}" --method pgd-at --epochs 5 --out "$WORK/c" --resume > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "no resume after SIGKILL"; }
+    [ "$(metric_epochs "$WORK/c/metrics.jsonl")" = "1 2 3 4 5" ] || fail "rows after SIGKILL: $(metric_epochs "$WORK/c/metrics.jsonl")"
+    if ls "$WORK/c" | grep -q '\.tmp$'; then fail "a temporary file is left after the resumed run"; fi
+    ;;
+  rerun)
+    "$BIN" "${TINY[@]}" --method pgd-at --epochs 1 --out "$WORK/run" > /dev/null
+    cp "$WORK/run/checkpoint.pt" "$WORK/before.pt"
+    cp "$WORK/run/metrics.jsonl" "$WORK/metrics.before"
+    expect_rc 1 "$WORK/log" "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --out "$WORK/run"
+    grep -q "already holds a run .*; continue it with --resume, choose another --out, or start over with --overwrite" "$WORK/log" ||
+      { cat "$WORK/log"; fail "a rerun into a run's folder must be refused with the choices"; }
+    cmp "$WORK/before.pt" "$WORK/run/checkpoint.pt" && cmp "$WORK/metrics.before" "$WORK/run/metrics.jsonl" ||
+      fail "the refused rerun changed the earlier run's files"
+    "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --seed 5 --out "$WORK/run" --overwrite > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "--overwrite must start over"; }
+    grep -q -- "--overwrite: removed" "$WORK/log" || fail "--overwrite must say what it removed"
+    [ "$(metric_epochs "$WORK/run/metrics.jsonl")" = "1 2" ] || fail "an overwritten run's metrics: $(metric_epochs "$WORK/run/metrics.jsonl")"
+    grep -q '"seed": 5' "$WORK/run/config.json" || fail "config.json must be the new run's"
+    ;;
+  usage)
+    # Every command-line error exits 2 and names the flag and what it expects, in a readable line.
+    while IFS='|' read -r args want; do
+      # shellcheck disable=SC2086
+      expect_rc 2 "$WORK/log" "$BIN" $args
+      grep -qF -- "$want" "$WORK/log" || { cat "$WORK/log"; fail "'$args': expected '$want'"; }
+      awk 'length > 400 { exit 1 }' "$WORK/log" || fail "'$args': unreadably long message"
+    done <<'ARGS'
+--epochs 0|--epochs: must be a positive integer, got '0'
+--epochs x|--epochs: must be a positive integer, got 'x'
+--train-subset -1|--train-subset: must be an integer >= 0, got '-1'
+--gen-ratio 1.5|--gen-ratio: must be a number in [0, 1], got '1.5'
+--max-lr 0|--max-lr: must be a number > 0, got '0'
+--eps 8|--eps: must be in (0, 1], got '8' = 8 (did you mean 8/255?)
+--method pgd|--method: must be one of pgd-at, trades
+--model resnet|--model: must be small-cnn, prn18 or wrn-<depth>-<width>
+--device gpu|--device: must be auto, cpu, cuda or cuda:N, got 'gpu'
+--no-such-flag|--no-such-flag
+--resume-force|--resume-force requires --resume
+--resume --overwrite|excludes
+ARGS
+    "$BIN" --help > /dev/null || fail "--help must exit 0"
+    ;;
+  outdir)
+    # --out a file; --out below a file; --out not writable: refused (exit 1) before training, nothing changed.
+    echo "precious" > "$WORK/file"
+    expect_rc 1 "$WORK/log" "$BIN" "${TINY[@]}" --epochs 1 --out "$WORK/file"
+    grep -q "out '$WORK/file' is a file, not a folder" "$WORK/log" || { cat "$WORK/log"; fail "unclear refusal of a file"; }
+    expect_rc 1 "$WORK/log" "$BIN" "${TINY[@]}" --epochs 1 --out "$WORK/file/run"
+    grep -q "out '$WORK/file/run': cannot create the folder" "$WORK/log" || { cat "$WORK/log"; fail "unclear refusal of a path below a file"; }
+    [ "$(cat "$WORK/file")" = precious ] || fail "the file was changed"
+    if grep -q "epoch 1/1" "$WORK/log"; then fail "training started"; fi
+    mkdir -p "$WORK/ro"
+    if [ "$(id -u)" != 0 ]; then
+      chmod 555 "$WORK/ro"
+      expect_rc 1 "$WORK/log" "$BIN" "${TINY[@]}" --epochs 1 --out "$WORK/ro"
+      chmod 755 "$WORK/ro"
+    elif unshare -rm sh -c "mount -t tmpfs -o ro tmpfs '$WORK/ro'" 2> /dev/null; then
+      rc=0
+      # shellcheck disable=SC2016
+      unshare -rm bash -c 'mount -t tmpfs -o ro tmpfs "$1" && shift && exec "$@"' _ "$WORK/ro" "$BIN" "${TINY[@]}" --epochs 1 \
+        --out "$WORK/ro" > "$WORK/log" 2>&1 || rc=$?
+      [ $rc = 1 ] || { cat "$WORK/log"; fail "a read-only --out must be refused with 1, got $rc"; }
+    else
+      echo "note: no read-only folder can be made here (root without mount namespaces); that check is skipped"
+      echo "is not writable" > "$WORK/log"
+    fi
+    grep -q "is not writable" "$WORK/log" || { cat "$WORK/log"; fail "unclear refusal of a read-only folder"; }
+    ;;
+  data)
+    # Missing and truncated data files: exit 1, the file named.
+    mkdir -p "$WORK/empty" "$WORK/short"
+    expect_rc 1 "$WORK/log" "$BIN" --data cifar10 --data-dir "$WORK/empty" --out "$WORK/run"
+    grep -q "cannot open '$WORK/empty/data_batch_1.bin': No such file or directory" "$WORK/log" || { cat "$WORK/log"; fail "missing file not named"; }
+    head -c 5000 /dev/zero > "$WORK/short/data_batch_1.bin"
+    expect_rc 1 "$WORK/log" "$BIN" --data cifar10 --data-dir "$WORK/short" --out "$WORK/run"
+    grep -q "'$WORK/short/data_batch_1.bin' has 5000 bytes, not a positive multiple of the 3073-byte record" "$WORK/log" ||
+      { cat "$WORK/log"; fail "truncated file not named"; }
+    expect_rc 1 "$WORK/log" "$BIN" "${TINY[@]}" --epochs 1 --generated "$WORK/none.npz" --out "$WORK/run"
+    grep -q "$WORK/none.npz" "$WORK/log" || { cat "$WORK/log"; fail "a missing --generated file not named"; }
     ;;
   *) fail "unknown case $CASE" ;;
 esac
