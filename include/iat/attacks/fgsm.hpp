@@ -4,6 +4,7 @@
 /// Wong et al. 2020).
 
 #include <iat/attacks/attack.hpp>
+#include <iat/detail/compat.hpp>
 
 #include <torch/arg.h>
 #include <torch/types.h>
@@ -22,7 +23,7 @@ struct FGSMOptions {
   /// Radius ε of the L∞ ball, in pixel units.
   TORCH_ARG(double, eps) = 8.0 / 255;
   /// Step size α; unset means ε for plain FGSM and 1.25ε with a random start.
-  TORCH_ARG(c10::optional<double>, step_size) = c10::nullopt;
+  TORCH_ARG(iat::optional<double>, step_size) = iat::nullopt;
   /// Start from η ~ U(−ε, ε) (FGSM-RS).
   TORCH_ARG(bool, random_start) = false;
   /// Clamp x + η into [0, 1] before taking the gradient (Wong et al.'s code does; SPEC's formula doesn't).

@@ -3,6 +3,7 @@
 /// iat::NFGSM: N-FGSM (de Jorge et al. 2022), FGSM from a large noise without projection to the ε-ball.
 
 #include <iat/attacks/attack.hpp>
+#include <iat/detail/compat.hpp>
 
 #include <torch/arg.h>
 #include <torch/types.h>
@@ -21,7 +22,7 @@ struct NFGSMOptions {
   /// Noise magnitude k, in multiples of ε.
   TORCH_ARG(double, noise_scale) = 2.0;
   /// Step size α; unset means ε.
-  TORCH_ARG(c10::optional<double>, step_size) = c10::nullopt;
+  TORCH_ARG(iat::optional<double>, step_size) = iat::nullopt;
   /// Clamp x + η into [0, 1] before taking the gradient (SPEC's formula doesn't).
   TORCH_ARG(bool, clamp_start) = false;
   /// Keep the model's current mode instead of switching it to eval mode during the attack.

@@ -3,6 +3,8 @@
 /// Batched data augmentation: random crop with zero padding and horizontal flip as one gather over the
 /// whole batch, on whatever device the batch lives (no per-image tensor operation).
 
+#include <iat/detail/compat.hpp>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/types.h>
 
@@ -85,7 +87,7 @@ inline torch::Tensor random_crop_flip(const torch::Tensor& x, int64_t pad = 4, b
                     x.defined() ? x.sizes() : torch::IntArrayRef{});
   TORCH_CHECK_VALUE(pad >= 0, "iat::data::random_crop_flip: pad must be >= 0, got ", pad);
   const int64_t b = x.size(0);
-  c10::optional<at::Generator> gen;
+  iat::optional<at::Generator> gen;
   if (generator.defined()) gen = generator;
   // One [3, B] tensor of draws: row offsets, column offsets, flips; a single host-to-device copy.
   auto draws = torch::empty({3, b}, torch::kLong);

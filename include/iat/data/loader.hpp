@@ -6,6 +6,7 @@
 
 #include <iat/data/augment.hpp>
 #include <iat/data/dataset.hpp>
+#include <iat/detail/compat.hpp>
 #include <iat/detail/data_prefetch.hpp>
 
 #include <torch/arg.h>
@@ -251,7 +252,7 @@ class Loader {
 
   /// The next batch of the running pass (starting a pass if none runs), or nothing at the pass's end (the
   /// following call starts the next epoch).
-  c10::optional<Batch> next() {
+  iat::optional<Batch> next() {
     if (!running_) start();
     Batch b;
     bool got = false;
@@ -269,7 +270,7 @@ class Loader {
     }
     if (!got) {
       stop();
-      return c10::nullopt;
+      return iat::nullopt;
     }
     return b;
   }

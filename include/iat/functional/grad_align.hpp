@@ -3,6 +3,7 @@
 /// iat::functional::grad_align: the GradAlign regulariser (Andriushchenko & Flammarion 2020).
 
 #include <iat/detail/checks.hpp>
+#include <iat/detail/compat.hpp>
 #include <iat/functional/losses.hpp>
 #include <iat/model_ref.hpp>
 
@@ -39,7 +40,7 @@ inline torch::Tensor grad_align(const ModelRef& model, const torch::Tensor& x, c
     auto logits = model(x_var);
     detail::check_model_output(who, logits, y);
     auto loss = cross_entropy(logits, y).sum();
-    return torch::autograd::grad({loss}, {x_var}, {}, /*retain_graph=*/c10::nullopt, create_graph)[0];
+    return torch::autograd::grad({loss}, {x_var}, {}, /*retain_graph=*/iat::nullopt, create_graph)[0];
   };
   auto g_clean = input_grad(x, false).detach().flatten(1);
   auto g_noisy = input_grad(x.detach() + torch::empty_like(x).uniform_(-eps, eps), true).flatten(1);
