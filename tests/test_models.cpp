@@ -72,7 +72,10 @@ void check_features(Net& net, Linear& last, const torch::Tensor& x, int64_t clas
   CHECK(max_abs_diff(ref(x), lf.logits) < 1e-5);
 }
 
-bool python_torch_available() { return std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0; }
+// The Python whose torch matches this build's LibTorch (tests/CMakeLists.txt: IAT_PYTHON).
+const std::string kPython = IAT_TEST_PYTHON;
+
+bool python_torch_available() { return std::system(("'" + kPython + "' -c 'import torch' >/dev/null 2>&1").c_str()) == 0; }
 
 }  // namespace
 
@@ -419,7 +422,7 @@ struct PythonJobs {
   }
   int run() const {
     const std::string cmd =
-        "/usr/bin/python3 '" + std::string(IAT_TEST_SOURCE_DIR) + "/python/reference_models.py'" + args;
+        "'" + kPython + "' '" + std::string(IAT_TEST_SOURCE_DIR) + "/python/reference_models.py'" + args;
     INFO(cmd);
     return std::system(cmd.c_str());
   }
@@ -434,7 +437,7 @@ struct PythonJobs {
 // ones in the [slow] test below.
 TEST_CASE("SmallCNN state dicts travel between C++ and Python", "[models][python]") {
   if (!python_torch_available()) {
-    WARN("skipped: /usr/bin/python3 cannot import torch");
+    WARN("skipped: " << kPython << " cannot import torch");
     return;
   }
   TempDir dir;
@@ -459,7 +462,7 @@ TEST_CASE("SmallCNN state dicts travel between C++ and Python", "[models][python
 TEST_CASE("PreAct ResNet-18 and WideResNet state dicts travel between C++ and Python",
           "[models][python][slow]") {
   if (!python_torch_available()) {
-    WARN("skipped: /usr/bin/python3 cannot import torch");
+    WARN("skipped: " << kPython << " cannot import torch");
     return;
   }
   TempDir dir;

@@ -82,7 +82,8 @@ struct TrainConfig {
             {"inv_steps", inv_steps}, {"beta", beta},               {"lambda", lambda},
             {"momentum_epoch", momentum_epoch}, {"gamma", gamma},   {"one_off_epoch", one_off_epoch},
             {"trades_beta", trades_beta}, {"mart_beta", mart_beta}, {"grad_align_lambda", grad_align_lambda},
-            {"eval_pgd_steps", eval_pgd_steps}, {"seed", seed},     {"preset", preset}};
+            {"eval_pgd_steps", eval_pgd_steps}, {"seed", seed},     {"preset", preset},
+            {"bf16", bf16},           {"channels_last", channels_last}};
   }
 };
 

@@ -12,7 +12,7 @@
 #include "trainer.hpp"
 
 #include <CLI/CLI.hpp>
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <csignal>
 #include <iostream>
@@ -111,8 +111,8 @@ int main(int argc, char** argv) {
       ->excludes(resume_flag)->excludes(force_flag);
   app.add_option("--device", cfg.device, "auto (CUDA when available), cpu, cuda or cuda:N")
       ->check(iat_examples::device_name())->capture_default_str();
-  app.add_flag("--bf16", cfg.bf16, "bf16 autocast on CUDA");
-  app.add_flag("--channels-last", cfg.channels_last, "channels-last memory format on CUDA");
+  app.add_flag("--bf16", cfg.bf16, "bf16 autocast around every forward pass (CPU; CUDA compute capability >= 8.0)");
+  app.add_flag("--channels-last", cfg.channels_last, "channels-last memory format for the model and the batches");
   app.add_option("--seed", cfg.seed, "Random seed (data order, initialisation, attacks)")->check(integer_at_least(0))->capture_default_str();
   app.add_option("--threads", cfg.threads, "CPU threads for LibTorch")->check(integer_at_least(1))->capture_default_str();
   app.add_flag("--plain-progress", cfg.plain_progress, "Plain progress lines even on a terminal");

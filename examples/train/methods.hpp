@@ -22,7 +22,7 @@
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <memory>
 #include <string>
@@ -78,7 +78,7 @@ class Method {
     if (uip_) uip_->options.momentum(cfg_.momentum_epoch >= 0 && epoch >= cfg_.momentum_epoch ? cfg_.gamma : 0.0);
   }
 
-  iat::train::StepLoss loss(AnyClassifier& model, const iat::data::Batch& b, int64_t epoch) {
+  iat::train::StepLoss loss(const iat::ModelRef& model, const iat::data::Batch& b, int64_t epoch) {
     namespace T = iat::train;
     if (name_ == "pgd-at") return T::pgd_at_loss(model, b.x, b.y, *attack_);
     if (name_ == "trades") return T::trades_loss(model, b.x, b.y, *attack_, cfg_.trades_beta);

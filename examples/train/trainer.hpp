@@ -15,6 +15,7 @@
 #include <iat/data/mix.hpp>
 #include <iat/data/npz.hpp>
 #include <iat/models/state_dict.hpp>
+#include <iat/precision.hpp>
 #include <iat/train/checkpoint.hpp>
 #include <iat/train/ema.hpp>
 #include <iat/train/one_cycle.hpp>
@@ -24,7 +25,7 @@
 #include <torch/optim/sgd.h>
 #include <torch/serialize.h>
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <array>
@@ -75,6 +76,20 @@ inline iat::data::Dataset synthetic_dataset(int64_t n, uint64_t seed, int64_t ch
   return iat::data::Dataset{(images.clamp(0, 1) * 255).round().to(torch::kByte), labels, 10, "synthetic"};
 }
 
+/// --bf16 and --channels-last as the library's precision options; a device that cannot run them stops the
+/// run before it starts, with the flag and the reason.
+inline iat::PrecisionOptions precision_for(const TrainConfig& cfg, const torch::Device& device) {
+  auto precision = iat::PrecisionOptions()
+                       .autocast(cfg.bf16 ? torch::kBFloat16 : torch::kFloat)
+                       .channels_last(cfg.channels_last);
+  try {
+    iat::check_precision(precision, device);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK_VALUE(false, "--bf16 cannot run on device ", device.str(), ": ", e.what_without_backtrace());
+  }
+  return precision;
+}
+
 class Trainer {
  public:
   explicit Trainer(TrainConfig cfg) : cfg_(std::move(cfg)) {}
@@ -103,7 +118,8 @@ class Trainer {
       int64_t b = start_batch_;
       for (auto& batch : *loader_) {
         schedule_->set_step(step_);
-        auto out = method_->loss(model_, batch, epoch);
+        if (cfg_.channels_last) batch.x = batch.x.contiguous(at::MemoryFormat::ChannelsLast);
+        auto out = method_->loss(iat::with_precision(model_, precision_), batch, epoch);
         auto loss = out.loss;
         if (step_ == cfg_.inject_nan_at_step) loss = loss * std::numeric_limits<float>::quiet_NaN();
         const double loss_value = loss.item<double>();
@@ -194,6 +210,7 @@ class Trainer {
     at::set_num_threads(cfg_.threads);
     torch::manual_seed(cfg_.seed);
     device_ = pick_device();
+    precision_ = precision_for(cfg_, device_);
     std::filesystem::create_directories(cfg_.out);
 
     // Data.
@@ -231,6 +248,7 @@ class Trainer {
     spec_ = ModelSpec{cfg_.model, cfg_.activation, train_.num_classes, train_.channels(), train_.height(), mean, std};
     model_ = make_model(spec_);
     model_->to(device_);
+    if (cfg_.channels_last) iat::to_channels_last(*model_);
     optimizer_ = std::make_unique<torch::optim::SGD>(
         model_->parameters(), torch::optim::SGDOptions(cfg_.max_lr)
                                   .momentum(cfg_.momentum)
@@ -241,6 +259,7 @@ class Trainer {
     if (cfg_.ema_decay > 0) {
       ema_model_ = make_model(spec_);
       ema_model_->to(device_);
+      if (cfg_.channels_last) iat::to_channels_last(*ema_model_);
       ema_model_->eval();
       ema_ = std::make_unique<iat::train::ModelEMA>(*model_, *ema_model_,
                                                     iat::train::ModelEMAOptions().decay(cfg_.ema_decay));
@@ -260,6 +279,7 @@ class Trainer {
     iat::PGD pgd(iat::PGDOptions().eps(cfg_.eps).step_size(cfg_.eps / 4).steps(cfg_.eval_pgd_steps));
     const bool was_training = model->is_training();
     model->eval();
+    const iat::ModelRef fast = iat::with_precision(model, precision_);  // the training run's precision
     double nat = 0, rob = 0;
     const int64_t n = test_.size();
     for (int64_t i = 0; i < n; i += cfg_.batch_size) {
@@ -268,11 +288,11 @@ class Trainer {
       auto y = test_.labels.slice(0, i, j).to(device_);
       {
         torch::NoGradGuard ng;
-        nat += model(x).argmax(1).eq(y).sum().item<double>();
+        nat += fast(x).argmax(1).eq(y).sum().item<double>();
       }
-      auto x_adv = pgd.perturb(model, x, y);
+      auto x_adv = pgd.perturb(fast, x, y);
       torch::NoGradGuard ng;
-      rob += model(x_adv).argmax(1).eq(y).sum().item<double>();
+      rob += fast(x_adv).argmax(1).eq(y).sum().item<double>();
     }
     model->train(was_training);
     return {nat / static_cast<double>(n), rob / static_cast<double>(n)};
@@ -574,6 +594,7 @@ class Trainer {
 
   TrainConfig cfg_;
   torch::Device device_{torch::kCPU};
+  iat::PrecisionOptions precision_;
   iat::data::Dataset train_, test_;
   std::unique_ptr<iat::data::Loader> loader_;
   int64_t examples_ = 0;

@@ -161,6 +161,26 @@ class ModelRef {
     if (set_training_) set_training_(on);
   }
 
+  /// A view of the same model (same train flag) whose forward passes, with and without features, run
+  /// through `wrap`: `wrap(call, x)` receives the original pass as a callable and the input, and
+  /// returns what `call(x)` returns, changed as it likes. iat::with_precision is built on it.
+  ///
+  /// **Example**
+  /// \code
+  /// auto halved = iat::ModelRef(net).wrapped([](const auto& call, const torch::Tensor& x) {
+  ///   return call(x * 0.5);
+  /// });
+  /// \endcode
+  template <typename Wrap>
+  ModelRef wrapped(Wrap wrap) const {
+    ModelRef out = *this;
+    out.forward_ = [wrap, f = forward_](const torch::Tensor& x) { return wrap(f, x); };
+    if (forward_features_) {
+      out.forward_features_ = [wrap, f = forward_features_](const torch::Tensor& x) { return wrap(f, x); };
+    }
+    return out;
+  }
+
  private:
   template <typename F>
   ModelRef(std::shared_ptr<F> owned, int /*tag*/) : ModelRef(*owned) {

@@ -4,12 +4,13 @@
 # Cases: method (a two-epoch run of one method), resume (kill-and-resume equals an uninterrupted run, bit
 # for bit), signal (SIGINT writes a checkpoint that resumes), mismatch (a checkpoint of another
 # configuration is refused), nan (a NaN loss stops the run and leaves the last checkpoint intact), metrics
-# (metrics.jsonl parses and holds every field), presets (every preset parses), diskfull (a failing checkpoint
-# write is a clean error that keeps the old checkpoint), settings (--resume refuses changed settings,
-# --resume-force records them), corrupt (changed or truncated checkpoints are refused by name), killed
-# (metrics.jsonl never doubles or loses a row after a kill), rerun (a folder holding a run is not overwritten
-# without --overwrite), usage (command-line errors exit 2 with readable messages), outdir (an unusable --out
-# is refused before training), data (missing and truncated data files are named).
+# (metrics.jsonl parses and holds every field), presets (every preset parses), precision (--bf16 and
+# --channels-last on the CPU), diskfull (a failing checkpoint write is a clean error that keeps the old
+# checkpoint), settings (--resume refuses changed settings, --resume-force records them), corrupt (changed or
+# truncated checkpoints are refused by name), killed (metrics.jsonl never doubles or loses a row after a kill),
+# rerun (a folder holding a run is not overwritten without --overwrite), usage (command-line errors exit 2
+# with readable messages), outdir (an unusable --out is refused before training), data (missing and
+# truncated data files are named).
 set -euo pipefail
 BIN=$1
 CASE=$2
@@ -142,6 +143,26 @@ PY
     rc=$?
     set -e
     [ $rc = 2 ] && grep -q "unknown preset 'no-such-preset'" "$WORK/log" || fail "unknown presets must be refused"
+    ;;
+  precision)
+    # --bf16 runs every forward pass under bf16 autocast on the CPU too: finite losses that differ from the
+    # fp32 run's; --channels-last alone changes the memory layout only: the same losses within rounding.
+    for v in fp32:"" bf16:--bf16 cl:--channels-last bf16cl:"--bf16 --channels-last"; do
+      name=${v%%:*}
+      # shellcheck disable=SC2086
+      "$BIN" "${TINY[@]}" --method uiat --epochs 1 --device cpu ${v#*:} --out "$WORK/$name" > "$WORK/$name.log" 2>&1 ||
+        { cat "$WORK/$name.log"; fail "$name run failed"; }
+    done
+    /usr/bin/python3 - "$WORK" <<'PY'
+import json, math, sys
+loss = {n: json.loads(open(f"{sys.argv[1]}/{n}/metrics.jsonl").readline())["train_loss"] for n in ("fp32", "bf16", "cl", "bf16cl")}
+assert all(math.isfinite(v) for v in loss.values()), loss
+assert loss["bf16"] != loss["fp32"] and abs(loss["bf16"] - loss["fp32"]) < 0.1 * loss["fp32"], loss
+assert abs(loss["cl"] - loss["fp32"]) < 1e-3 * loss["fp32"], loss
+assert loss["bf16cl"] != loss["fp32"] and abs(loss["bf16cl"] - loss["fp32"]) < 0.1 * loss["fp32"], loss
+cfg = json.load(open(f"{sys.argv[1]}/bf16cl/config.json"))
+assert cfg["bf16"] is True and cfg["channels_last"] is True, cfg
+PY
     ;;
   diskfull)
     # A checkpoint in epoch 2 exists; the end-of-epoch-2 write fails for lack of space (a tmpfs just too
