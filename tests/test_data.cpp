@@ -13,6 +13,7 @@
 #include <zip.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -164,8 +165,8 @@ Bytes mat_matrix(const std::string& name, uint32_t array_class, const std::vecto
 Bytes mat_header() {
   std::string text = "MATLAB 5.0 MAT-file, Platform: GLNXA64, written by iat's tests";
   text.resize(116, ' ');
-  Bytes b(text.begin(), text.end());
-  b.resize(124, 0);     // subsystem data offset
+  Bytes b(124, 0);      // 116 bytes of text, then the subsystem data offset
+  std::copy(text.begin(), text.end(), b.begin());
   b.push_back(0x00);    // version 0x0100, little-endian
   b.push_back(0x01);
   b.push_back('I');

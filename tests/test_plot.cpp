@@ -331,7 +331,7 @@ TEST_CASE("write_curves_png: robust to NaN, single points and many series", "[pl
   TempDir dir;
   const double nan = std::numeric_limits<double>::quiet_NaN();
   std::vector<Series> many;
-  for (int s = 0; s < 12; ++s) many.push_back(Series{"s" + std::to_string(s), {0, 1}, {0.0 + s, 1.0 + s}});
+  for (int s = 0; s < 12; ++s) many.push_back(Series{std::string(1, 's').append(std::to_string(s)), {0, 1}, {0.0 + s, 1.0 + s}});
   const std::vector<Panel> panels{Panel{"nan", "x", "y", {Series{"gap", {1, 2, 3, 4}, {0.5, nan, 0.7, 0.9}}}},
                                   Panel{"all nan", "", "", {Series{"", {1}, {nan}}}},
                                   Panel{"one point", "x", "y", {Series{"p", {3}, {7}}}},

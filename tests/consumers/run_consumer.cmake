@@ -19,14 +19,25 @@ function(run)
   endif()
 endfunction()
 
+# The parent build's prefix path (PREFIX_PATH, '|'-separated), plus the install prefix for find_package.
+string(REPLACE "|" ";" prefix_path "${PREFIX_PATH}")
 set(extra)
 if(MODE STREQUAL "find_package")
   run(${CMAKE_COMMAND} --install ${IAT_BUILD_DIR} --prefix ${WORK_DIR}/prefix)
-  set(extra -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
+  list(PREPEND prefix_path ${WORK_DIR}/prefix)
+endif()
+if(CUDA_COMPILER)
+  set(extra -DCMAKE_CUDA_COMPILER=${CUDA_COMPILER})
 endif()
 
-run(${CMAKE_COMMAND} -S ${IAT_SOURCE_DIR}/tests/consumers/project -B ${WORK_DIR}/build -G ${GENERATOR}
-    -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_BUILD_TYPE=Release
-    -DIAT_CONSUMER_MODE=${MODE} -DIAT_SOURCE_DIR=${IAT_SOURCE_DIR} ${extra})
+# Called directly, not through run(): the quoted prefix list must stay one argument.
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${IAT_SOURCE_DIR}/tests/consumers/project -B ${WORK_DIR}/build
+                        -G ${GENERATOR} -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_BUILD_TYPE=Release
+                        "-DCMAKE_PREFIX_PATH=${prefix_path}" -DIAT_CONSUMER_MODE=${MODE}
+                        -DIAT_SOURCE_DIR=${IAT_SOURCE_DIR} ${extra}
+                RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "consumer (${MODE}): configuring the consumer project failed with ${rc}")
+endif()
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${WORK_DIR}/build/consumer)

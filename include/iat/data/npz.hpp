@@ -3,6 +3,11 @@
 /// Reader of numpy `.npz` archives (zip files of `.npy` arrays, stored or deflated, zip64 included) through
 /// libzip, such as the generated-data files of Wang et al. 2023 ("Better diffusion models further improve
 /// adversarial training": `image` uint8 [N, 32, 32, 3], `label` [N]).
+///
+/// libzip is optional at build time: iat's CMake target defines IAT_WITH_LIBZIP to 1 when it links libzip
+/// (the default) and to 0 when configured with -DIAT_WITH_LIBZIP=OFF (a machine without libzip, such as a
+/// bare GPU image); then these functions keep their signatures and throw, naming the file and the reason.
+/// Included without iat's CMake target, libzip is assumed.
 
 #include <iat/data/dataset.hpp>
 #include <iat/detail/data_io.hpp>
@@ -10,7 +15,12 @@
 
 #include <torch/types.h>
 
+#ifndef IAT_WITH_LIBZIP
+#define IAT_WITH_LIBZIP 1
+#endif
+#if IAT_WITH_LIBZIP
 #include <zip.h>
+#endif
 
 #include <algorithm>
 #include <functional>
@@ -22,6 +32,7 @@ namespace iat {
 namespace data {
 namespace detail {
 
+#if IAT_WITH_LIBZIP
 /// An open .npz archive (libzip handle), closed on destruction.
 class NpzArchive {
  public:
@@ -134,6 +145,19 @@ class NpzArchive {
   std::string path_;
   zip_t* zip_ = nullptr;
 };
+#else
+/// Built without libzip: opening an archive throws, naming the file and how to get the reader.
+class NpzArchive {
+ public:
+  using Reader = std::function<void(void*, uint64_t)>;
+  NpzArchive(const char* who, const std::string& path) {
+    TORCH_CHECK(false, who, ": cannot read '", path, "': this iat was built without libzip (IAT_WITH_LIBZIP=OFF); "
+                "install libzip (Debian: libzip-dev) and configure with -DIAT_WITH_LIBZIP=ON to read .npz archives");
+  }
+  std::vector<std::string> keys() const { return {}; }
+  void read_array(const std::string&, const std::function<void(const iat::detail::NpyHeader&, const Reader&)>&) {}
+};
+#endif
 
 /// Reads a whole array into a tensor of its dtype and shape (Fortran-ordered arrays are transposed).
 inline torch::Tensor npz_read_whole(const iat::detail::NpyHeader& h, const NpzArchive::Reader& read) {

@@ -2,6 +2,7 @@
 #include <iat/iat.hpp>
 
 #include <torch/nn/modules/linear.h>
+#include <torch/version.h>
 
 #include <cstdio>
 
@@ -13,6 +14,6 @@ int main() {
   iat::PGD pgd(iat::PGDOptions().eps(8.0 / 255).steps(3));
   auto x_adv = pgd.perturb(net, x, y);
   const double linf = (x_adv - x).abs().max().item<double>();
-  std::printf("iat %s consumer: ||x_adv - x||_inf = %.6f\n", iat::version(), linf);
+  std::printf("iat %s consumer on LibTorch %s: ||x_adv - x||_inf = %.6f\n", iat::version(), TORCH_VERSION, linf);
   return linf <= 8.0 / 255 + 1e-6 && x_adv.min().item<double>() >= 0 ? 0 : 1;
 }
