@@ -167,14 +167,16 @@ def randomise(model, seed):
 def run(job):
     model = build(job)
     if job["mode"] == "load":
-        model.load_state_dict(torch.load(job["sd"]), strict=True)
+        # weights_only: what torch.load does by default from PyTorch 2.6 on (and 1.13 accepts), so iat's files
+        # must load without TorchScript globals.
+        model.load_state_dict(torch.load(job["sd"], weights_only=True), strict=True)
     elif job["mode"] == "export":
         randomise(model, int(job.get("seed", 1)))
         torch.save(model.state_dict(), job["sd"])
     else:
         raise SystemExit("unknown mode " + job["mode"])
     model.eval()
-    x = torch.load(job["input"])
+    x = torch.load(job["input"], weights_only=True)
     with torch.no_grad():
         logits = model(x)
     torch.save({"logits": logits}, job["out"])

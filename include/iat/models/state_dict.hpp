@@ -9,6 +9,7 @@
 
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/nn/module.h>
 #include <torch/ordered_dict.h>
 #include <torch/types.h>
@@ -429,23 +430,46 @@ inline torch::OrderedDict<std::string, torch::Tensor> state_dict(const torch::nn
   return out;
 }
 
-/// Writes `state_dict(module)` (CPU copies) to `path` in torch.save's zip format, so that Python's
-/// `torch.load(path)` returns a dict {name: tensor} that `model.load_state_dict(..., strict=True)`
-/// accepts for the common definitions of iat's models. The file is written to a temporary file in the
+/// Writes named tensors (CPU copies) to `path` in torch.save's zip format without TorchScript type
+/// tags, so that Python's `torch.load(path)` returns the dict {name: tensor}, also with
+/// `weights_only=True` (the default from PyTorch 2.6 on). The file is written to a temporary file in the
 /// same folder and renamed over `path`, so a reader never sees half a file.
 ///
 /// **Example**
 /// \code
-/// iat::models::save_state_dict(*net, "prn18.pt");
-/// // Python: model.load_state_dict(torch.load("prn18.pt"), strict=True)
+/// c10::Dict<std::string, torch::Tensor> found;
+/// found.insert("x_adv", x_adv);
+/// iat::models::save_tensor_dict(found, "adv.pt");   // Python: torch.load("adv.pt")["x_adv"]
 /// \endcode
-inline void save_state_dict(const torch::nn::Module& module, const std::string& path) {
-  const char* who = "iat::models::save_state_dict";
+inline void save_tensor_dict(const c10::Dict<std::string, torch::Tensor>& tensors, const std::string& path) {
+  const char* who = "iat::models::save_tensor_dict";
   c10::Dict<std::string, torch::Tensor> dict;
-  for (const auto& kv : state_dict(module)) {
-    dict.insert(kv.key(), kv.value().detach().to(torch::kCPU).contiguous());
+  for (const auto& kv : tensors) dict.insert(kv.key(), kv.value().detach().to(torch::kCPU).contiguous());
+  // torch::jit::pickle_save would tag the dict with torch.jit._pickle.restore_type_tag, a global that
+  // Python's torch.load refuses by default from PyTorch 2.6 on. The same archive without type tags: the
+  // pickle of a plain dict of tensors (storages by index), then each storage as data/<index>, as
+  // torch.save lays them out.
+  std::vector<char> pickle;
+  torch::jit::Pickler pickler([&](const char* p, size_t n) { pickle.insert(pickle.end(), p, p + n); },
+                              /*tensor_table=*/nullptr, /*type_renamer=*/nullptr, /*memoized_class_types=*/nullptr,
+                              /*get_tensor_id=*/nullptr, /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(c10::IValue(dict));
+  pickler.stop();
+  std::vector<char> bytes;
+  {
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* p, size_t n) {
+      bytes.insert(bytes.end(), static_cast<const char*>(p), static_cast<const char*>(p) + n);
+      return n;
+    });
+    const auto& storages = pickler.tensorData();
+    for (size_t i = 0; i < storages.size(); ++i) {
+      const auto data = torch::jit::getWriteableTensorData(storages[i], /*to_cpu=*/true);
+      writer.writeRecord("data/" + std::to_string(i), data.data(), data.sizeInBytes());
+    }
+    writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+    writer.writeEndOfFile();
   }
-  const std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
   std::random_device rd;
   const std::string tmp = path + ".tmp" + std::to_string(rd() % 1000000);
   {
@@ -463,6 +487,21 @@ inline void save_state_dict(const torch::nn::Module& module, const std::string& 
     std::remove(tmp.c_str());
     TORCH_CHECK(false, who, ": cannot rename '", tmp, "' to '", path, "'");
   }
+}
+
+/// Writes `state_dict(module)` (CPU copies) to `path` in torch.save's zip format (save_tensor_dict), so
+/// that Python's `torch.load(path)` returns a dict {name: tensor} that
+/// `model.load_state_dict(..., strict=True)` accepts for the common definitions of iat's models.
+///
+/// **Example**
+/// \code
+/// iat::models::save_state_dict(*net, "prn18.pt");
+/// // Python: model.load_state_dict(torch.load("prn18.pt"), strict=True)
+/// \endcode
+inline void save_state_dict(const torch::nn::Module& module, const std::string& path) {
+  c10::Dict<std::string, torch::Tensor> dict;
+  for (const auto& kv : state_dict(module)) dict.insert(kv.key(), kv.value());
+  save_tensor_dict(dict, path);
 }
 
 /// Reads a state-dict file written by Python's `torch.save(model.state_dict(), path)` (zip format, the
