@@ -20,6 +20,7 @@
 #include <iat/train/ema.hpp>
 #include <iat/train/one_cycle.hpp>
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <torch/optim/sgd.h>
@@ -211,6 +212,8 @@ class Trainer {
     torch::manual_seed(cfg_.seed);
     device_ = pick_device();
     precision_ = precision_for(cfg_, device_);
+    // Every batch has the same shape: let cuDNN time its convolution algorithms once and keep the fastest.
+    if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
     std::filesystem::create_directories(cfg_.out);
 
     // Data.
