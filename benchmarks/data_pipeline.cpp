@@ -3,7 +3,7 @@
 //   - a per-image pipeline (one pad/crop/flip/convert tensor operation chain per image, as data loaders
 //     written per sample do), and
 //   - what a training step consumes: one SGD step (forward, backward, update) of PreAct ResNet-18 on the
-//     same batch, the cheapest step of SPEC §8 (PGD-AT adds 10 forward/backward passes of the attack).
+//     same batch, the cheapest step of docs/method.md §8 (PGD-AT adds 10 forward/backward passes of the attack).
 // Prints images per second and the ratios. Usage: bench_data_pipeline [threads=1] [epochs=2]
 #include <iat/data/loader.hpp>
 #include <iat/models/preact_resnet.hpp>

@@ -1,5 +1,5 @@
 // Tests of the inverse components: L_Inv, iat::InverseAttack, iat::UniversalInversePerturbation,
-// iat::AlignmentLoss and iat::OneOffCache (SPEC §2–§5).
+// iat::AlignmentLoss and iat::OneOffCache (docs/method.md §2–§5).
 #include "support.hpp"
 
 #include <iat/attacks/pgd.hpp>

@@ -1,4 +1,4 @@
-// Tests of the loss recipes of iat::train (SPEC §3–§7): each is checked against the objective written
+// Tests of the loss recipes of iat::train (docs/method.md §3–§7): each is checked against the objective written
 // out by hand from the components' outputs.
 #include "support.hpp"
 

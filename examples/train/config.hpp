@@ -15,7 +15,7 @@
 
 namespace iat_examples {
 
-/// All of iat-train's settings. Defaults are the supplement's CIFAR-10 PRN-18 UIAT run (SPEC §8); a
+/// All of iat-train's settings. Defaults are the supplement's CIFAR-10 PRN-18 UIAT run (docs/method.md §8); a
 /// preset overwrites some of them, and any flag given on the command line overwrites the preset.
 struct TrainConfig {
   // What to train.
@@ -37,11 +37,11 @@ struct TrainConfig {
   bool nesterov = true;
   double weight_decay = 5e-4;
   double ema_decay = 0.0;            // 0 = no weight averaging; 0.995 with generated data
-  // The adversary (SPEC §1).
+  // The adversary (docs/method.md §1).
   double eps = 8.0 / 255;
   double step_size = 2.0 / 255;
   int64_t steps = 10;
-  // The inverse adversary (SPEC §2, §4).
+  // The inverse adversary (docs/method.md §2, §4).
   double inv_eps = 4.0 / 255;
   double inv_step_size = 0.0;        // 0 = 2/255 for IAT, 4/255 for UIAT (the paper's values)
   int64_t inv_steps = 5;
@@ -132,7 +132,7 @@ struct Preset {
 inline std::vector<Preset> presets() {
   std::vector<Preset> out;
   struct Data { std::string name; std::string epochs; std::string step; std::string lambda; std::string T, T1; };
-  // SPEC §8: CIFAR 100 epochs (T = 75, T' = 80); SVHN 30 epochs, α = 1/255, λ = 3.0 (T and T' at the same
+  // docs/method.md §8.4: CIFAR 100 epochs (T = 75, T' = 80); SVHN 30 epochs, α = 1/255, λ = 3.0 (T and T' at the same
   // fractions of training: 22 and 24).
   const std::vector<Data> datasets = {{"cifar10", "100", "2/255", "3.5", "75", "80"},
                                       {"cifar100", "100", "2/255", "3.5", "75", "80"},

@@ -5,7 +5,7 @@
 /// **Example**
 /// \code
 /// #include <iat/iat.hpp>
-/// iat::PGD pgd;                                        // SPEC §1 training defaults
+/// iat::PGD pgd;                                        // docs/method.md §1.2 training defaults
 /// torch::Tensor x_adv = pgd.perturb(net, x, y);
 /// \endcode
 

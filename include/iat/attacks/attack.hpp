@@ -18,7 +18,7 @@ namespace iat {
 /// The threat model: an L∞ or an L2 ball of radius ε around the clean input.
 enum class Norm { kLinf, kL2 };
 
-/// The loss an attack ascends (SPEC §1).
+/// The loss an attack ascends (docs/method.md §1.2).
 enum class Loss {
   kCE,           ///< cross-entropy CE(f(x'), y)
   kMargin,       ///< CW margin max_{j≠y} z_j − z_y

@@ -26,7 +26,8 @@ struct FGSMOptions {
   TORCH_ARG(iat::optional<double>, step_size) = iat::nullopt;
   /// Start from η ~ U(−ε, ε) (FGSM-RS).
   TORCH_ARG(bool, random_start) = false;
-  /// Clamp x + η into [0, 1] before taking the gradient (Wong et al.'s code does; SPEC's formula doesn't).
+  /// Clamp x + η into [0, 1] before taking the gradient (Wong et al.'s code does; the formula of
+  /// docs/method.md §1.3 doesn't).
   TORCH_ARG(bool, clamp_start) = false;
   /// Keep the model's current mode instead of switching it to eval mode during the attack.
   TORCH_ARG(bool, keep_train_mode) = false;
@@ -37,7 +38,7 @@ struct FGSMOptions {
   double effective_step_size() const { return step_size_ ? *step_size_ : (random_start_ ? 1.25 : 1.0) * eps_; }
 };
 
-/// One signed gradient step on CE (SPEC §1). With a random start:
+/// One signed gradient step on CE (docs/method.md §1.3). With a random start:
 /// η ~ U(−ε, ε); δ = Π_ε(η + α·sign(∇_x CE(f(x+η), y))); x' = clamp(x + δ, 0, 1).
 /// Without: δ = Π_ε(α·sign(∇_x CE(f(x), y))).
 ///

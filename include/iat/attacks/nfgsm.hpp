@@ -23,7 +23,7 @@ struct NFGSMOptions {
   TORCH_ARG(double, noise_scale) = 2.0;
   /// Step size α; unset means ε.
   TORCH_ARG(iat::optional<double>, step_size) = iat::nullopt;
-  /// Clamp x + η into [0, 1] before taking the gradient (SPEC's formula doesn't).
+  /// Clamp x + η into [0, 1] before taking the gradient (the formula of docs/method.md §1.4 doesn't).
   TORCH_ARG(bool, clamp_start) = false;
   /// Keep the model's current mode instead of switching it to eval mode during the attack.
   TORCH_ARG(bool, keep_train_mode) = false;
@@ -34,7 +34,7 @@ struct NFGSMOptions {
   double effective_step_size() const { return step_size_ ? *step_size_ : eps_; }
 };
 
-/// N-FGSM (SPEC §1): η ~ U(−kε, kε); δ = η + α·sign(∇_x CE(f(x+η), y)); x' = clamp(x + δ, 0, 1).
+/// N-FGSM (docs/method.md §1.4): η ~ U(−kε, kε); δ = η + α·sign(∇_x CE(f(x+η), y)); x' = clamp(x + δ, 0, 1).
 /// There is **no** projection back to the ε-ball: ‖x' − x‖∞ may reach (k+1)ε.
 ///
 /// **Example**

@@ -54,7 +54,7 @@ struct PGDOptions {
   TORCH_ARG(bool, keep_train_mode) = false;
 };
 
-/// Projected gradient descent on the loss (SPEC §1): x' = Π(x + noise), then K times
+/// Projected gradient descent on the loss (docs/method.md §1.2): x' = Π(x + noise), then K times
 /// x' ← Π_{B_ε(x)∩[0,1]}(x' + α·sign(∇ L(f(x'), y))) (L∞; L2 steps along ∇/‖∇‖₂).
 ///
 /// **Example**

@@ -39,7 +39,7 @@ struct Batch {
   torch::Tensor index;
 };
 
-/// Options of iat::data::Loader. The defaults give SPEC §8's batch of 128, shuffled, without
+/// Options of iat::data::Loader. The defaults give the batch of 128 of docs/method.md §8.2, shuffled, without
 /// augmentation; `.augment(true)` adds the CIFAR random crop (pad 4) and flip.
 ///
 /// **Example**

@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// iat::data::MixedLoader: batches mixing original and generated data at a fixed ratio (SPEC §8: 0.3
+/// iat::data::MixedLoader: batches mixing original and generated data at a fixed ratio (docs/method.md §8.2: 0.3
 /// original : 0.7 generated for CIFAR-10 with the 1M DDPM images, 0.4 for CIFAR-100), with epochs counted
 /// in original-dataset-size units, as the codebases of Gowal et al. 2021 and Wang et al. 2023 count them.
 
@@ -69,7 +69,8 @@ class EndlessStream {
 /// auto c10 = iat::data::read_cifar10("data", iat::data::Split::kTrain);
 /// auto ddpm = iat::data::read_npz("data/1m.npz");
 /// iat::data::MixedLoader loader(c10, ddpm, 0.3, iat::data::LoaderOptions().batch_size(512).augment(true));
-/// // loader.size() == 98 batches of 154 CIFAR-10 + 358 generated images; 400 passes = SPEC's 400 epochs
+/// // loader.size() == 98 batches of 154 CIFAR-10 + 358 generated images;
+/// // 400 passes = the 400 epochs of docs/method.md §8.2
 /// for (auto& batch : loader) train_step(batch.x, batch.y, batch.index);
 /// \endcode
 ///

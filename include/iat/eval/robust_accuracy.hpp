@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// iat::eval::robust_accuracy: accuracy of a model on the adversarial examples one attack makes, batch by
-/// batch (SPEC §8: PGD-20 and CW∞), with the evaluation attacks' usual settings.
+/// batch (docs/method.md §8.5: PGD-20 and CW∞), with the evaluation attacks' usual settings.
 
 #include <iat/attacks/attack.hpp>
 #include <iat/attacks/pgd.hpp>
@@ -24,7 +24,7 @@ struct RobustAccuracy {
   int64_t total = 0;
 };
 
-/// PGD-20 as SPEC §8 evaluates: L∞ ε, α = 2/255, 20 steps, CE, uniform random start.
+/// PGD-20 as docs/method.md §8.5 evaluates: L∞ ε, α = 2/255, 20 steps, CE, uniform random start.
 ///
 /// **Example**
 /// \code
@@ -32,7 +32,7 @@ struct RobustAccuracy {
 /// \endcode
 inline PGD pgd20(double eps = 8.0 / 255) { return PGD(PGDOptions().eps(eps).step_size(2.0 / 255).steps(20)); }
 
-/// CW∞ as SPEC §8 evaluates: the same PGD-20 on the CW margin max_{j≠y} z_j − z_y (no confidence κ:
+/// CW∞ as docs/method.md §8.5 evaluates: the same PGD-20 on the CW margin max_{j≠y} z_j − z_y (no confidence κ:
 /// with sign steps κ only stops points already misclassified by a margin of κ).
 ///
 /// **Example**

@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// Per-example losses that attacks maximise (SPEC §1): cross-entropy, the CW margin, AutoAttack's DLR and
+/// Per-example losses that attacks maximise (docs/method.md §1.2): cross-entropy, the CW margin, AutoAttack's DLR and
 /// targeted DLR, and the TRADES KL to the clean prediction. Each returns a tensor [N], one value per
 /// example, so that the gradient of their sum is each example's own gradient.
 

@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// iat::AlignmentLoss and iat::functional::alignment_loss: λ·KL(p_ref ‖ p_adv), the term that aligns the
-/// adversarial prediction with the inverse (or cached) one (SPEC §3).
+/// adversarial prediction with the inverse (or cached) one (docs/method.md §3).
 
 #include <iat/detail/checks.hpp>
 #include <iat/functional/losses.hpp>
@@ -93,7 +93,7 @@ inline void check_alignment_pair(const char* who, const torch::Tensor& ref, cons
 
 namespace functional {
 
-/// λ·mean_i KL(p_ref,i ‖ p_adv,i), each KL summed over classes (SPEC §3), from reference logits: p_ref =
+/// λ·mean_i KL(p_ref,i ‖ p_adv,i), each KL summed over classes (docs/method.md §3), from reference logits: p_ref =
 /// softmax(ref_logits/T), p_adv = softmax(adv_logits/T). A scalar.
 ///
 /// **Example**

@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// iat::InverseAttack: instance-wise inverse adversarial examples, the "friend" of IAT (SPEC §2,
+/// iat::InverseAttack: instance-wise inverse adversarial examples, the "friend" of IAT (docs/method.md §2,
 /// Algorithm 1 of the supplement).
 
 #include <iat/attacks/attack.hpp>
@@ -55,7 +55,7 @@ struct InverseAttackOptions {
   }
 };
 
-/// Instance-wise inverse adversarial examples (SPEC §2): x̃ = x + z, z ~ init_std·N(0, 1); then n times
+/// Instance-wise inverse adversarial examples (docs/method.md §2): x̃ = x + z, z ~ init_std·N(0, 1); then n times
 /// x̃ ← Π_{B_ε'(x)∩[0,1]}(x̃ − α'·sign(∇_x̃ L_Inv(x̃, y))), descending
 /// L_Inv = CE(f(x̃), y) + β·(pull·D(h(x̃), h(x)) − push·D(h(x̃), h(x'))) with h(x), h(x') computed once.
 ///
@@ -71,7 +71,7 @@ struct InverseAttackOptions {
 /// auto x_adv = pgd.perturb(net, x, y);
 /// auto x_inv = inverse.perturb(net, x, y, x_adv);
 /// auto loss = torch::nn::functional::cross_entropy(net(x_adv), y)
-///           + iat::functional::alignment_loss(net(x_inv), net(x_adv));   // IAT (SPEC §3)
+///           + iat::functional::alignment_loss(net(x_inv), net(x_adv));   // IAT (docs/method.md §3)
 /// \endcode
 class InverseAttack {
  public:

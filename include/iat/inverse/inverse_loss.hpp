@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// The inverse adversarial loss L_Inv(x̃, y) = CE(f(x̃), y) + β·R(x̃) that inverse examples descend
-/// (SPEC §2), shared by iat::InverseAttack and iat::UniversalInversePerturbation.
+/// (docs/method.md §2), shared by iat::InverseAttack and iat::UniversalInversePerturbation.
 
 #include <iat/detail/checks.hpp>
 #include <iat/functional/losses.hpp>
@@ -15,7 +15,7 @@
 
 namespace iat {
 
-/// The form of the regulariser R of L_Inv (SPEC §2, **reconstructed**).
+/// The form of the regulariser R of L_Inv (docs/method.md §2.1, an open choice).
 enum class InverseRegularizer {
   kOutputKL,   ///< output level: h = p = softmax(f), D = KL. Needs nothing but logits (the default).
   kFeatureL2,  ///< feature level: h = φ (penultimate features), D = squared L2. Needs `forward_features`.
@@ -32,8 +32,9 @@ enum class KLDirection {
 ///
 /// L_Inv(x̃, y) = CE(f(x̃), y) + β·(pull·D(h(x̃), h(x)) − push·D(h(x̃), h(x'))), with h(x) and h(x')
 /// held constant. For kOutputKL, D(h(x̃), h(x)) = KL(p(x̃) ‖ p(x)) with the default
-/// `kl_direction(kReferenceSecond)` (the reference h(x) or h(x') second, as SPEC writes D(h(x̃), h(x)));
-/// kReferenceFirst gives KL(p(x) ‖ p(x̃)). β = 0 gives plain CE, as single-step training uses.
+/// `kl_direction(kReferenceSecond)` (the reference h(x) or h(x') second, as docs/method.md §2.1 writes
+/// D(h(x̃), h(x))); kReferenceFirst gives KL(p(x) ‖ p(x̃)). β = 0 gives plain CE, as single-step training
+/// uses.
 ///
 /// **Example**
 /// \code
@@ -81,7 +82,7 @@ struct InverseTargets {
 
 namespace functional {
 
-/// L_Inv per example, [N] (SPEC §2): CE(f(x̃), y) + β·(pull·D(h(x̃), h(x)) − push·D(h(x̃), h(x'))).
+/// L_Inv per example, [N] (docs/method.md §2): CE(f(x̃), y) + β·(pull·D(h(x̃), h(x)) − push·D(h(x̃), h(x'))).
 ///
 /// `logits` are f(x̃); `features` φ(x̃) are needed only for kFeatureL2 with β > 0; `targets` hold h(x)
 /// and h(x') in the same form (logits for kOutputKL, features for kFeatureL2) and are detached here.

@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// iat::OneOffCache: reference probabilities stored per training example, for the one-off strategy
-/// (SPEC §5) and for the per-example EMA reading of inverse momentum (SPEC §4).
+/// (docs/method.md §5) and for the per-example EMA reading of inverse momentum (docs/method.md §4.3).
 
 #include <iat/detail/checks.hpp>
 #include <iat/inverse/alignment_loss.hpp>
@@ -53,8 +53,8 @@ struct OneOffCacheOptions {
 /// Both tensors are module buffers: they follow `.to(device)` (keep the cache on the CPU to spare GPU
 /// memory, reads and writes move the rows), and `torch::save` / `torch::load` them with checkpoints.
 ///
-/// The one-off policy (SPEC §5): `phase(epoch)` tells which reference applies; iat::train::one_off_loss
-/// stores p(x̃) with store() at t = T' and reads it with read() after. The EMA policy (SPEC §4, the
+/// The one-off policy (docs/method.md §5): `phase(epoch)` tells which reference applies; iat::train::one_off_loss
+/// stores p(x̃) with store() at t = T' and reads it with read() after. The EMA policy (docs/method.md §4.3, the
 /// kTargetEMA reading of inverse momentum) uses the same storage through ema().
 ///
 /// **Example**

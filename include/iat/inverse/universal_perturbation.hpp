@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// iat::UniversalInversePerturbation: one inverse perturbation per class, updated by one signed descent
-/// step per batch (UIAT, SPEC §4).
+/// step per batch (UIAT, docs/method.md §4).
 
 #include <iat/attacks/attack.hpp>
 #include <iat/inverse/inverse_loss.hpp>
@@ -19,7 +19,7 @@
 
 namespace iat {
 
-/// How "inverse momentum" γ is read (SPEC §4, **reconstructed**).
+/// How "inverse momentum" γ is read (docs/method.md §4.3, an open choice).
 enum class InverseMomentum {
   /// MI-FGSM style (the default): m_c ← γ·m_c + g_c/‖g_c‖₁, δ steps along sign(m_c).
   kNormalizedGradient,
@@ -77,7 +77,7 @@ struct UniversalInversePerturbationOptions {
   }
 };
 
-/// Class-wise universal inverse perturbations (SPEC §4).
+/// Class-wise universal inverse perturbations (docs/method.md §4).
 ///
 /// State (module buffers, so they follow `.to(device)`, `torch::save` and `torch::load`): `delta`
 /// [C, input_shape...] initialised to zero, and `momentum_buffer` of the same shape, zero until momentum

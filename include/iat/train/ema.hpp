@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// iat::train::ModelEMA: an exponential moving average of a model's weights (SPEC §8, decay 0.995).
+/// iat::train::ModelEMA: an exponential moving average of a model's weights (docs/method.md §8.3, decay 0.995).
 
 #include <iat/detail/checks.hpp>
 

@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// iat::train::OneCycleLR: the "cyclic" learning-rate schedule of the supplement (SPEC §8).
+/// iat::train::OneCycleLR: the "cyclic" learning-rate schedule of the supplement (docs/method.md §8.1).
 
 #include <iat/detail/checks.hpp>
 

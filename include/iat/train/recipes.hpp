@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// Loss recipes: the paper's training objectives composed from iat's components, each a few readable
-/// lines (SPEC §3–§7). A recipe generates what its objective needs (adversarial, inverse examples),
+/// lines (docs/method.md §3–§7). A recipe generates what its objective needs (adversarial, inverse examples),
 /// updates the universal perturbation or the one-off cache where the method says so, and returns the
 /// scalar loss with what a logger wants. It never steps the optimiser and never calls backward:
 ///
@@ -62,7 +62,7 @@ struct UIATLossOptions {
   TORCH_ARG(bool, fused) = true;
 };
 
-/// Options of the single-step recipes (SPEC §6).
+/// Options of the single-step recipes (docs/method.md §6).
 ///
 /// **Example**
 /// \code
@@ -183,7 +183,7 @@ inline StepLoss single_step_impl(const ModelRef& model, const torch::Tensor& x, 
 
 }  // namespace detail
 
-/// PGD-AT (SPEC §7): CE(f(x'), y), x' = attack(x).
+/// PGD-AT (docs/method.md §7): CE(f(x'), y), x' = attack(x).
 ///
 /// **Example**
 /// \code
@@ -196,7 +196,7 @@ inline StepLoss pgd_at_loss(const ModelRef& model, const torch::Tensor& x, const
   return detail::finish(detail::mean_ce(adv_logits, y), {}, adv_logits, {}, x_adv);
 }
 
-/// TRADES (SPEC §7): CE(f(x), y) + β·KL(p(x) ‖ p(x')), β = 6; attack with trades_attack_options().
+/// TRADES (docs/method.md §7): CE(f(x), y) + β·KL(p(x) ‖ p(x')), β = 6; attack with trades_attack_options().
 /// `ref_probs` is p(x).
 ///
 /// **Example**
@@ -215,7 +215,7 @@ inline StepLoss trades_loss(const ModelRef& model, const torch::Tensor& x, const
   return detail::finish(ce, reg, adv_logits, torch::softmax(nat_logits, 1), x_adv);
 }
 
-/// MART (SPEC §7): BCE(p(x'), y) + β·mean_i KL(p(x_i) ‖ p(x'_i))·(1 − p_y(x_i)), β = 6, with
+/// MART (docs/method.md §7): BCE(p(x'), y) + β·mean_i KL(p(x_i) ‖ p(x'_i))·(1 − p_y(x_i)), β = 6, with
 /// BCE = −log p_y(x') − log(1 − max_{k≠y} p_k(x')) (the second log clamped at 1e-12). `ref_probs` is p(x).
 ///
 /// **Example**
@@ -240,7 +240,7 @@ inline StepLoss mart_loss(const ModelRef& model, const torch::Tensor& x, const t
   return detail::finish(bce, reg, adv_logits, nat_probs, x_adv);
 }
 
-/// IAT, instance-wise (SPEC §2–§3): CE(f(x'), y) + λ·KL(p(x̃) ‖ p(x')), x̃ = inverse(x, y, x').
+/// IAT, instance-wise (docs/method.md §2–§3): CE(f(x'), y) + λ·KL(p(x̃) ‖ p(x')), x̃ = inverse(x, y, x').
 /// `ref_probs` is p(x̃).
 ///
 /// **Example**
@@ -258,7 +258,7 @@ inline StepLoss iat_loss(const ModelRef& model, const torch::Tensor& x, const to
   return detail::finish(ce, align(inv_logits, adv_logits), adv_logits, torch::softmax(inv_logits, 1), x_adv);
 }
 
-/// UIAT (SPEC §3–§4): CE(f(x'), y) + λ·KL(p(x̌) ‖ p(x')), x̌ = uip(x, y), with one δ step per call at the
+/// UIAT (docs/method.md §3–§4): CE(f(x'), y) + λ·KL(p(x̌) ‖ p(x')), x̌ = uip(x, y), with one δ step per call at the
 /// current weights (fused by default, see UIATLossOptions). `ref_probs` is p(x̌).
 ///
 /// Cost over pgd_at_loss, fused: one forward of x̌ (with graph) and one input-gradient backward through
@@ -276,7 +276,7 @@ inline StepLoss uiat_loss(const ModelRef& model, const torch::Tensor& x, const t
   return detail::uiat_loss_impl(model, x, y, attack, uip, align, options, nullptr, {});
 }
 
-/// UIAT with the kTargetEMA reading of inverse momentum (SPEC §4): the reference is the per-example EMA
+/// UIAT with the kTargetEMA reading of inverse momentum (docs/method.md §4.3): the reference is the per-example EMA
 /// p̄ = γ·p̄_stored + (1 − γ)·p(x̌) kept in `ema_store` at dataset positions `index`, γ =
 /// uip->options.momentum() when its momentum_form is kTargetEMA (0 otherwise: the store just records p(x̌)).
 ///
@@ -293,7 +293,7 @@ inline StepLoss uiat_loss(const ModelRef& model, const torch::Tensor& x, const t
   return detail::uiat_loss_impl(model, x, y, attack, uip, align, options, &ema_store, index);
 }
 
-/// The one-off strategy (SPEC §5, supplement equations (1)–(2)): CE(f(x'), y) + λ·KL(p_OO ‖ p(x')) with
+/// The one-off strategy (docs/method.md §5, supplement equations (1)–(2)): CE(f(x'), y) + λ·KL(p_OO ‖ p(x')) with
 /// p_OO = p(x) for epoch < T', p(x̃) at T' (x̃ = inverse(x, y, x'), stored at `index`), the stored value
 /// after T'. `index` [N] holds the batch's positions in the training set. `ref_probs` is p_OO.
 ///
@@ -330,7 +330,7 @@ inline StepLoss one_off_loss(const ModelRef& model, const torch::Tensor& x, cons
   TORCH_INTERNAL_ASSERT(false, "unknown iat::OneOffPhase");
 }
 
-/// Single-step adversarial training (SPEC §1, §6) without UIAT: CE(f(x̂), y) [+ GradAlign]. The attack
+/// Single-step adversarial training (docs/method.md §1, §6) without UIAT: CE(f(x̂), y) [+ GradAlign]. The attack
 /// decides the variant: iat::FGSM with random_start (FGSM-RS), iat::NFGSM (N-FGSM), or plain iat::FGSM with
 /// step 1.25ε and `grad_align_weight(0.2)` (GradAlign).
 ///
