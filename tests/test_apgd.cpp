@@ -22,7 +22,7 @@ torch::Tensor predict(TinyNet& net, const torch::Tensor& x) {
 }  // namespace
 
 TEST_CASE("APGD checkpoints fall where AutoAttack's integer schedule puts them", "[apgd]") {
-  // AUTOATTACK.md §2: intervals k = 22, 19, 16, 13, 10, 7, 6, 6 for 100 iterations.
+  // docs/evaluation.md, "The attacks" (APGD's checkpoints): intervals k = 22, 19, 16, 13, 10, 7, 6, 6 for 100 iterations.
   CHECK(iat::detail::apgd_checkpoints(100) == std::vector<int64_t>{21, 40, 56, 69, 79, 86, 92, 98});
   // 10 iterations: k = 2, then 1 (n_iter_min = 1): every iteration from index 1 on.
   CHECK(iat::detail::apgd_checkpoints(10) == std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9});
@@ -71,7 +71,7 @@ TEST_CASE("APGD step-size rule on a constructed loss history", "[apgd]") {
   }
   SECTION("first checkpoint wraps around to the last, still-zero slot") {
     // i = 1, k = 2: compares slot 1 with 0 and slot 0 with slot -1 = slot 9 (0). A positive loss at slot 0
-    // counts as an increase (AUTOATTACK.md §9.1), a negative one does not.
+    // counts as an increase (docs/evaluation.md, "The attacks"), a negative one does not.
     auto g = torch::zeros({10, 2});
     g[0][0] = 0.5f;  g[1][0] = 0.6f;    // 2 increases of 2 > 1.5 -> keep the step
     g[0][1] = -0.5f; g[1][1] = -0.4f;   // 1 increase of 2 <= 1.5 -> halve
