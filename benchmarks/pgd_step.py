@@ -1,8 +1,9 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """The Python side of the PGD-10 benchmark: the same CNN, attack and training step as pgd_step.cpp,
-written directly with torch (no attack library), as a PyTorch user would write Madry's PGD.
+either written directly with torch (--impl python: no attack library, as a PyTorch user would write
+Madry's PGD) or with torchattacks' PGD (--impl torchattacks: the same ε, α, steps and random start).
 
-    /usr/bin/python3 benchmarks/pgd_step.py [--batch 128] [--reps 5] [--threads 1]
+    python benchmarks/pgd_step.py [--impl python|torchattacks] [--batch 128] [--reps 5] [--threads 1]
 Prints one JSON line with medians over reps (the first repetition warms up and is dropped)."""
 import argparse
 import json
@@ -47,6 +48,7 @@ def main():
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--impl", choices=("python", "torchattacks"), default="python")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -54,11 +56,19 @@ def main():
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     x = torch.rand(a.batch, 1, 28, 28)
     y = torch.randint(0, 10, (a.batch,))
+    if a.impl == "torchattacks":
+        import torchattacks
+
+        # torchattacks switches the model to eval mode for the attack and restores it, as pgd() does.
+        ta = torchattacks.PGD(net, eps=0.1, alpha=0.01, steps=10, random_start=True)
+        run_attack = lambda: ta(x, y)
+    else:
+        run_attack = lambda: pgd(net, x, y, 0.1, 0.01, 10)
     attack, step = [], []
     for r in range(a.reps + 1):
         net.train()
         t0 = time.perf_counter()
-        x_adv = pgd(net, x, y, 0.1, 0.01, 10)
+        x_adv = run_attack()
         t1 = time.perf_counter()
         opt.zero_grad()
         F.cross_entropy(net(x_adv), y).backward()
@@ -68,7 +78,7 @@ def main():
             attack.append((t1 - t0) * 1e3)
             step.append((t2 - t0) * 1e3)
     med = lambda v: sorted(v)[len(v) // 2]
-    print(json.dumps({"impl": "python", "batch": a.batch, "threads": torch.get_num_threads(), "reps": a.reps,
+    print(json.dumps({"impl": a.impl, "batch": a.batch, "threads": torch.get_num_threads(), "reps": a.reps,
                       "attack_ms": round(med(attack), 2), "train_step_ms": round(med(step), 2),
                       "torch": torch.__version__}))
 

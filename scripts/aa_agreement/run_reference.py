@@ -35,6 +35,7 @@ def main():
     ap.add_argument("--fab-steps", type=int, default=100)
     ap.add_argument("--square-queries", type=int, default=5000)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="where the model and the attacks run (cpu, cuda)")
     ap.add_argument("--jit-optimize", action="store_true", help="keep TorchScript graph optimisations on "
                     "(off by default, as in iat-eval, so that both compute eager-mode gradients)")
     ap.add_argument("--save-adv", help="also torch.save({'x_adv', 'robust'}) here")
@@ -49,10 +50,10 @@ def main():
 
     torch.set_num_threads(args.threads)
     torch._C._set_graph_executor_optimize(args.jit_optimize)
-    model = torch.jit.load(args.model, map_location="cpu")
+    model = torch.jit.load(args.model, map_location=args.device)
     model.eval()
     points = torch.load(args.data)
-    x, y = points["x"].float(), points["y"].long()
+    x, y = points["x"].float().to(args.device), points["y"].long().to(args.device)
     if args.n > 0:
         x, y = x[:args.n], y[:args.n]
 
@@ -66,7 +67,7 @@ def main():
 
     aa_state.EvaluationState.add_run_attack = add_run_attack
 
-    adversary = AutoAttack(model, norm=args.norm, eps=args.eps, version="standard", seed=args.seed, device="cpu")
+    adversary = AutoAttack(model, norm=args.norm, eps=args.eps, version="standard", seed=args.seed, device=args.device)
     if args.attacks != "standard":
         adversary.attacks_to_run = args.attacks.split(",")
     adversary.apgd.n_iter = args.apgd_steps
@@ -98,7 +99,7 @@ def main():
     report = {
         "tool": "fra31/auto-attack", "model": args.model, "data": args.data, "num_points": n, "norm": args.norm,
         "eps": args.eps, "seed": args.seed, "batch_size": args.bs, "threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
+        "torch_version": torch.__version__, "device": args.device,
         "budgets": {"apgd_steps": args.apgd_steps, "fab_steps": args.fab_steps,
                     "square_queries": args.square_queries},
         "attacks": adversary.attacks_to_run,
