@@ -22,7 +22,8 @@ torch::Tensor predict(TinyNet& net, const torch::Tensor& x) {
 }  // namespace
 
 TEST_CASE("APGD checkpoints fall where AutoAttack's integer schedule puts them", "[apgd]") {
-  // docs/evaluation.md, "The attacks" (APGD's checkpoints): intervals k = 22, 19, 16, 13, 10, 7, 6, 6 for 100 iterations.
+  // docs/evaluation.md, "The attacks" (APGD's checkpoints): intervals k = 22, 19, 16, 13, 10, 7, 6, 6 for
+  // 100 iterations.
   CHECK(iat::detail::apgd_checkpoints(100) == std::vector<int64_t>{21, 40, 56, 69, 79, 86, 92, 98});
   // 10 iterations: k = 2, then 1 (n_iter_min = 1): every iteration from index 1 on.
   CHECK(iat::detail::apgd_checkpoints(10) == std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9});
