@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -134,49 +135,209 @@ TEST_CASE("AutoAttack warns like the reference's sanity checks", "[autoattack]")
   }
 }
 
-TEST_CASE("AutoAttack resumes from its state file", "[autoattack]") {
+namespace {
+
+struct Stop {};
+
+// Options of the resume tests: two attacks, several batches each.
+eval::AutoAttackOptions resumable(const std::string& path) {
+  return quick(0.2).attacks({"apgd-ce", "square"}).batch_size(8).state_path(path);
+}
+
+void check_same_result(const eval::AutoAttackReport& a, const eval::AutoAttackReport& b) {
+  CHECK(a.robust.equal(b.robust));
+  CHECK(a.robust_rechecked.equal(b.robust_rechecked));
+  CHECK(a.robust_count_rechecked == b.robust_count_rechecked);
+  CHECK(a.robust_accuracy_rechecked == b.robust_accuracy_rechecked);
+  CHECK(a.max_perturbation == b.max_perturbation);
+  CHECK(a.x_adv.equal(b.x_adv));
+  CHECK(a.clean_correct == b.clean_correct);
+  REQUIRE(a.steps.size() == b.steps.size());
+  for (size_t i = 0; i < a.steps.size(); ++i) {
+    CHECK(a.steps[i].attack == b.steps[i].attack);
+    CHECK(a.steps[i].attacked == b.steps[i].attacked);
+    CHECK(a.steps[i].robust_flags.equal(b.steps[i].robust_flags));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("AutoAttack: an interrupted and resumed run equals an uninterrupted one", "[autoattack]") {
   TinyNet net = trained_tiny_net();
   auto [x, y] = quadrant_data(32);
-  const std::string path = temp_path("aa_state");
+  const std::string path = temp_path("aa_resume");
   std::remove(path.c_str());
-  auto opts = quick(0.2).attacks({"apgd-ce", "square"}).state_path(path);
-  auto full = eval::AutoAttack(opts).run(net, x, y);
-  {
-    // The state written by the run: the attacks, both done, the clean count, the final flags.
-    std::ifstream in(path);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    CHECK_THAT(text, Contains("attacks apgd-ce square\ndone apgd-ce square\nclean " + std::to_string(full.clean_correct)));
-    std::string flags;
-    for (int64_t i = 0; i < full.robust.size(0); ++i) flags += full.robust[i].item<bool>() ? '1' : '0';
-    CHECK_THAT(text, Contains("flags " + flags));
+  auto full = eval::AutoAttack(resumable("")).run(net, x, y);
+  REQUIRE(full.steps.size() == 2);
+  REQUIRE(full.steps[0].attacked > 8);              // apgd-ce runs on several batches
+  REQUIRE(full.robust_count < full.clean_correct);  // something was broken, so x_adv matters
+  // Stop after 1 batch (inside apgd-ce), after apgd-ce's last batch, and inside square.
+  const int64_t apgd_batches = (full.steps[0].attacked + 7) / 8;
+  for (int64_t stop_after : {int64_t{1}, apgd_batches, apgd_batches + 1}) {
+    DYNAMIC_SECTION("stopped after " << stop_after << " batch(es)") {
+      std::remove(path.c_str());
+      int64_t batches = 0;
+      auto stopping = resumable(path).on_batch([&](const eval::AutoAttackProgress&) {
+        if (++batches == stop_after) throw Stop{};
+      });
+      REQUIRE_THROWS_AS(eval::AutoAttack(stopping).run(net, x, y), Stop);
+      torch::rand({5});  // the global generator moved on: the seed is re-applied anyway
+      auto resumed = eval::AutoAttack(resumable(path)).run(net, x, y);
+      CHECK(resumed.resumed);
+      CHECK(resumed.steps[0].resumed);
+      CHECK(resumed.state_mismatch.empty());
+      check_same_result(resumed, full);
+      CHECK(resumed.max_perturbation > 0);
+      CHECK_FALSE(has_warning(resumed, "differs from the re-evaluation"));
+      // Resuming the finished file again runs nothing and reports the same.
+      auto again = eval::AutoAttack(resumable(path)).run(net, x, y);
+      CHECK(again.steps[1].resumed);
+      check_same_result(again, full);
+    }
   }
-  // Pretend the run stopped after apgd-ce: rewrite the state with apgd-ce done and its flags.
-  {
-    std::string flags;
-    auto f = full.steps[0].robust_flags;
-    for (int64_t i = 0; i < f.size(0); ++i) flags += f[i].item<bool>() ? '1' : '0';
-    std::ofstream out(path, std::ios::trunc);
-    out << "iat-autoattack-state 1\nattacks apgd-ce square\ndone apgd-ce\nclean " << full.clean_correct << " "
-        << full.clean_accuracy << "\nflags " << flags << "\n";
-  }
-  auto resumed = eval::AutoAttack(opts).run(net, x, y);
-  REQUIRE(resumed.steps.size() == 2);
-  CHECK(resumed.steps[0].resumed);
-  CHECK_FALSE(resumed.steps[1].resumed);
-  CHECK(resumed.robust.equal(full.robust));
-  CHECK(resumed.clean_accuracy == Approx(full.clean_accuracy));
-  CHECK(has_warning(resumed, "resumed"));
-  // A state file of another attack list, or of another number of points, is refused.
-  REQUIRE_THROWS_WITH(eval::AutoAttack(quick(0.2).attacks({"apgd-ce"}).state_path(path)).run(net, x, y),
-                      Contains("wrong state file"));
-  REQUIRE_THROWS_WITH(eval::AutoAttack(opts).run(net, x.narrow(0, 0, 8), y.narrow(0, 0, 8)),
-                      Contains("holds 32 robust flags, x has 8"));
-  {
-    std::ofstream out(path, std::ios::trunc);
-    out << "something else\n";
-  }
-  REQUIRE_THROWS_WITH(eval::AutoAttack(opts).run(net, x, y), Contains("not an iat AutoAttack state file"));
   std::remove(path.c_str());
+}
+
+TEST_CASE("AutoAttack: a state file written under other settings is refused", "[autoattack]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(24);
+  const std::string path = temp_path("aa_bind");
+  std::remove(path.c_str());
+  auto base = resumable(path).model_id("net A");
+  auto first = eval::AutoAttack(base).run(net, x, y);
+  auto refused = [&](eval::AutoAttackOptions o, const std::string& text, const torch::Tensor& xs,
+                     const torch::Tensor& ys) {
+    REQUIRE_THROWS_WITH(eval::AutoAttack(o).run(net, xs, ys),
+                        Contains("written under other settings") && Contains(text) && Contains("--state-force"));
+  };
+  SECTION("each setting that changes results") {
+    refused(base.eps(0.3), "eps: saved 0.20000000000000001, now 0.29999999999999999", x, y);
+    refused(base.norm(iat::Norm::kL2), "norm: saved Linf, now L2", x, y);
+    refused(base.seed(3), "seed: saved 0, now 3", x, y);
+    refused(base.batch_size(4), "batch_size: saved 8, now 4", x, y);
+    refused(base.apgd_steps(3), "apgd_steps: saved 10, now 3", x, y);
+    refused(base.fab_steps(3), "fab_steps: saved 5, now 3", x, y);
+    refused(base.square_queries(3), "square_queries: saved 20, now 3", x, y);
+    refused(base.n_target_classes(2), "n_target_classes: saved 9, now 2", x, y);
+    refused(base.attacks({"apgd-ce"}), "attacks: saved apgd-ce,square, now apgd-ce", x, y);
+    refused(base.version(eval::AutoAttackVersion::kCustom), "version: saved standard, now custom", x, y);
+    refused(base.model_id("net B"), "model: saved net A, now net B", x, y);
+    refused(base.nonfinite_as_broken(true), "nonfinite_as_broken: saved false, now true", x, y);
+    auto x2 = x.clone();
+    x2[0][0][0][0] = 1.0 - x2[0][0][0][0].item<double>();
+    refused(base, "x: saved hash", x2, y);
+    auto y2 = y.clone();
+    y2[3] = (y2[3].item<int64_t>() + 1) % 4;
+    refused(base, "y: saved hash", x, y2);
+    // Several differences at once are all listed.
+    REQUIRE_THROWS_WITH(eval::AutoAttack(base.eps(0.3).seed(1)).run(net, x, y),
+                        Contains("eps: saved") && Contains("; seed: saved 0, now 1"));
+  }
+  SECTION("another model with the same model_id: the clean predictions differ") {
+    TinyNet other;  // untrained
+    REQUIRE_THROWS_WITH(eval::AutoAttack(base).run(other, x, y), Contains("clean predictions: "));
+  }
+  SECTION("state_mismatch_ok resumes and says so, also in later runs") {
+    auto forced = eval::AutoAttack(base.eps(0.3).state_mismatch_ok(true)).run(net, x, y);
+    REQUIRE(forced.state_mismatch.size() == 1);
+    CHECK_THAT(forced.state_mismatch[0], Contains("eps: saved"));
+    CHECK(has_warning(forced, "written under other settings (state_mismatch_ok): eps"));
+    // The file now records eps 0.3, and that an earlier run mixed settings.
+    auto later = eval::AutoAttack(base.eps(0.3)).run(net, x, y);
+    CHECK(later.state_mismatch.size() == 1);
+    CHECK(has_warning(later, "an earlier run resumed this state file under other settings"));
+  }
+  SECTION("another number of points: refused even with state_mismatch_ok") {
+    REQUIRE_THROWS_WITH(eval::AutoAttack(base.state_mismatch_ok(true)).run(net, x.narrow(0, 0, 8), y.narrow(0, 0, 8)),
+                        Contains("holds flags for 24 points, x has 8") && Contains("not even with"));
+  }
+  SECTION("old or foreign files") {
+    {
+      std::ofstream out(path, std::ios::trunc);
+      out << "iat-autoattack-state 1\nattacks apgd-ce square\ndone apgd-ce\nclean 20 0.8\nflags 0101\n";
+    }
+    REQUIRE_THROWS_WITH(eval::AutoAttack(base).run(net, x, y), Contains("format 1"));
+    {
+      std::ofstream out(path, std::ios::trunc);
+      out << "something else\n";
+    }
+    REQUIRE_THROWS_WITH(eval::AutoAttack(base).run(net, x, y), Contains("not an iat AutoAttack state file"));
+  }
+  SECTION("an unwritable state path is refused before any work") {
+    REQUIRE_THROWS_WITH(eval::AutoAttack(base.state_path(path + "/no/such/folder/s")).run(net, x, y),
+                        Contains("state_path") && Contains("cannot be written"));
+  }
+  std::remove(path.c_str());
+}
+
+TEST_CASE("AutoAttack: non-finite logits stop the run or count as broken", "[autoattack]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(16);
+  const auto nan = std::numeric_limits<float>::quiet_NaN();
+  SECTION("NaN on every point: an error, not 'robust'") {
+    auto nan_model = [&](const torch::Tensor& in) { return net(in) * nan; };
+    REQUIRE_THROWS_AS(eval::AutoAttack(quick(0.1)).run(nan_model, x, y), c10::EnforceFiniteError);
+    REQUIRE_THROWS_WITH(eval::AutoAttack(quick(0.1)).run(nan_model, x, y),
+                        Contains("non-finite logits (NaN or inf) for 16 of 16 points in the clean pass") &&
+                            Contains("nonfinite_as_broken"));
+    auto r = eval::AutoAttack(quick(0.1).nonfinite_as_broken(true)).run(nan_model, x, y);
+    CHECK(r.clean_correct == 0);
+    CHECK(r.robust_count == 0);
+    CHECK(r.robust_count_rechecked == 0);
+    CHECK(r.nonfinite_points == 16);
+    CHECK(r.nonfinite_as_broken);
+    CHECK(has_warning(r, "non-finite logits (NaN or inf) for 16 of 16 points"));
+  }
+  SECTION("inf on some points") {
+    auto some_inf = [&](const torch::Tensor& in) {
+      auto out = net(in).clone();
+      out.narrow(0, 0, std::min<int64_t>(3, in.size(0))).fill_(std::numeric_limits<float>::infinity());
+      return out;
+    };
+    REQUIRE_THROWS_WITH(eval::AutoAttack(quick(0.1).attacks({"apgd-ce"})).run(some_inf, x, y),
+                        Contains("for 3 of 16 points in the clean pass"));
+  }
+  SECTION("NaN only on perturbed inputs: the re-check after the attack") {
+    // Clean inputs lie in [0, 0.8]; the model is NaN wherever a pixel exceeds 0.85.
+    auto xs = x * 0.8;
+    auto picky = [&](const torch::Tensor& in) {
+      auto out = net(in);
+      auto bad = (std::get<0>(in.flatten(1).max(1)) > 0.85).unsqueeze(1);
+      return torch::where(bad, torch::full_like(out, nan), out);
+    };
+    REQUIRE_THROWS_WITH(eval::AutoAttack(quick(0.2).attacks({"apgd-ce"})).run(picky, xs, y),
+                        Contains("points in the re-check after apgd-ce (batch 1/"));
+    auto r = eval::AutoAttack(quick(0.2).attacks({"apgd-ce"}).nonfinite_as_broken(true)).run(picky, xs, y);
+    CHECK(r.nonfinite_points > 0);
+    CHECK((r.robust & r.nonfinite).sum().item<int64_t>() == 0);
+    CHECK(has_warning(r, "counted as broken"));
+  }
+  SECTION("NaN in the final re-check") {
+    bool poisoned = false;
+    auto later = [&](const torch::Tensor& in) { return poisoned ? net(in) * nan : net(in); };
+    auto o = quick(0.1).attacks({"apgd-ce"}).log([&](const std::string& line) {
+      if (line.rfind("robust accuracy after", 0) == 0) poisoned = true;
+    });
+    REQUIRE_THROWS_WITH(eval::AutoAttack(o).run(later, x, y), Contains("16 of 16 points in the final re-check"));
+  }
+}
+
+TEST_CASE("AutoAttack: logits of the wrong dtype or shape are refused", "[autoattack]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(20);
+  auto as_double = [&](const torch::Tensor& in) { return net(in).to(torch::kDouble); };
+  REQUIRE_THROWS_WITH(eval::AutoAttack(quick(0.1)).run(as_double, x, y), Contains("float32 logits") && Contains("Double"));
+  auto as_int = [&](const torch::Tensor& in) { return net(in).to(torch::kLong); };
+  REQUIRE_THROWS_WITH(eval::AutoAttack(quick(0.1)).run(as_int, x, y), Contains("float32 logits") && Contains("Long"));
+  // 4 classes on the first (full) batch of 16, 5 on the last batch of 4.
+  auto ragged = [&](const torch::Tensor& in) {
+    auto out = net(in);
+    return in.size(0) == 16 ? out : torch::cat({out, torch::zeros({in.size(0), 1})}, 1);
+  };
+  REQUIRE_THROWS_WITH(eval::AutoAttack(quick(0.1)).run(ragged, x, y),
+                      Contains("logits for 5 classes on a batch of 4 points, but for 4 classes on the first batch"));
+  auto flat = [&](const torch::Tensor& in) { return net(in).flatten(); };
+  REQUIRE_THROWS_WITH(eval::AutoAttack(quick(0.1)).run(flat, x, y), Contains("logits of shape [N, num_classes]"));
 }
 
 TEST_CASE("AutoAttack options and inputs are validated", "[autoattack]") {

@@ -4,6 +4,7 @@
 /// seeding of the global CPU generator, CPU-drawn random tensors, per-example norms and index helpers.
 /// The reference implementation (fra31/auto-attack) draws every random tensor on the CPU generator and
 /// re-seeds it per attack and per batch; these helpers do the same so that the same points fall.
+/// Also a content hash of bytes and tensors, which binds a state file to the points it was made for.
 
 #include <iat/attacks/attack.hpp>
 
@@ -11,6 +12,9 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
 #include <vector>
 
 namespace iat {
@@ -76,6 +80,46 @@ inline torch::Tensor true_indices(const torch::Tensor& flags) { return flags.non
 inline torch::Tensor class_of_rank(const torch::Tensor& logits, int64_t m) {
   auto order = std::get<1>(logits.sort(1));
   return order.select(1, logits.size(1) - m);
+}
+
+/// A fast 64-bit hash of bytes (not cryptographic: it tells files and tensors apart, it does not resist
+/// forgery), eight bytes at a time, continuing from `h`.
+inline uint64_t hash_bytes(const void* data, size_t size, uint64_t h = 0x9e3779b97f4a7c15ULL) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  auto mix = [](uint64_t v) {
+    v ^= v >> 30;
+    v *= 0xbf58476d1ce4e5b9ULL;
+    v ^= v >> 27;
+    v *= 0x94d049bb133111ebULL;
+    return v ^ (v >> 31);
+  };
+  size_t i = 0;
+  for (; i + 8 <= size; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ (w * 0x87c37b91114253d5ULL)) * 0x4cf5ad432745937fULL;
+    h = (h << 31) | (h >> 33);
+  }
+  uint64_t tail = 0;
+  for (size_t k = 0; i + k < size; ++k) tail |= static_cast<uint64_t>(p[i + k]) << (8 * k);
+  h ^= tail * 0x87c37b91114253d5ULL;
+  return mix(h ^ static_cast<uint64_t>(size));
+}
+
+inline std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+/// The hash of a tensor's dtype, shape and bytes (contiguous, on the CPU), as 16 hex digits.
+inline std::string hash_tensor(const torch::Tensor& t) {
+  auto c = t.detach().to(torch::kCPU).contiguous();
+  std::string header = std::string(c10::toString(c.scalar_type()));
+  for (auto s : c.sizes()) header.append(1, ' ').append(std::to_string(s));
+  uint64_t h = hash_bytes(header.data(), header.size());
+  h = hash_bytes(c.data_ptr(), static_cast<size_t>(c.numel()) * c.element_size(), h);
+  return hex64(h);
 }
 
 }  // namespace detail

@@ -3,17 +3,24 @@
 /// iat::eval::AutoAttack: robust accuracy as AutoAttack (Croce & Hein 2020, fra31/auto-attack) computes
 /// it — APGD-CE, APGD-T, FAB-T and Square (standard version), each run only on the points still robust,
 /// from the clean input, with success re-checked on the model — plus the `plus`, `rand` and custom
-/// versions, the reference's sanity checks as warnings, and resumable runs.
+/// versions, the reference's sanity checks as warnings, and resumable runs whose state file is bound to
+/// the settings, the model and the points it was written for.
 
 #include <iat/attacks/apgd.hpp>
 #include <iat/attacks/attack.hpp>
 #include <iat/attacks/fab.hpp>
 #include <iat/attacks/square.hpp>
 #include <iat/detail/autoattack.hpp>
+#include <iat/detail/compat.hpp>
+#include <iat/detail/file_io.hpp>
 #include <iat/model_ref.hpp>
 
 #include <torch/arg.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
 #include <torch/types.h>
+
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <chrono>
@@ -24,17 +31,26 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace iat {
 namespace eval {
 
-/// Which attacks AutoAttack runs, with which settings (AUTOATTACK.md §8).
+/// Which attacks AutoAttack runs, with which settings (docs/evaluation.md, "The attacks").
 enum class AutoAttackVersion {
   kStandard,  ///< apgd-ce (1 restart), apgd-t (9 targets), fab-t (9 targets), square (5000 queries)
   kPlus,      ///< apgd-ce, apgd-dlr (5 restarts), fab (5 restarts), square, apgd-t, fab-t
   kRand,      ///< apgd-ce, apgd-dlr with EoT over 20 gradient samples, for randomised defences
   kCustom,    ///< the `attacks` list, with the reference's constructor defaults (APGD and FAB 5 restarts)
+};
+
+/// Where an evaluation stands after one attack batch: what the `on_batch` callback receives.
+struct AutoAttackProgress {
+  std::string attack;   ///< the attack running
+  int64_t batch = 0;    ///< batches of this attack done (1-based)
+  int64_t batches = 0;  ///< batches of this attack in all
+  int64_t robust = 0;   ///< points still robust
 };
 
 /// Options of iat::eval::AutoAttack. Defaults: standard version, L∞, ε = 8/255, seed 0, batches of 250.
@@ -48,6 +64,7 @@ enum class AutoAttackVersion {
 /// auto custom = iat::eval::AutoAttackOptions()
 ///                   .version(iat::eval::AutoAttackVersion::kCustom)                // constructor defaults
 ///                   .attacks({"apgd-ce", "square"});
+/// auto resumable = iat::eval::AutoAttackOptions().state_path("aa.state").model_id("net.pt sha 1f2e…");
 /// \endcode
 struct AutoAttackOptions {
   /// The threat model's norm (L∞ or L2).
@@ -67,11 +84,25 @@ struct AutoAttackOptions {
   /// Points per batch (the reference's `bs`); random draws depend on it.
   TORCH_ARG(int64_t, batch_size) = 250;
   /// Where the model runs; unset: x's device. Random numbers are drawn on the CPU either way.
-  TORCH_ARG(c10::optional<torch::Device>, device) = c10::nullopt;
-  /// A file for the robust flags: an interrupted run continues from it (empty: no state file).
+  TORCH_ARG(iat::optional<torch::Device>, device) = iat::nullopt;
+  /// A state file (settings, robust flags, adversarial examples found, progress), rewritten atomically
+  /// after every batch: an interrupted run continues from it (empty: no state file). A file written
+  /// under other settings is refused (see `state_mismatch_ok`).
   TORCH_ARG(std::string, state_path) = "";
+  /// What identifies the model, bound into the state file (e.g. a hash of the model file, as iat-eval
+  /// passes); empty: not recorded (the clean predictions are still compared on resume).
+  TORCH_ARG(std::string, model_id) = "";
+  /// Resume from a state file even when it was written under other settings (each difference becomes a
+  /// warning and is listed in `report.state_mismatch`). A different number of points is always refused.
+  TORCH_ARG(bool, state_mismatch_ok) = false;
+  /// Points whose logits are non-finite (NaN, ±inf) in the clean pass or a re-check count as broken
+  /// (non-robust) instead of stopping the evaluation with a c10::EnforceFiniteError.
+  TORCH_ARG(bool, nonfinite_as_broken) = false;
   /// Progress messages (one line each); unset: silent.
   TORCH_ARG(std::function<void(const std::string&)>, log) = nullptr;
+  /// Called after every attack batch, once the state file holds it; an exception thrown here stops the
+  /// run with the state file consistent (a later run resumes from the next batch).
+  TORCH_ARG(std::function<void(const AutoAttackProgress&)>, on_batch) = nullptr;
   /// APGD iterations (standard: 100).
   TORCH_ARG(int64_t, apgd_steps) = 100;
   /// FAB iterations (standard: 100).
@@ -88,8 +119,8 @@ struct AutoAttackStep {
   int64_t attacked = 0;      ///< points it ran on (still robust before it)
   int64_t robust = 0;        ///< points robust after it
   double robust_accuracy = 0;  ///< robust / all points
-  double seconds = 0;        ///< wall time of the attack
-  bool resumed = false;      ///< already done in the state file, not run again
+  double seconds = 0;        ///< wall time of the attack (over all runs when resumed)
+  bool resumed = false;      ///< done (or partly done) in an earlier run, taken from the state file
   torch::Tensor robust_flags;  ///< bool [N] after this attack
 };
 
@@ -121,6 +152,12 @@ struct AutoAttackReport {
   int64_t n_target_classes = 9;           ///< targets actually used by apgd-t / fab-t
   int64_t seed = 0;
   int64_t batch_size = 0;
+  bool nonfinite_as_broken = false;       ///< the option: non-finite logits counted as broken
+  int64_t nonfinite_points = 0;           ///< points counted broken because their logits were non-finite
+  torch::Tensor nonfinite;                ///< bool [N]: those points
+  bool resumed = false;                   ///< continued from the state file
+  std::vector<std::string> state_mismatch;  ///< settings that differed from the state file's, accepted
+                                            ///< with state_mismatch_ok (also those of earlier runs)
 };
 
 /// Name of a version, as the reference spells it.
@@ -148,6 +185,19 @@ inline std::string join(const std::vector<std::string>& v, const char* sep) {
   return out;
 }
 
+inline std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  if (s.empty()) return out;
+  size_t begin = 0;
+  while (true) {
+    const auto end = s.find(sep, begin);
+    out.push_back(s.substr(begin, end == std::string::npos ? std::string::npos : end - begin));
+    if (end == std::string::npos) break;
+    begin = end + 1;
+  }
+  return out;
+}
+
 inline std::string percent(double v) {
   std::ostringstream s;
   s.setf(std::ios::fixed);
@@ -156,68 +206,183 @@ inline std::string percent(double v) {
   return s.str();
 }
 
-/// The resumable state: attacks requested and done, clean accuracy, robust flags.
-struct AutoAttackState {
-  std::vector<std::string> attacks;
-  std::vector<std::string> done;
-  double clean_accuracy = 0;
-  int64_t clean_correct = 0;
-  std::string flags;  // '1' robust, '0' not, one per point
+inline std::string exact(double v) {
+  std::ostringstream s;
+  s.precision(17);
+  s << v;
+  return s.str();
+}
 
-  void save(const std::string& path) const {
-    const std::string tmp = path + ".tmp";
-    {
-      std::ofstream f(tmp, std::ios::trunc);
-      TORCH_CHECK(f.good(), "iat::eval::AutoAttack: cannot write the state file ", tmp);
-      f << "iat-autoattack-state 1\n";
-      f << "attacks " << join(attacks, " ") << "\n";
-      f << "done " << join(done, " ") << "\n";
-      f.precision(17);
-      f << "clean " << clean_correct << " " << clean_accuracy << "\n";
-      f << "flags " << flags << "\n";
-      TORCH_CHECK(f.good(), "iat::eval::AutoAttack: failed writing the state file ", tmp);
-    }
-    TORCH_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "iat::eval::AutoAttack: cannot rename ", tmp, " to ",
-                path);
+/// The resumable state of an evaluation (format 2): the settings it was made under, the clean
+/// predictions, the robust flags, the adversarial examples found so far, each finished attack's flags
+/// and time, and the progress inside the attack that was running.
+struct AutoAttackState {
+  static constexpr const char* kFormat = "iat-autoattack-state 2";
+
+  struct Done {
+    std::string attack;
+    int64_t attacked = 0;
+    double seconds = 0;
+    torch::Tensor flags;  // bool [N] after it
+  };
+
+  std::vector<std::pair<std::string, std::string>> settings;  // name, value
+  std::vector<std::string> forced;  // differences accepted with state_mismatch_ok, by this or earlier runs
+  torch::Tensor clean;              // bool [N]: correct on the clean input
+  torch::Tensor robust;             // bool [N]
+  torch::Tensor nonfinite;          // bool [N]: counted broken for non-finite logits
+  torch::Tensor adv_mask;           // bool [N]: x_adv comes from an attack
+  torch::Tensor x_adv;              // float [N, ...]; only the rows of adv_mask are stored
+  std::vector<Done> done;
+  std::string current;              // the attack in progress ("" between attacks)
+  torch::Tensor current_start;      // bool [N]: robust flags when it started
+  int64_t current_batches = 0;      // its batches done
+  double current_seconds = 0;
+  int64_t zero_grad_points = 0;
+
+  bool is_done(const std::string& attack) const {
+    return std::any_of(done.begin(), done.end(), [&](const Done& d) { return d.attack == attack; });
   }
 
-  static bool load(const std::string& path, AutoAttackState& out) {
-    std::ifstream f(path);
-    if (!f.good()) return false;
-    std::string line;
-    std::getline(f, line);
-    TORCH_CHECK_VALUE(line == "iat-autoattack-state 1", "iat::eval::AutoAttack: ", path,
-                      " is not an iat AutoAttack state file (first line '", line, "')");
-    auto words = [](const std::string& l) {
-      std::istringstream s(l);
-      std::vector<std::string> w;
-      std::string t;
-      while (s >> t) w.push_back(t);
-      return w;
-    };
-    bool have_flags = false;
-    while (std::getline(f, line)) {
-      auto w = words(line);
-      if (w.empty()) continue;
-      if (w[0] == "attacks") out.attacks.assign(w.begin() + 1, w.end());
-      else if (w[0] == "done") out.done.assign(w.begin() + 1, w.end());
-      else if (w[0] == "clean" && w.size() == 3) {
-        out.clean_correct = std::stoll(w[1]);
-        out.clean_accuracy = std::stod(w[2]);
-      } else if (w[0] == "flags" && w.size() == 2) {
-        out.flags = w[1];
-        have_flags = true;
-      }
+  void save(const std::string& path) const {
+    const char* who = "iat::eval::AutoAttack";
+    torch::serialize::OutputArchive a;
+    auto put = [&](const std::string& key, const c10::IValue& v) { a.write(key, v); };
+    put("format", c10::IValue(std::string(kFormat)));
+    std::vector<std::string> keys;
+    for (const auto& [k, v] : settings) {
+      keys.push_back(k);
+      put("setting." + k, c10::IValue(v));
     }
-    TORCH_CHECK_VALUE(have_flags && out.flags.find_first_not_of("01") == std::string::npos,
-                      "iat::eval::AutoAttack: the state file ", path, " has no valid 'flags' line");
+    put("setting_keys", c10::IValue(join(keys, ",")));
+    put("forced", c10::IValue(join(forced, "\n")));
+    put("clean", c10::IValue(clean));
+    put("robust", c10::IValue(robust));
+    put("nonfinite", c10::IValue(nonfinite));
+    auto rows = iat::detail::true_indices(adv_mask.to(torch::kCPU));
+    put("adv_index", c10::IValue(rows));
+    put("adv_rows", c10::IValue(x_adv.index_select(0, rows.to(x_adv.device())).to(torch::kCPU).contiguous()));
+    put("done_count", c10::IValue(static_cast<int64_t>(done.size())));
+    for (size_t i = 0; i < done.size(); ++i) {
+      const std::string p = "done." + std::to_string(i) + ".";
+      put(p + "attack", c10::IValue(done[i].attack));
+      put(p + "attacked", c10::IValue(done[i].attacked));
+      put(p + "seconds", c10::IValue(done[i].seconds));
+      put(p + "flags", c10::IValue(done[i].flags));
+    }
+    put("current", c10::IValue(current));
+    put("current_start", c10::IValue(current_start.defined() ? current_start : robust));
+    put("current_batches", c10::IValue(current_batches));
+    put("current_seconds", c10::IValue(current_seconds));
+    put("zero_grad_points", c10::IValue(zero_grad_points));
+    std::ostringstream bytes;
+    a.save_to(bytes);
+    const std::string text = bytes.str();
+    iat::detail::write_file_atomically(who, path, text.data(), text.size());
+  }
+
+  /// Reads `path`; false when there is no such file. `x_clean` gives the shape of x_adv and the clean
+  /// rows where no adversarial example is stored.
+  static bool load(const std::string& path, const torch::Tensor& x_clean, AutoAttackState& out) {
+    const char* who = "iat::eval::AutoAttack";
+    {
+      std::ifstream probe(path, std::ios::binary);
+      if (!probe.good()) return false;
+      std::string first;
+      std::getline(probe, first);
+      TORCH_CHECK_VALUE(first != "iat-autoattack-state 1", who, ": the state file '", path,
+                        "' has format 1 (an older iat), which records neither the settings it was made under "
+                        "nor the adversarial examples found; it cannot be resumed safely: delete it or use "
+                        "another state path");
+    }
+    torch::serialize::InputArchive a;
+    try {
+      a.load_from(path);
+    } catch (const c10::Error& e) {
+      TORCH_CHECK_VALUE(false, who, ": '", path, "' is not an iat AutoAttack state file (",
+                        e.what_without_backtrace(), ")");
+    }
+    auto get = [&](const std::string& key) {
+      c10::IValue v;
+      TORCH_CHECK_VALUE(a.try_read(key, v), who, ": the state file '", path, "' lacks '", key,
+                        "' (damaged, or not an iat AutoAttack state file)");
+      return v;
+    };
+    auto format = get("format");
+    TORCH_CHECK_VALUE(format.isString() && format.toStringRef() == kFormat, who, ": '", path,
+                      "' is not an iat AutoAttack state file of format 2 (format '",
+                      format.isString() ? format.toStringRef() : std::string("?"), "')");
+    auto str = [&](const std::string& key) {
+      auto v = get(key);
+      TORCH_CHECK_VALUE(v.isString(), who, ": the state file '", path, "': '", key, "' is not a string");
+      return v.toStringRef();
+    };
+    auto integer = [&](const std::string& key) {
+      auto v = get(key);
+      TORCH_CHECK_VALUE(v.isInt(), who, ": the state file '", path, "': '", key, "' is not an integer");
+      return v.toInt();
+    };
+    auto real = [&](const std::string& key) {
+      auto v = get(key);
+      TORCH_CHECK_VALUE(v.isDouble(), who, ": the state file '", path, "': '", key, "' is not a number");
+      return v.toDouble();
+    };
+    auto tensor = [&](const std::string& key, c10::ScalarType dtype, int64_t dim) {
+      auto v = get(key);
+      TORCH_CHECK_VALUE(v.isTensor() && v.toTensor().scalar_type() == dtype && v.toTensor().dim() == dim, who,
+                        ": the state file '", path, "': '", key, "' is not a ", c10::toString(dtype), " tensor of ",
+                        dim, " dimension(s)");
+      return v.toTensor();
+    };
+    for (const auto& k : split(str("setting_keys"), ',')) out.settings.emplace_back(k, str("setting." + k));
+    out.forced = split(str("forced"), '\n');
+    out.clean = tensor("clean", torch::kBool, 1);
+    out.robust = tensor("robust", torch::kBool, 1);
+    out.nonfinite = tensor("nonfinite", torch::kBool, 1);
+    const int64_t n = out.robust.size(0);
+    auto index = tensor("adv_index", torch::kLong, 1);
+    auto rows = get("adv_rows");
+    TORCH_CHECK_VALUE(rows.isTensor(), who, ": the state file '", path, "': 'adv_rows' is not a tensor");
+    out.adv_mask = torch::zeros({n}, torch::kBool);
+    out.x_adv = x_clean.to(torch::kCPU).clone();
+    if (n == x_clean.size(0) && index.numel() > 0) {
+      auto r = rows.toTensor();
+      TORCH_CHECK_VALUE(index.min().item<int64_t>() >= 0 && index.max().item<int64_t>() < n &&
+                            r.dim() == x_clean.dim() && r.size(0) == index.numel() &&
+                            r.sizes().slice(1) == x_clean.sizes().slice(1),
+                        who, ": the state file '", path, "' holds adversarial examples of shape ", r.sizes(),
+                        " at ", index.numel(), " indices, which do not fit points of shape ", x_clean.sizes());
+      out.adv_mask.index_fill_(0, index, true);
+      out.x_adv.index_copy_(0, index, r.to(out.x_adv.scalar_type()));
+    }
+    const int64_t count = integer("done_count");
+    for (int64_t i = 0; i < count; ++i) {
+      const std::string p = "done." + std::to_string(i) + ".";
+      out.done.push_back({str(p + "attack"), integer(p + "attacked"), real(p + "seconds"),
+                          tensor(p + "flags", torch::kBool, 1)});
+    }
+    out.current = str("current");
+    out.current_start = tensor("current_start", torch::kBool, 1);
+    out.current_batches = integer("current_batches");
+    out.current_seconds = real("current_seconds");
+    out.zero_grad_points = integer("zero_grad_points");
     return true;
   }
 };
 
+/// The c10::EnforceFiniteError for `count` of `total` points with non-finite logits in `where`.
+[[noreturn]] inline void throw_nonfinite(int64_t count, int64_t total, const std::string& where) {
+  std::ostringstream m;
+  m << "iat::eval::AutoAttack: the model returned non-finite logits (NaN or inf) for " << count << " of " << total
+    << " points in " << where
+    << "; the argmax of such logits is arbitrary, so the robust accuracy would be meaningless. Fix the model, or "
+       "set nonfinite_as_broken(true) (iat-eval: --nonfinite-as-broken) to count these points as broken";
+  C10_THROW_ERROR(EnforceFiniteError, m.str());
+}
+
 }  // namespace detail
 
-/// AutoAttack (AUTOATTACK.md): `report = aa.run(model, x, y)`.
+/// AutoAttack (docs/evaluation.md): `report = aa.run(model, x, y)`.
 ///
 /// Steps, as the reference: sanity checks on the first batch (warnings), a clean pass (clean-misclassified
 /// points count as non-robust), then each attack in order on the indices still robust, cut into batches of
@@ -227,6 +392,17 @@ struct AutoAttackState {
 /// counted over all N points. The final report also re-evaluates the model on all returned points.
 /// The model runs in eval mode (its mode is restored afterwards) under `torch::NoGradGuard`; attacks
 /// take input gradients only.
+///
+/// Logits must be float32 (float16/bfloat16 accepted) of shape [N, K] with the same K on every batch.
+/// Non-finite logits in the clean pass or a re-check stop the run with a c10::EnforceFiniteError naming
+/// how many points had them, unless `nonfinite_as_broken` counts those points as broken.
+///
+/// **Resuming.** With `state_path`, the state file binds the settings that change results (model_id,
+/// the points' hashes, norm, ε, version and attack list, budgets, seed, batch size, the non-finite
+/// option) and the clean predictions; it holds the adversarial examples found so far and the progress
+/// inside the running attack, so a resumed run ends with the same flags, x_adv, re-check and maximal
+/// perturbation as an uninterrupted one. A file written under other settings is refused with a message
+/// listing each difference (saved vs now), unless `state_mismatch_ok`.
 ///
 /// **Example**
 /// \code
@@ -273,10 +449,12 @@ class AutoAttack {
     iat::detail::check_images(who, x_in);
     iat::detail::check_labels(who, x_in, y_in);
     const auto& o = options_;
+    if (!o.state_path().empty()) iat::detail::check_writable(who, "state_path", o.state_path());
     const auto start = std::chrono::steady_clock::now();
     const torch::Device device = o.device() ? *o.device() : x_in.device();
     auto x = x_in.detach().to(torch::kFloat);
     auto y = y_in.detach();
+    auto y_cpu = y.to(torch::kCPU);
     const int64_t n = x.size(0);
     const int64_t bs = o.batch_size();
 
@@ -285,6 +463,7 @@ class AutoAttack {
     report.version = to_string(o.version());
     report.seed = o.seed();
     report.batch_size = bs;
+    report.nonfinite_as_broken = o.nonfinite_as_broken();
     report.standard_budgets = o.apgd_steps() == 100 && o.fab_steps() == 100 && o.square_queries() == 5000 &&
                               o.n_target_classes() == 9;
     auto warn = [&](const std::string& w) {
@@ -301,10 +480,24 @@ class AutoAttack {
     if (model.is_training()) warn("the model was in train mode; it is evaluated in eval mode");
     ModeGuard eval_mode(model, false);
     torch::NoGradGuard no_grad;
+    int64_t classes = -1;
     std::function<torch::Tensor(const torch::Tensor&)> forward = [&](const torch::Tensor& xb) {
       auto logits = model(xb.to(device));
       iat::detail::check_logits(who, logits, xb.size(0));
+      const auto type = logits.scalar_type();
+      TORCH_CHECK_VALUE(type == torch::kFloat || type == torch::kHalf || type == torch::kBFloat16, who,
+                        ": the model must return float32 logits (float16 and bfloat16 are accepted), got ", type,
+                        " (convert inside the model, e.g. with .to(torch::kFloat))");
+      TORCH_CHECK_VALUE(classes < 0 || logits.size(1) == classes, who, ": the model returned logits for ",
+                        logits.size(1), " classes on a batch of ", xb.size(0), " points, but for ", classes,
+                        " classes on the first batch");
       return logits;
+    };
+    // Correct predictions and rows with non-finite logits (both bool, on the CPU).
+    auto judge = [](const torch::Tensor& logits, const torch::Tensor& yb) {
+      auto bad = logits.isfinite().all(1).logical_not().to(torch::kCPU);
+      auto ok = (iat::detail::predicted_class(logits).to(torch::kCPU) == yb.to(torch::kCPU)) & bad.logical_not();
+      return std::make_pair(ok, bad);
     };
 
     // Sanity checks on the first batch, as the reference (warnings only).
@@ -312,7 +505,7 @@ class AutoAttack {
     auto y_first = y.narrow(0, 0, std::min(bs, n)).to(device);
     auto logits_first = forward(x_first);
     iat::detail::check_label_range(who, y_first, logits_first.size(1));
-    const int64_t classes = logits_first.size(1);
+    classes = logits_first.size(1);
     if (o.version() != AutoAttackVersion::kRand) check_randomized(forward, x_first, y_first, warn);
     check_probabilities(logits_first, warn);
 
@@ -321,87 +514,134 @@ class AutoAttack {
     adapt_to_classes(attacks, classes, report.n_target_classes, warn);
     report.attacks = attacks;
 
-    // Clean pass, or the saved state.
+    // Clean pass (also when resuming: it checks the state file's clean predictions).
+    auto clean = torch::zeros({n}, torch::kBool);
+    auto nonfinite = torch::zeros({n}, torch::kBool);
+    for (int64_t b = 0; b < n; b += bs) {
+      const int64_t len = std::min(bs, n - b);
+      auto judged = judge(forward(x.narrow(0, b, len)), y_cpu.narrow(0, b, len));
+      clean.narrow(0, b, len).copy_(judged.first);
+      nonfinite.narrow(0, b, len).copy_(judged.second);
+    }
+    const int64_t nonfinite_clean = nonfinite.sum().item<int64_t>();
+    if (nonfinite_clean > 0 && !o.nonfinite_as_broken()) detail::throw_nonfinite(nonfinite_clean, n, "the clean pass");
+    report.clean_correct = clean.sum().item<int64_t>();
+    report.clean_accuracy = static_cast<double>(report.clean_correct) / static_cast<double>(n);
+
+    // The saved state, or a fresh one.
     detail::AutoAttackState state;
-    torch::Tensor robust;
-    const bool resumed = !o.state_path().empty() && detail::AutoAttackState::load(o.state_path(), state);
+    auto robust = clean.clone();
+    auto x_adv = x.clone();
+    auto adv_mask = torch::zeros({n}, torch::kBool);
+    const bool resumed = !o.state_path().empty() && detail::AutoAttackState::load(o.state_path(), x, state);
+    std::vector<std::pair<std::string, std::string>> settings;
+    if (!o.state_path().empty()) settings = settings_of(x, y_cpu, attacks);
     if (resumed) {
-      TORCH_CHECK_VALUE(std::set<std::string>(state.attacks.begin(), state.attacks.end()) ==
-                            std::set<std::string>(attacks.begin(), attacks.end()),
-                        who, ": the state file ", o.state_path(), " was made for the attacks ",
-                        detail::join(state.attacks, ","), ", this run has ", detail::join(attacks, ","),
-                        " (wrong state file?)");
-      TORCH_CHECK_VALUE(static_cast<int64_t>(state.flags.size()) == n, who, ": the state file ", o.state_path(),
-                        " holds ", state.flags.size(), " robust flags, x has ", n, " points (wrong state file?)");
-      robust = torch::zeros({n}, torch::kBool);
-      auto acc = robust.accessor<bool, 1>();
-      for (int64_t i = 0; i < n; ++i) acc[i] = state.flags[static_cast<size_t>(i)] == '1';
-      report.clean_accuracy = state.clean_accuracy;
-      report.clean_correct = state.clean_correct;
-      log("resumed from " + o.state_path() + ": done " + detail::join(state.done, ",") + ", robust accuracy " +
-          detail::percent(robust.sum().item<double>() / static_cast<double>(n)));
+      resume_from(state, settings, clean, report, warn);
+      robust.copy_(state.robust & clean);
+      nonfinite.logical_or_(state.nonfinite);
+      adv_mask.copy_(state.adv_mask);
+      x_adv.copy_(state.x_adv.to(x_adv.device()));
+      report.resumed = true;
+      log("resumed from " + o.state_path() + ": done " +
+          detail::join([&] {
+            std::vector<std::string> d;
+            for (const auto& s : state.done) d.push_back(s.attack);
+            return d;
+          }(), ",") +
+          (state.current.empty() ? std::string()
+                                 : ", " + state.current + " after " + std::to_string(state.current_batches) +
+                                       " batch(es)") +
+          ", robust accuracy " + detail::percent(robust.sum().item<double>() / static_cast<double>(n)));
     } else {
-      robust = torch::zeros({n}, torch::kBool);
-      for (int64_t b = 0; b < n; b += bs) {
-        const int64_t len = std::min(bs, n - b);
-        auto pred = iat::detail::predicted_class(forward(x.narrow(0, b, len))).to(torch::kCPU);
-        robust.narrow(0, b, len).copy_(pred == y.narrow(0, b, len).to(torch::kCPU));
-      }
-      report.clean_correct = robust.sum().item<int64_t>();
-      report.clean_accuracy = static_cast<double>(report.clean_correct) / static_cast<double>(n);
-      state.attacks = attacks;
-      state.clean_correct = report.clean_correct;
-      state.clean_accuracy = report.clean_accuracy;
-      save_state(state, robust);
       log("initial accuracy: " + detail::percent(report.clean_accuracy));
     }
+    state.settings = settings;
+    state.clean = clean;
+    state.robust = robust;  // these share storage with the run's tensors: saving sees every update
+    state.nonfinite = nonfinite;
+    state.adv_mask = adv_mask;
+    state.x_adv = x_adv;
+    save_state(state);
 
-    auto x_adv = x.clone();
-    auto y_cpu = y.to(torch::kCPU);
-    int64_t zero_grad_points = 0;
     for (const auto& name : attacks) {
       AutoAttackStep step;
       step.attack = name;
-      if (std::find(state.done.begin(), state.done.end(), name) != state.done.end()) {
+      auto saved = std::find_if(state.done.begin(), state.done.end(),
+                                [&](const detail::AutoAttackState::Done& d) { return d.attack == name; });
+      if (saved != state.done.end()) {
         step.resumed = true;
-        step.robust = robust.sum().item<int64_t>();
+        step.attacked = saved->attacked;
+        step.seconds = saved->seconds;
+        step.robust_flags = saved->flags.clone();
+        step.robust = step.robust_flags.sum().item<int64_t>();
         step.robust_accuracy = static_cast<double>(step.robust) / static_cast<double>(n);
-        step.robust_flags = robust.clone();
         report.steps.push_back(step);
         continue;
       }
+      torch::Tensor start_flags;
+      int64_t first_batch = 0;
+      double seconds_before = 0;
+      if (state.current == name) {
+        // Continue the attack that was running: the same points, in the same batches, from the next one.
+        start_flags = state.current_start.clone();
+        first_batch = state.current_batches;
+        seconds_before = state.current_seconds;
+        step.resumed = true;
+      } else {
+        start_flags = robust.clone();
+        state.current = name;
+        state.current_batches = 0;
+        state.current_seconds = 0;
+      }
+      state.current_start = start_flags;
       const auto t0 = std::chrono::steady_clock::now();
-      auto idx = iat::detail::true_indices(robust);
+      auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+      auto idx = iat::detail::true_indices(start_flags);
       const int64_t num_robust = idx.numel();
       if (num_robust == 0) break;
       step.attacked = num_robust;
       auto attack = make_attack(name, report.n_target_classes);
       const int64_t batches = (num_robust + bs - 1) / bs;
-      for (int64_t b = 0; b < batches; ++b) {
+      for (int64_t b = first_batch; b < batches; ++b) {
         auto ib = idx.narrow(0, b * bs, std::min(bs, num_robust - b * bs));
         auto xb = x.index_select(0, ib.to(x.device())).to(device);
         auto yb = y.index_select(0, ib.to(y.device())).to(device);
-        set_seed(*attack, name);
+        set_seed(*attack);
         auto adv = attack->perturb(model, xb, yb);
-        if (auto* a = dynamic_cast<APGD*>(attack.get())) zero_grad_points += a->zero_gradient_points();
-        if (auto* a = dynamic_cast<APGDT*>(attack.get())) zero_grad_points += a->zero_gradient_points();
-        auto pred = iat::detail::predicted_class(forward(adv));
-        auto fooled = (pred != yb).to(torch::kCPU);
+        if (auto* a = dynamic_cast<APGD*>(attack.get())) state.zero_grad_points += a->zero_gradient_points();
+        if (auto* a = dynamic_cast<APGDT*>(attack.get())) state.zero_grad_points += a->zero_gradient_points();
+        auto judged = judge(forward(adv), yb);
+        const int64_t bad = judged.second.sum().item<int64_t>();
+        if (bad > 0 && !o.nonfinite_as_broken()) {
+          detail::throw_nonfinite(bad, ib.numel(), "the re-check after " + name + " (batch " + std::to_string(b + 1) +
+                                                       "/" + std::to_string(batches) + ")");
+        }
+        auto fooled = judged.first.logical_not();
         auto hit = ib.masked_select(fooled);
         robust.index_fill_(0, hit, false);
+        adv_mask.index_fill_(0, hit, true);
+        nonfinite.index_fill_(0, ib.masked_select(judged.second), true);
         x_adv.index_copy_(0, hit.to(x_adv.device()),
                           adv.index_select(0, iat::detail::true_indices(fooled).to(adv.device())).to(x_adv.device()));
-        save_state(state, robust);
+        state.current_batches = b + 1;
+        state.current_seconds = seconds_before + elapsed();
+        save_state(state);
         log(name + " - " + std::to_string(b + 1) + "/" + std::to_string(batches) + " - " +
             std::to_string(hit.numel()) + " out of " + std::to_string(ib.numel()) + " successfully perturbed");
+        if (o.on_batch()) o.on_batch()(AutoAttackProgress{name, b + 1, batches, robust.sum().item<int64_t>()});
       }
-      step.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      step.seconds = seconds_before + elapsed();
       step.robust = robust.sum().item<int64_t>();
       step.robust_accuracy = static_cast<double>(step.robust) / static_cast<double>(n);
       step.robust_flags = robust.clone();
       report.steps.push_back(step);
-      state.done.push_back(name);
-      save_state(state, robust);
+      state.done.push_back({name, num_robust, step.seconds, step.robust_flags});
+      state.current.clear();
+      state.current_start = torch::Tensor();
+      state.current_batches = 0;
+      state.current_seconds = 0;
+      save_state(state);
       std::ostringstream line;
       line.setf(std::ios::fixed);
       line.precision(1);
@@ -409,8 +649,8 @@ class AutoAttack {
            << " s)";
       log(line.str());
     }
-    if (zero_grad_points > 0) {
-      warn("there are " + std::to_string(zero_grad_points) +
+    if (state.zero_grad_points > 0) {
+      warn("there are " + std::to_string(state.zero_grad_points) +
            " points with zero gradient at the start of a DLR run: gradient-based attacks may be unreliable "
            "on this model (gradient masking?)");
     }
@@ -422,10 +662,21 @@ class AutoAttack {
     report.x_adv = x_adv;
     report.max_perturbation = iat::detail::per_example_norm(x_adv - x, o.norm()).max().item<double>();
     auto rechecked = torch::zeros({n}, torch::kBool);
+    auto recheck_bad = torch::zeros({n}, torch::kBool);
     for (int64_t b = 0; b < n; b += bs) {
       const int64_t len = std::min(bs, n - b);
-      auto pred = iat::detail::predicted_class(forward(x_adv.narrow(0, b, len))).to(torch::kCPU);
-      rechecked.narrow(0, b, len).copy_(pred == y_cpu.narrow(0, b, len));
+      auto judged = judge(forward(x_adv.narrow(0, b, len)), y_cpu.narrow(0, b, len));
+      rechecked.narrow(0, b, len).copy_(judged.first);
+      recheck_bad.narrow(0, b, len).copy_(judged.second);
+    }
+    const int64_t bad_final = recheck_bad.sum().item<int64_t>();
+    if (bad_final > 0 && !o.nonfinite_as_broken()) detail::throw_nonfinite(bad_final, n, "the final re-check");
+    nonfinite.logical_or_(recheck_bad);
+    report.nonfinite = nonfinite;
+    report.nonfinite_points = nonfinite.sum().item<int64_t>();
+    if (report.nonfinite_points > 0) {
+      warn("the model returned non-finite logits (NaN or inf) for " + std::to_string(report.nonfinite_points) +
+           " of " + std::to_string(n) + " points; they are counted as broken (nonfinite_as_broken)");
     }
     report.robust_rechecked = rechecked;
     report.robust_count_rechecked = rechecked.sum().item<int64_t>();
@@ -434,9 +685,6 @@ class AutoAttack {
       warn("robust accuracy as counted (" + detail::percent(report.robust_accuracy) +
            ") differs from the re-evaluation on the returned points (" +
            detail::percent(report.robust_accuracy_rechecked) + "): is the model randomised or stateful?");
-    }
-    if (resumed) {
-      warn("resumed from a state file: adversarial examples of attacks done before the restart are not in x_adv");
     }
     report.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     log("robust accuracy: " + detail::percent(report.robust_accuracy) + " (re-checked " +
@@ -449,31 +697,96 @@ class AutoAttack {
     if (options_.log()) options_.log()(s);
   }
 
-  void save_state(detail::AutoAttackState& state, const torch::Tensor& robust) const {
-    if (options_.state_path().empty()) return;
-    auto flags = robust.to(torch::kCPU);
-    auto acc = flags.accessor<bool, 1>();
-    state.flags.assign(static_cast<size_t>(flags.size(0)), '0');
-    for (int64_t i = 0; i < flags.size(0); ++i) {
-      if (acc[i]) state.flags[static_cast<size_t>(i)] = '1';
+  void save_state(const detail::AutoAttackState& state) const {
+    if (!options_.state_path().empty()) state.save(options_.state_path());
+  }
+
+  // Everything that changes the results, as the state file records it.
+  std::vector<std::pair<std::string, std::string>> settings_of(const torch::Tensor& x, const torch::Tensor& y,
+                                                               const std::vector<std::string>& attacks) const {
+    const auto& o = options_;
+    std::vector<std::pair<std::string, std::string>> s;
+    s.emplace_back("model", o.model_id().empty() ? std::string("(not given)") : o.model_id());
+    s.emplace_back("points", std::to_string(x.size(0)));
+    s.emplace_back("x", "hash " + iat::detail::hash_tensor(x));
+    s.emplace_back("y", "hash " + iat::detail::hash_tensor(y));
+    s.emplace_back("norm", o.norm() == Norm::kLinf ? "Linf" : "L2");
+    s.emplace_back("eps", detail::exact(o.eps()));
+    s.emplace_back("version", to_string(o.version()));
+    s.emplace_back("attacks", detail::join(attacks, ","));
+    s.emplace_back("apgd_steps", std::to_string(o.apgd_steps()));
+    s.emplace_back("fab_steps", std::to_string(o.fab_steps()));
+    s.emplace_back("square_queries", std::to_string(o.square_queries()));
+    s.emplace_back("n_target_classes", std::to_string(o.n_target_classes()));
+    s.emplace_back("seed", std::to_string(o.seed()));
+    s.emplace_back("batch_size", std::to_string(o.batch_size()));
+    s.emplace_back("nonfinite_as_broken", o.nonfinite_as_broken() ? "true" : "false");
+    return s;
+  }
+
+  // Compares a loaded state with this run: refuses what cannot be resumed, lists every difference, and
+  // either refuses (the default) or accepts them as warnings (state_mismatch_ok).
+  void resume_from(detail::AutoAttackState& state, const std::vector<std::pair<std::string, std::string>>& settings,
+                   const torch::Tensor& clean, AutoAttackReport& report,
+                   const std::function<void(const std::string&)>& warn) const {
+    const char* who = "iat::eval::AutoAttack";
+    const auto& path = options_.state_path();
+    const int64_t n = clean.size(0);
+    bool sizes_ok = state.robust.size(0) == n && state.clean.size(0) == n && state.nonfinite.size(0) == n &&
+                    state.current_start.size(0) == n;
+    for (const auto& d : state.done) sizes_ok = sizes_ok && d.flags.size(0) == n;
+    TORCH_CHECK_VALUE(sizes_ok, who, ": the state file '", path, "' holds flags for ", state.robust.size(0),
+                      " points, x has ", n,
+                      " points: it belongs to another evaluation and cannot be resumed, not even with "
+                      "state_mismatch_ok (delete it or use another state path)");
+    std::vector<std::string> diffs;
+    for (const auto& [key, now] : settings) {
+      std::string saved = "(not recorded)";
+      for (const auto& [k, v] : state.settings) {
+        if (k == key) saved = v;
+      }
+      if (saved != now) diffs.push_back(key + ": saved " + saved + ", now " + now);
     }
-    state.save(options_.state_path());
+    if (options_.version() != AutoAttackVersion::kRand) {
+      const int64_t differ = (state.clean != clean).sum().item<int64_t>();
+      if (differ > 0) {
+        const auto acc = [n](const torch::Tensor& f) {
+          return detail::percent(f.sum().item<double>() / static_cast<double>(n));
+        };
+        diffs.push_back("clean predictions: " + std::to_string(differ) + " of " + std::to_string(n) +
+                        " points judged differently (clean accuracy saved " + acc(state.clean) + ", now " +
+                        acc(clean) + ")");
+      }
+    }
+    TORCH_CHECK_VALUE(diffs.empty() || options_.state_mismatch_ok(), who, ": the state file '", path,
+                      "' was written under other settings, and resuming from it would report another "
+                      "evaluation's results as this one's: ",
+                      detail::join(diffs, "; "),
+                      ". Delete it or use another state path; to resume anyway set state_mismatch_ok(true) "
+                      "(iat-eval: --state-force)");
+    for (const auto& d : state.forced) warn("an earlier run resumed this state file under other settings: " + d);
+    for (const auto& d : diffs) {
+      warn("resumed from a state file written under other settings (state_mismatch_ok): " + d);
+      state.forced.push_back(d);
+    }
+    // With other settings the attack that was running starts again on the current flags.
+    if (!diffs.empty()) state.current.clear();
+    report.state_mismatch = state.forced;
   }
 
   int64_t seed_now() const {
     return options_.seed() >= 0 ? options_.seed() : static_cast<int64_t>(std::time(nullptr));
   }
 
-  void set_seed(Attack& attack, const std::string& name) const {
+  void set_seed(Attack& attack) const {
     const int64_t seed = seed_now();
     if (auto* a = dynamic_cast<APGD*>(&attack)) a->options().seed(seed);
     if (auto* a = dynamic_cast<APGDT*>(&attack)) a->options().seed(seed);
     if (auto* a = dynamic_cast<FAB*>(&attack)) a->options().seed(seed);
     if (auto* a = dynamic_cast<Square*>(&attack)) a->options().seed(seed);
-    (void)name;
   }
 
-  // The attack object for a name, with the settings of the configured version (AUTOATTACK.md §8).
+  // The attack object for a name, with the settings of the configured version (docs/evaluation.md, "The attacks").
   std::unique_ptr<Attack> make_attack(const std::string& name, int64_t targets) const {
     const auto& o = options_;
     const auto v = o.version();

@@ -9,6 +9,8 @@
 /// checkpoint stays a standard LibTorch archive: `torch::load`, `torch.jit.load` and zip tools read it
 /// unchanged. LibTorch itself does not check the CRCs of the zip entries when it reads them.
 
+#include <iat/detail/file_io.hpp>
+
 #include <torch/arg.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
@@ -31,18 +33,6 @@
 
 namespace iat {
 namespace detail {
-inline void fsync_path(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) return;  // best effort: some file systems don't allow opening folders
-  (void)::fsync(fd);
-  (void)::close(fd);
-}
-inline std::string parent_dir(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? std::string(".") : (slash == 0 ? std::string("/") : path.substr(0, slash));
-}
-inline std::string errno_text(int err) { return std::string(std::strerror(err)) + " (errno " + std::to_string(err) + ")"; }
-
 /// CRC-32 (zlib's) of `size` bytes, in chunks zlib's 32-bit length takes.
 inline uint32_t crc32_of(const char* data, size_t size) {
   uLong crc = ::crc32(0L, Z_NULL, 0);
@@ -168,33 +158,7 @@ namespace train {
 /// iat::train::write_file_atomically("runs/c10/metrics.jsonl", text.data(), text.size());
 /// \endcode
 inline void write_file_atomically(const std::string& path, const void* data, size_t size) {
-  const char* who = "iat::train::write_file_atomically";
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  TORCH_CHECK(fd >= 0, who, ": cannot create '", tmp, "' (for '", path, "'): ", iat::detail::errno_text(errno),
-              "; '", path, "' is left as it was");
-  auto fail = [&](const std::string& what, int err, bool open) {
-    if (open) (void)::close(fd);
-    (void)::unlink(tmp.c_str());
-    TORCH_CHECK(false, who, ": ", what, " '", tmp, "' (for '", path, "'): ", iat::detail::errno_text(err), "; '",
-                path, "' is left as it was");
-  };
-  const char* p = static_cast<const char*>(data);
-  size_t done = 0;
-  while (done < size) {
-    const size_t chunk = std::min(size - done, size_t{1} << 30);
-    const ssize_t w = ::write(fd, p + done, chunk);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      fail("could not write byte " + std::to_string(done) + " of " + std::to_string(size) + " to", w < 0 ? errno : ENOSPC,
-           true);
-    }
-    done += static_cast<size_t>(w);
-  }
-  if (::fsync(fd) != 0) fail("could not flush", errno, true);
-  if (::close(fd) != 0) fail("could not close", errno, false);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("could not rename", errno, false);
-  iat::detail::fsync_path(iat::detail::parent_dir(path), true);
+  iat::detail::write_file_atomically("iat::train::write_file_atomically", path, data, size);
 }
 
 /// write_file_atomically for a string's bytes.
