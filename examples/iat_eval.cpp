@@ -12,6 +12,9 @@
 #include <iat/data/load.hpp>
 #include <iat/eval/autoattack.hpp>
 #include <iat/eval/robust_accuracy.hpp>
+#include <iat/detail/file_io.hpp>
+#include <iat/models/state_dict.hpp>
+#include <iat/train/checkpoint.hpp>
 #include <iat/version.hpp>
 
 #include "model_zoo.hpp"
@@ -47,7 +50,7 @@ struct Args {
   std::string norm = "Linf", also, save_adv;
   int64_t n = -1, autoattack_n = -1, seed = 0, batch_size = 250, threads = 1, apgd_steps = 100, fab_steps = 100, square_queries = 5000,
           n_targets = 9;
-  bool quiet = false, jit_optimize = false;
+  bool quiet = false, jit_optimize = false, nonfinite_as_broken = false, state_mismatch_ok = false;
 };
 
 [[noreturn]] void fail(const std::string& msg) {
@@ -136,6 +139,7 @@ std::pair<torch::Tensor, torch::Tensor> load_points(const std::string& path) {
   }
   if (x.size(0) != y.size(0)) fail("'" + path + "': x holds " + std::to_string(x.size(0)) + " points, y " +
                                    std::to_string(y.size(0)) + " labels");
+  if (x.size(0) == 0) fail("'" + path + "' holds 0 points: nothing to evaluate");
   if (x.numel() > 0) {
     const double lo = x.min().item<double>(), hi = x.max().item<double>();
     if (lo < 0 || hi > 1) {
@@ -152,9 +156,9 @@ iat_examples::AnyClassifier load_iat_checkpoint(const std::string& path, const t
                                                 std::string& weights) {
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(path, device);
+    archive = iat::train::load_checkpoint(path, device);  // verifies the checkpoint's CRC-32 first
   } catch (const c10::Error& e) {
-    fail("cannot read the iat-train checkpoint '" + path + "': " + e.what_without_backtrace());
+    fail(std::string("cannot read the iat-train checkpoint: ") + e.what_without_backtrace());
   }
   c10::IValue v;
   if (!archive.try_read("identity", v) || !v.isString()) {
@@ -202,9 +206,22 @@ std::string fixed(double v, int digits) {
   return buf;
 }
 
-}  // namespace
+// The last non-empty line of a message: a TorchScript error is a traceback ending in the reason.
+std::string last_line(const std::string& message) {
+  std::istringstream in(message);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    if (line.find_first_not_of(" \t") != std::string::npos) last = line;
+  }
+  return last.empty() ? message : last;
+}
 
-int main(int argc, char** argv) {
+std::string read_file_bytes(const std::string& path) {
+  const auto bytes = read_file(path);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+int run(int argc, char** argv) {
 #ifdef __GLIBC__
   // The attacks allocate and free many tensors of a few hundred kB per iteration; with glibc's default
   // thresholds each becomes an mmap/munmap pair and page faults (measured: a third of FAB-T's CPU time
@@ -226,17 +243,22 @@ int main(int argc, char** argv) {
   app.add_option("--attacks", a.attacks,
                  "comma list of apgd-ce,apgd-dlr,apgd-t,fab,fab-t,square, run with the version's settings "
                  "(default: the version's list; custom: required)");
-  app.add_option("--also", a.also, "extra single-attack evaluations: pgd20,cw (SPEC §8; also accepted in --attacks)");
+  app.add_option("--also", a.also, "extra single-attack evaluations: pgd20,cw (docs/method.md §8.5; also accepted in --attacks)");
   app.add_option("--eps", a.eps, "perturbation budget in pixel units, e.g. 8/255 or 0.1");
   app.add_option("--norm", a.norm, "Linf or L2");
-  app.add_option("--n", a.n, "evaluate the first N points (default: all)");
+  auto* n_opt = app.add_option("--n", a.n, "evaluate the first N >= 1 points (default: all)");
   app.add_option("--autoattack-n", a.autoattack_n,
                  "run AutoAttack on the first N of those points only (clean, PGD-20 and CW use all)");
   app.add_option("--seed", a.seed, "seed re-applied per attack and batch (negative: time, as the reference's None)");
   app.add_option("--batch-size", a.batch_size, "points per batch (the reference's bs)");
   app.add_option("--device", a.device, "cpu, cuda, cuda:1, ...");
   app.add_option("--threads", a.threads, "intra-op threads (at::set_num_threads)");
-  app.add_option("--state", a.state, "state file: an interrupted evaluation resumes from it");
+  app.add_option("--state", a.state, "state file: an interrupted evaluation resumes from it (refused when it was "
+                 "written for another model, other points or other settings)");
+  app.add_flag("--state-mismatch-ok", a.state_mismatch_ok,
+               "resume from --state even when its settings differ (each difference is warned about and reported)");
+  app.add_flag("--nonfinite-as-broken", a.nonfinite_as_broken,
+               "count points whose logits are NaN/inf as broken (default: stop with an error naming how many)");
   app.add_option("--out", a.out, "write the JSON report here");
   app.add_option("--save-adv", a.save_adv,
                  "write {'x_adv': float [N,C,H,W], 'robust': bool [N]} here (torch.load reads it)");
@@ -248,7 +270,22 @@ int main(int argc, char** argv) {
   app.add_flag("--jit-optimize", a.jit_optimize,
                "let the TorchScript executor optimise the graph (off by default: gradients then come from the "
                "same kernels as in eager PyTorch, which point-for-point agreement with the reference needs)");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    // Every usage error exits with the documented status 2 (CLI11's own codes are 105, 109, ...).
+    fail(std::string(e.what()) + " (`iat-eval --help` lists every flag)");
+  }
+  if (n_opt->count() > 0 && a.n < 1) fail("--n must be >= 1 (leave it out to evaluate every point), got " + std::to_string(a.n));
+  // Every output is checked before the evaluation starts, not after it.
+  try {
+    if (!a.out.empty()) iat::detail::check_writable("iat-eval", "--out", a.out);
+    if (!a.save_adv.empty()) iat::detail::check_writable("iat-eval", "--save-adv", a.save_adv);
+    if (!a.state.empty()) iat::detail::check_writable("iat-eval", "--state", a.state);
+  } catch (const c10::Error& e) {
+    fail(e.what_without_backtrace());
+  }
 
   if (a.data.empty() && a.dataset.empty()) fail("give the points with --data FILE or --dataset NAME");
   iat::Norm norm = iat::Norm::kLinf;
@@ -347,7 +384,6 @@ int main(int argc, char** argv) {
       fail(e.what_without_backtrace());
     }
   }
-  if (a.n == 0 || a.n < -1) fail("--n must be >= 1, got " + std::to_string(a.n));
   if (a.n > 0 && a.n < x.size(0)) {
     x = x.narrow(0, 0, a.n).contiguous();
     y = y.narrow(0, 0, a.n).contiguous();
@@ -361,12 +397,17 @@ int main(int argc, char** argv) {
   {
     torch::NoGradGuard ng;
     torch::Tensor out;
+    auto fails_on_shape = [&](const std::string& why) {
+      std::ostringstream s;
+      s << x.sizes();
+      fail("the model fails on inputs of shape " + s.str() + ": " + last_line(why));
+    };
     try {
       out = forward(x.narrow(0, 0, std::min<int64_t>(2, x.size(0))));
     } catch (const c10::Error& e) {
-      std::ostringstream s;
-      s << x.sizes();
-      fail("the model fails on inputs of shape " + s.str() + ": " + e.what_without_backtrace());
+      fails_on_shape(e.what_without_backtrace());
+    } catch (const std::exception& e) {  // the TorchScript interpreter's errors are std::runtime_error
+      fails_on_shape(e.what());
     }
     std::ostringstream s;
     s << out.sizes();
@@ -383,6 +424,13 @@ int main(int argc, char** argv) {
 
   auto t_start = std::chrono::steady_clock::now();
   opts.norm(norm).eps(eps).seed(a.seed).batch_size(a.batch_size).device(device).state_path(a.state);
+  opts.nonfinite_as_broken(a.nonfinite_as_broken).state_mismatch_ok(a.state_mismatch_ok);
+  // The model's identity, bound into the state file: a hash of the file's bytes (and which weights).
+  {
+    const std::string& file = a.checkpoint.empty() ? a.model : a.checkpoint;
+    const std::string bytes = read_file_bytes(file);
+    opts.model_id(file + " " + weights + " " + iat::detail::hex64(iat::detail::hash_bytes(bytes.data(), bytes.size())));
+  }
   opts.apgd_steps(a.apgd_steps).fab_steps(a.fab_steps).square_queries(a.square_queries).n_target_classes(a.n_targets);
   if (!a.quiet) {
     opts.log([t_start](const std::string& line) {
@@ -448,10 +496,11 @@ int main(int argc, char** argv) {
     c10::Dict<std::string, torch::Tensor> dict;
     dict.insert("x_adv", report.x_adv.to(torch::kCPU));
     dict.insert("robust", report.robust.to(torch::kCPU));
-    auto bytes = torch::pickle_save(c10::IValue(dict));
-    std::ofstream f(a.save_adv, std::ios::binary);
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!f.good()) fail("cannot write --save-adv '" + a.save_adv + "'");
+    try {
+      iat::models::save_tensor_dict(dict, a.save_adv);  // torch.load reads it, also with weights_only=True
+    } catch (const c10::Error& e) {
+      fail(std::string("--save-adv: ") + e.what_without_backtrace());
+    }
   }
   if (!a.out.empty()) {
     json j;
@@ -509,9 +558,30 @@ int main(int argc, char** argv) {
     j["autoattack_acc"] = report.robust_accuracy;
     j["autoattack_examples"] = report.num_points;
     for (const auto& [name, r] : extra_results) j[name == "pgd20" ? "pgd20_acc" : "cw_acc"] = r.accuracy;
-    std::ofstream f(a.out);
-    if (!f.good()) fail("cannot write --out '" + a.out + "'");
-    f << j.dump(2) << "\n";
+    j["nonfinite_as_broken"] = report.nonfinite_as_broken;
+    j["nonfinite_points"] = report.nonfinite_points;
+    j["resumed"] = report.resumed;
+    j["state_mismatch"] = report.state_mismatch;
+    try {
+      const std::string text = j.dump(2) + "\n";
+      iat::detail::write_file_atomically("iat-eval", a.out, text.data(), text.size());
+    } catch (const c10::Error& e) {
+      fail(std::string("--out: ") + e.what_without_backtrace());
+    }
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Whatever escapes (a TorchScript model throwing a non-c10 exception, an allocation failure) ends in
+  // the documented one-line error and exit status 2, never in std::terminate.
+  try {
+    return run(argc, argv);
+  } catch (const c10::Error& e) {
+    fail(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    fail(e.what());
+  }
 }
