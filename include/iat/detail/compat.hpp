@@ -8,6 +8,8 @@
 /// - autocast state per device type: 1.13 has one function per backend (`set_cpu_enabled`,
 ///   `set_autocast_gpu_dtype`, ...), 2.4+ takes the device type (`set_autocast_enabled(kCUDA, on)`) and
 ///   deprecates the per-backend forms.
+/// - c10d's Gloo group: in 1.13 `c10d::ProcessGroupGloo` is a `c10d::ProcessGroup` itself; in 2.x it is a
+///   `c10d::Backend` that a `c10d::ProcessGroup` holds for the CPU device type.
 ///
 /// **Example**
 /// \code
@@ -19,7 +21,10 @@
 #include <c10/core/DeviceType.h>
 #include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
+#include <c10/util/intrusive_ptr.h>
 #include <torch/version.h>
+
+#include <utility>
 
 #if TORCH_VERSION_MAJOR >= 2
 #include <optional>
@@ -107,6 +112,24 @@ inline void set_autocast_dtype(c10::DeviceType type, c10::ScalarType dtype) {
 }
 
 #undef IAT_AUTOCAST_BY_DEVICE_TYPE
+
+/// The c10d process group serving CPU tensors through `gloo` (iat/distributed/process_group.hpp). A
+/// template so that this header needs none of c10d's: `ProcessGroup` is `c10d::ProcessGroup`.
+template <class ProcessGroup, class Gloo, class Store>
+c10::intrusive_ptr<ProcessGroup> gloo_as_process_group(c10::intrusive_ptr<Gloo> gloo,
+                                                       const c10::intrusive_ptr<Store>& store, int rank, int size) {
+#if TORCH_VERSION_MAJOR >= 2
+  auto group = c10::make_intrusive<ProcessGroup>(store, rank, size);
+  group->setBackend(c10::DeviceType::CPU, ProcessGroup::BackendType::GLOO, std::move(gloo));
+  group->setDefaultBackend(ProcessGroup::BackendType::GLOO);
+  return group;
+#else
+  (void)store;
+  (void)rank;
+  (void)size;
+  return gloo;
+#endif
+}
 
 }  // namespace detail
 }  // namespace iat
