@@ -1,0 +1,406 @@
+// Tests of iat::distributed (docs/distributed.md): two real processes on 127.0.0.1 talking through c10d's
+// Gloo. Each TEST_CASE starts this binary twice with RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set,
+// running the hidden worker test case; the workers save what they computed and this process, which
+// computes the one-process reference itself, compares.
+#include "support.hpp"
+
+#include <iat/attacks/pgd.hpp>
+#include <iat/distributed/data_parallel.hpp>
+#include <iat/train/recipes.hpp>
+
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/optim/sgd.h>
+#include <torch/serialize.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+using iat_test::max_abs_diff;
+namespace dist = iat::distributed;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kWorld = 2;
+constexpr int64_t kGlobalBatch = 16;
+constexpr int64_t kSteps = 3;
+constexpr int64_t kClasses = 4;
+
+// A small convolutional model without batch norm, on 3×8×8 inputs, with one buffer (not used in forward).
+struct NetImpl : torch::nn::Module {
+  NetImpl()
+      : conv(register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 4, 3).padding(1)))),
+        fc(register_module("fc", torch::nn::Linear(4 * 8 * 8, kClasses))) {
+    stat = register_buffer("stat", torch::zeros({3}));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return fc(torch::relu(conv(x)).flatten(1)); }
+  torch::nn::Conv2d conv;
+  torch::nn::Linear fc;
+  torch::Tensor stat;
+};
+TORCH_MODULE(Net);
+
+Net make_net(uint64_t seed) {
+  torch::manual_seed(seed);
+  return Net();
+}
+
+std::pair<torch::Tensor, torch::Tensor> dataset() {
+  auto gen = at::detail::createCPUGenerator(7);
+  auto x = at::rand({kSteps * kGlobalBatch, 3, 8, 8}, gen);
+  auto y = at::randint(0, kClasses, {kSteps * kGlobalBatch}, gen);
+  return {x, y};
+}
+
+torch::Tensor flat_parameters(torch::nn::Module& m) {
+  std::vector<torch::Tensor> all;
+  for (const auto& p : m.parameters()) all.push_back(p.detach().reshape(-1));
+  return torch::cat(all);
+}
+
+torch::Tensor flat_gradients(torch::nn::Module& m) {
+  std::vector<torch::Tensor> all;
+  for (const auto& p : m.parameters()) all.push_back(p.grad().reshape(-1));
+  return torch::cat(all);
+}
+
+// --- the methods: N steps of SGD at global batch kGlobalBatch, on one process or as one rank of several ---
+
+struct TrainResult {
+  torch::Tensor weights, delta, momentum;
+};
+
+// `pg` null: one process takes the whole global batch. Otherwise this rank takes its slice, random starts
+// are the global draw's slice, gradients and UIAT's class sums are reduced over ranks.
+TrainResult train(const std::string& method, const dist::ProcessGroupPtr& pg) {
+  auto net = make_net(11);
+  auto [x_all, y_all] = dataset();
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  iat::PGD pgd(method == "trades" ? iat::train::trades_attack_options().steps(3) : iat::PGDOptions().steps(3));
+  iat::UniversalInversePerturbation uip(iat::UniversalInversePerturbationOptions(kClasses, {3, 8, 8}));
+  iat::AlignmentLoss align;
+  std::unique_ptr<dist::DataParallel> dp;
+  if (pg) {
+    dp = std::make_unique<dist::DataParallel>(pg, net.ptr(), dist::DataParallelOptions().bucket_mb(0.001));
+    uip->set_gradient_reducer(dist::uiat_gradient_reducer(pg));
+  }
+  const int rank = pg ? pg->getRank() : 0, world = pg ? pg->getSize() : 1;
+  torch::manual_seed(5);  // the same generator on every rank: random starts are drawn for the global batch
+  for (int64_t step = 0; step < kSteps; ++step) {
+    if (step == 1) uip->options.momentum(0.9);
+    auto s = dist::slice_of_batch(kGlobalBatch, rank, world);
+    auto x = x_all.narrow(0, step * kGlobalBatch + s.begin, s.size());
+    auto y = y_all.narrow(0, step * kGlobalBatch + s.begin, s.size());
+    if (dp) dp->begin_step();
+    torch::Tensor loss;
+    {
+      dist::GlobalDrawSlice draw(rank, world, x.numel());
+      if (method == "pgd-at") loss = iat::train::pgd_at_loss(net, x, y, pgd).loss;
+      if (method == "trades") loss = iat::train::trades_loss(net, x, y, pgd).loss;
+      if (method == "uiat") loss = iat::train::uiat_loss(net, x, y, pgd, uip, align).loss;
+    }
+    opt.zero_grad();
+    loss.backward();
+    if (dp) dp->synchronize_gradients();
+    opt.step();
+  }
+  return {flat_parameters(*net), uip->delta().clone(), uip->momentum_buffer().clone()};
+}
+
+const std::vector<std::string> kMethods{"pgd-at", "trades", "uiat"};
+
+// --- the worker side ---
+
+void save(const std::vector<torch::Tensor>& tensors, const std::string& name) {
+  const std::string dir = std::getenv("IAT_DP_OUT");
+  torch::save(tensors, dir + "/" + name + "_rank" + std::getenv("RANK") + ".pt");
+}
+
+void worker_collectives(const dist::ProcessGroupPtr& pg, int rank) {
+  // Each rank initialises its model differently; construction gives every rank rank 0's.
+  auto net = make_net(100 + static_cast<uint64_t>(rank));
+  {
+    torch::NoGradGuard no_grad;
+    net->stat.fill_(static_cast<double>(rank + 1));
+  }
+  dist::DataParallel dp(pg, net.ptr());
+  auto after_construction = flat_parameters(*net);
+  auto stat_after_construction = net->stat.clone();
+  // begin_step: a buffer changed on every rank (as batch norm does in a forward) comes back as rank 0's.
+  {
+    torch::NoGradGuard no_grad;
+    net->stat.add_(static_cast<double>(10 * (rank + 1)));
+  }
+  dp.begin_step();
+  auto stat_after_step = net->stat.clone();
+
+  // One-off rows: rank r stores rows at positions of its own; afterwards both hold all of them.
+  iat::OneOffCache cache(iat::OneOffCacheOptions(10, 3));
+  auto index = torch::tensor({rank == 0 ? 1 : 6, rank == 0 ? 4 : 8, rank == 0 ? 2 : 9}, torch::kLong)
+                   .narrow(0, 0, rank == 0 ? 3 : 2);  // unequal counts: 3 and 2 rows
+  auto rows = torch::softmax(torch::arange(index.numel() * 3, torch::kFloat).view({-1, 3}) * (rank + 1) / 4.0, 1);
+  cache->store(index, rows);
+  dist::share_cache_rows(pg, cache, index);
+  auto metrics = dist::sum_over_ranks(pg, {1.5 * (rank + 1), static_cast<double>(rank)});
+  save({after_construction, stat_after_construction, stat_after_step, cache->probabilities().clone(),
+        cache->is_stored(torch::arange(10)).clone(), torch::tensor(metrics, torch::dtype(torch::kDouble))},
+       "collectives");
+}
+
+void worker_gradients(const dist::ProcessGroupPtr& pg, int rank, bool overlap) {
+  auto net = make_net(11);
+  dist::DataParallel dp(pg, net.ptr(), dist::DataParallelOptions().bucket_mb(0.001).overlap(overlap));
+  auto [x_all, y_all] = dataset();
+  auto s = dist::slice_of_batch(kGlobalBatch, rank, kWorld);
+  auto loss = at::cross_entropy_loss(net(x_all.narrow(0, s.begin, s.size())), y_all.narrow(0, s.begin, s.size()));
+  loss.backward();
+  const auto in_backward = static_cast<int64_t>(dp.buckets_launched_in_backward());
+  dp.synchronize_gradients();
+  save({flat_gradients(*net), torch::tensor({static_cast<int64_t>(dp.num_buckets()), in_backward})},
+       std::string("gradients_") + (overlap ? "overlap" : "after"));
+}
+
+void worker_train(const dist::ProcessGroupPtr& pg) {
+  for (const auto& method : kMethods) {
+    auto r = train(method, pg);
+    save({r.weights, r.delta, r.momentum}, "train_" + method);
+  }
+}
+
+// --- the launcher side ---
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  socklen_t len = sizeof(addr);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Runs the worker case `name` as kWorld processes of this binary; returns the folder of their outputs.
+fs::path run_workers(const std::string& name) {
+  auto out = fs::temp_directory_path() / ("iat_dp_" + std::to_string(::getpid()) + "_" + name);
+  fs::remove_all(out);
+  fs::create_directories(out);
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int rank = 0; rank < kWorld; ++rank) {
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+    env_strings.push_back("RANK=" + std::to_string(rank));
+    env_strings.push_back("LOCAL_RANK=" + std::to_string(rank));
+    env_strings.push_back("WORLD_SIZE=" + std::to_string(kWorld));
+    env_strings.push_back("MASTER_ADDR=127.0.0.1");
+    env_strings.push_back("MASTER_PORT=" + std::to_string(port));
+    env_strings.push_back("GLOO_SOCKET_IFNAME=lo");
+    env_strings.push_back("IAT_DP_CASE=" + name);
+    env_strings.push_back("IAT_DP_OUT=" + out.string());
+    std::vector<char*> envp;
+    for (auto& s : env_strings) envp.push_back(s.data());
+    envp.push_back(nullptr);
+    std::string self = fs::read_symlink("/proc/self/exe").string(), test = "distributed: worker";
+    std::vector<char*> argv{self.data(), test.data(), nullptr};
+    pid_t pid = 0;
+    REQUIRE(::posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv.data(), envp.data()) == 0);
+    pids.push_back(pid);
+  }
+  // Wait up to 60 s; a worker still running then is killed and the test fails.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  std::vector<int> status(pids.size(), -1);
+  size_t done = 0;
+  while (done < pids.size() && std::chrono::steady_clock::now() < deadline) {
+    for (size_t i = 0; i < pids.size(); ++i) {
+      if (status[i] != -1) continue;
+      int st = 0;
+      if (::waitpid(pids[i], &st, WNOHANG) == pids[i]) {
+        status[i] = st;
+        ++done;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (size_t i = 0; i < pids.size(); ++i) {
+    if (status[i] != -1) continue;
+    ::kill(pids[i], SIGKILL);
+    ::waitpid(pids[i], &status[i], 0);
+    FAIL_CHECK("worker " << i << " of case " << name << " did not finish within 60 s");
+  }
+  for (size_t i = 0; i < pids.size(); ++i) {
+    INFO("worker " << i << " of case " << name);
+    REQUIRE(WIFEXITED(status[i]));
+    REQUIRE(WEXITSTATUS(status[i]) == 0);
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> load(const fs::path& dir, const std::string& name, int rank) {
+  std::vector<torch::Tensor> tensors;
+  torch::load(tensors, (dir / (name + "_rank" + std::to_string(rank) + ".pt")).string());
+  return tensors;
+}
+
+bool skip_without_gloo() {
+  if (dist::gloo_available()) return false;
+  WARN("skipped: this build has no Gloo (its headers, gloo/context.h, were not found: apt-get install libgloo-dev)");
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("distributed: worker", "[.][distributed_worker]") {
+  const char* which = std::getenv("IAT_DP_CASE");
+  REQUIRE(which != nullptr);
+  auto env = dist::environment_from_torchrun();
+  auto pg = dist::init_process_group(env, dist::ProcessGroupOptions{std::chrono::seconds(30), ""});
+  const std::string name = which;
+  if (name == "collectives") worker_collectives(pg, env.rank);
+  if (name == "gradients") {
+    worker_gradients(pg, env.rank, true);
+    worker_gradients(pg, env.rank, false);
+  }
+  if (name == "train") worker_train(pg);
+  dist::barrier(pg);
+}
+
+TEST_CASE("distributed: the global batch is sliced evenly, or refused naming the batch size", "[distributed]") {
+  auto a = dist::slice_of_batch(128, 0, 2), b = dist::slice_of_batch(128, 1, 2);
+  CHECK(a.begin == 0);
+  CHECK(a.end == 64);
+  CHECK(b.begin == 64);
+  CHECK(b.end == 128);
+  CHECK_THROWS_WITH(dist::slice_of_batch(130, 0, 4), Catch::Contains("batch size (130") &&
+                                                         Catch::Contains("multiple of the world size (4)"));
+  CHECK_THROWS_WITH(dist::slice_of_batch(8, 2, 2), Catch::Contains("rank 2"));
+}
+
+TEST_CASE("distributed: the torchrun environment is read, malformed variables are named", "[distributed]") {
+  ::setenv("WORLD_SIZE", "4", 1);
+  ::setenv("RANK", "3", 1);
+  ::setenv("LOCAL_RANK", "1", 1);
+  ::setenv("MASTER_ADDR", "10.0.0.2", 1);
+  ::setenv("MASTER_PORT", "1234", 1);
+  auto env = dist::environment_from_torchrun();
+  CHECK(env.world_size == 4);
+  CHECK(env.rank == 3);
+  CHECK(env.local_rank == 1);
+  CHECK(env.master_addr == "10.0.0.2");
+  CHECK(env.master_port == 1234);
+  ::setenv("RANK", "4", 1);
+  CHECK_THROWS_WITH(dist::environment_from_torchrun(), Catch::Contains("RANK (4) must be below WORLD_SIZE (4)"));
+  ::setenv("RANK", "x", 1);
+  CHECK_THROWS_WITH(dist::environment_from_torchrun(), Catch::Contains("RANK must be an integer"));
+  for (const char* v : {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) ::unsetenv(v);
+  CHECK(dist::environment_from_torchrun().world_size == 1);
+}
+
+TEST_CASE("distributed: a draw scoped by GlobalDrawSlice is the rank's slice of the global draw", "[distributed]") {
+  const int64_t per_rank = 2 * 3 * 8 * 8;
+  for (bool gaussian : {false, true}) {
+    torch::manual_seed(3);
+    auto global = gaussian ? torch::randn({2 * per_rank}) : torch::rand({2 * per_rank});
+    auto after_global = torch::rand({4});
+    for (int rank = 0; rank < 2; ++rank) {
+      torch::manual_seed(3);
+      torch::Tensor mine;
+      {
+        dist::GlobalDrawSlice slice(rank, 2, per_rank);
+        mine = gaussian ? torch::randn({per_rank}) : torch::rand({per_rank});
+      }
+      INFO("gaussian " << gaussian << ", rank " << rank);
+      CHECK(torch::equal(mine, global.narrow(0, rank * per_rank, per_rank)));
+      CHECK(torch::equal(torch::rand({4}), after_global));  // the generator ends where one process's does
+    }
+  }
+}
+
+TEST_CASE("distributed: construction and begin_step broadcast rank 0's state, cache rows and metrics are shared",
+          "[distributed]") {
+  if (skip_without_gloo()) return;
+  auto dir = run_workers("collectives");
+  auto r0 = load(dir, "collectives", 0), r1 = load(dir, "collectives", 1);
+  // Rank 0's own initialisation, on both.
+  auto expected = flat_parameters(*make_net(100));
+  CHECK(torch::equal(r0[0], expected));
+  CHECK(torch::equal(r1[0], expected));
+  CHECK(torch::equal(r1[1], torch::full({3}, 1.0)));   // rank 1's buffer was 2, became rank 0's 1
+  CHECK(torch::equal(r0[2], torch::full({3}, 11.0)));  // begin_step: rank 0's 1 + 10
+  CHECK(torch::equal(r1[2], torch::full({3}, 11.0)));  // rank 1 had 1 + 20 = 21
+  CHECK(torch::equal(r0[3], r1[3]));                   // the same cache on both ranks
+  CHECK(torch::equal(r0[4], r1[4]));
+  CHECK(r0[4].sum().item<int64_t>() == 5);             // 3 rows from rank 0, 2 from rank 1
+  auto row6 = torch::softmax(torch::arange(3, torch::kFloat) * 2 / 4.0, 0);  // rank 1's first row
+  CHECK(max_abs_diff(r0[3][6], row6) == 0.0);
+  CHECK(r0[5][0].item<double>() == 4.5);  // 1.5 + 3
+  CHECK(r1[5][1].item<double>() == 1.0);  // 0 + 1
+  fs::remove_all(dir);
+}
+
+TEST_CASE("distributed: bucketed gradient averaging equals the mean of the ranks' gradients", "[distributed]") {
+  if (skip_without_gloo()) return;
+  auto dir = run_workers("gradients");
+  // Each rank's gradient, computed here on its slice.
+  auto [x_all, y_all] = dataset();
+  std::vector<torch::Tensor> local;
+  for (int rank = 0; rank < kWorld; ++rank) {
+    auto net = make_net(11);
+    auto s = dist::slice_of_batch(kGlobalBatch, rank, kWorld);
+    at::cross_entropy_loss(net(x_all.narrow(0, s.begin, s.size())), y_all.narrow(0, s.begin, s.size())).backward();
+    local.push_back(flat_gradients(*net));
+  }
+  auto mean = (local[0] + local[1]) / 2;
+  for (const char* mode : {"overlap", "after"}) {
+    for (int rank = 0; rank < kWorld; ++rank) {
+      auto r = load(dir, std::string("gradients_") + mode, rank);
+      INFO(mode << ", rank " << rank);
+      CHECK(max_abs_diff(r[0], mean) < 1e-7);
+      // Buckets of 1000 bytes, filled in reverse parameter order: fc.bias (16 B); fc.weight (4096 B, over
+      // the cap with fc.bias, so alone); conv.bias (16 B) and conv.weight (432 B) together.
+      CHECK(r[1][0].item<int64_t>() == 3);
+      // With overlap, the hooks sent every bucket during backward; without, none.
+      CHECK(r[1][1].item<int64_t>() == (std::string(mode) == "overlap" ? 3 : 0));
+    }
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("distributed: N steps of PGD-AT, TRADES and UIAT on 2 processes equal 1 process at the global batch",
+          "[distributed]") {
+  if (skip_without_gloo()) return;
+  auto dir = run_workers("train");
+  for (const auto& method : kMethods) {
+    auto one = train(method, {});
+    auto r0 = load(dir, "train_" + method, 0), r1 = load(dir, "train_" + method, 1);
+    INFO(method << ": max |2 processes - 1 process| = " << max_abs_diff(r0[0], one.weights));
+    CHECK(max_abs_diff(r0[0], one.weights) <= 1e-5);
+    CHECK(torch::equal(r0[0], r1[0]));  // the ranks' weights agree bit for bit
+    CHECK(max_abs_diff(one.weights, flat_parameters(*make_net(11))) > 1e-3);  // training moved the weights
+    if (method == "uiat") {
+      CHECK(torch::equal(r0[1], r1[1]));  // δ_y bitwise equal on both ranks
+      CHECK(torch::equal(r0[2], r1[2]));  // and its momentum
+      CHECK(torch::equal(r0[1], one.delta));
+      CHECK(one.delta.abs().sum().item<double>() > 0);
+    }
+  }
+  fs::remove_all(dir);
+}
