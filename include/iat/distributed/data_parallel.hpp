@@ -178,7 +178,8 @@ inline void share_cache_rows(const ProcessGroupPtr& pg, OneOffCache& cache, cons
   auto padded_rows = torch::zeros({most, probs.size(1)}, torch::dtype(torch::kFloat).device(probs.device()));
   if (index.numel() > 0) {
     padded_index.narrow(0, 0, index.numel()).copy_(index);
-    padded_rows.narrow(0, 0, index.numel()).copy_(cache->read(index));
+    // The stored values themselves (float32 holds 16-bit ones exactly), so that every rank's copy is the same.
+    padded_rows.narrow(0, 0, index.numel()).copy_(probs.index_select(0, index));
   }
   auto all_index = all_gather(pg, padded_index);
   auto all_rows = all_gather(pg, padded_rows);
