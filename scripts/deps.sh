@@ -6,6 +6,7 @@ set -euo pipefail
 IAT_DEBIAN_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev libopenblas0-pthread        # LibTorch 1.13.1 (CPU) and a fast BLAS for its linear layers
+  libgloo-dev                              # Gloo headers for iat::distributed (c10d on the CPU), both legs
   catch2 libfmt-dev libcli11-dev nlohmann-json3-dev libstb-dev zlib1g-dev libzip-dev
   python3-torch python3-numpy              # side-by-side references in benchmarks and interop tests
   dataset-fashion-mnist                    # the real data of the demo
