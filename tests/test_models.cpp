@@ -301,6 +301,18 @@ TEST_CASE("state-dict round trip in C++", "[models]") {
                                                   "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"});
     CHECK(torch::equal(file["fc1.weight"], a->fc1->weight));
   }
+  SECTION("a temporary file left by a killed save is replaced, and nothing else is left") {
+    // A SIGKILL during a save leaves NAME.tmp (the soak, scripts/soak_train.py, found model.pt.tmp<random
+    // digits> files that no later save removed). The next save of NAME must write through NAME.tmp.
+    M::SmallCNN a(10), b(10);
+    write_bytes(dir.file("k.pt.tmp"), std::vector<char>(100, 'x'));
+    M::save_state_dict(*a, dir.file("k.pt"));
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(dir.path)) names.push_back(entry.path().filename().string());
+    CHECK(names == std::vector<std::string>{"k.pt"});
+    M::load_state_dict(*b, dir.file("k.pt"));
+    CHECK(torch::equal(a->fc2->weight, b->fc2->weight));
+  }
   SECTION("clone() copies weights and buffers") {
     M::WideResNet a(M::WideResNetOptions(10, 1, 10).mean({0.5}).std({0.5}));
     randomise_batchnorm(*a);
@@ -407,8 +419,9 @@ TEST_CASE("state-dict errors name the file, the key and the shapes", "[models]")
     REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("dp.pt")), Catch::Contains("nn.DataParallel"));
   }
   SECTION("an unwritable destination") {
-    REQUIRE_THROWS_WITH(M::save_state_dict(*net, dir.file("no/such/folder/m.pt")),
-                        Catch::Contains("does the folder of '"));
+    const auto path = dir.file("no/such/folder/m.pt");
+    REQUIRE_THROWS_WITH(M::save_state_dict(*net, path),
+                        Catch::Contains("cannot create '" + path + ".tmp' (for '" + path + "'): No such file or directory"));
   }
 }
 

@@ -5,6 +5,7 @@
 /// definitions; iat::models::load_state_dict reads such files, also those written by Python's
 /// `torch.save(model.state_dict(), path)`.
 
+#include <iat/detail/file_io.hpp>
 #include <iat/models/common.hpp>
 
 #include <caffe2/serialize/inline_container.h>
@@ -21,7 +22,6 @@
 #include <fstream>
 #include <map>
 #include <memory>
-#include <random>
 #include <set>
 #include <sstream>
 #include <string>
@@ -432,8 +432,10 @@ inline torch::OrderedDict<std::string, torch::Tensor> state_dict(const torch::nn
 
 /// Writes named tensors (CPU copies) to `path` in torch.save's zip format without TorchScript type
 /// tags, so that Python's `torch.load(path)` returns the dict {name: tensor}, also with
-/// `weights_only=True` (the default from PyTorch 2.6 on). The file is written to a temporary file in the
-/// same folder and renamed over `path`, so a reader never sees half a file.
+/// `weights_only=True` (the default from PyTorch 2.6 on). The bytes go to `path.tmp` with checked writes,
+/// are flushed (fsync) and renamed over `path`, so a reader never sees half a file and a kill leaves at most
+/// `path.tmp`, which the next save replaces; a failing write removes `path.tmp`, leaves `path` as it was and
+/// throws naming the file and the system's reason.
 ///
 /// **Example**
 /// \code
@@ -470,23 +472,9 @@ inline void save_tensor_dict(const c10::Dict<std::string, torch::Tensor>& tensor
     writer.writeRecord("data.pkl", pickle.data(), pickle.size());
     writer.writeEndOfFile();
   }
-  std::random_device rd;
-  const std::string tmp = path + ".tmp" + std::to_string(rd() % 1000000);
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TORCH_CHECK(out.good(), who, ": cannot open '", tmp, "' for writing (does the folder of '", path, "' exist?)");
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out.good()) {
-      out.close();
-      std::remove(tmp.c_str());
-      TORCH_CHECK(false, who, ": writing ", bytes.size(), " bytes to '", tmp, "' failed");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    TORCH_CHECK(false, who, ": cannot rename '", tmp, "' to '", path, "'");
-  }
+  // The one atomic writer (NAME.tmp, checked writes, fsync, rename): a kill leaves NAME.tmp, which the next
+  // save of NAME replaces, never a temporary file under a name no later run looks for.
+  iat::detail::write_file_atomically(who, path, bytes.data(), bytes.size());
 }
 
 /// Writes `state_dict(module)` (CPU copies) to `path` in torch.save's zip format (save_tensor_dict), so
