@@ -105,6 +105,9 @@ class Trainer {
     }
     write_config();
     write_metrics();  // on resume: rebuilt from the checkpoint, so no row is lost or doubled by a kill
+    // and curves.png with it: a kill after the last epoch's checkpoint may have cut its drawing short (or come
+    // before it), and a resume with no epoch left would otherwise never redraw it.
+    if (!metrics_.empty()) write_curves();
     const int64_t batches = loader_->size();
     for (int64_t epoch = start_epoch_; epoch < cfg_.epochs; ++epoch) {
       method_->begin_epoch(epoch);

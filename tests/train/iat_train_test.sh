@@ -7,7 +7,7 @@
 # (metrics.jsonl parses and holds every field), presets (every preset parses), precision (--bf16 and
 # --channels-last on the CPU), diskfull (a failing checkpoint write is a clean error that keeps the old
 # checkpoint), settings (--resume refuses changed settings, --resume-force records them), corrupt (changed or
-# truncated checkpoints are refused by name), killed (metrics.jsonl never doubles or loses a row after a kill),
+# truncated checkpoints are refused by name), killed (metrics.jsonl never doubles or loses a row after a kill, curves.png is redrawn),
 # rerun (a folder holding a run is not overwritten without --overwrite), usage (command-line errors exit 2
 # with readable messages), outdir (an unusable --out is refused before training), data (missing and
 # truncated data files are named).
@@ -256,8 +256,12 @@ PY
     if grep -q '9\.9' "$WORK/a/metrics.jsonl"; then fail "the row without its checkpoint survived"; fi
     "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --out "$WORK/b" > /dev/null
     sed -i '$d' "$WORK/b/metrics.jsonl"
+    # A kill after the last checkpoint, in the middle of curves.png: a resume that has no epoch left redraws it.
+    cp "$WORK/b/curves.png" "$WORK/curves.before"
+    head -c 100 "$WORK/curves.before" > "$WORK/b/curves.png"
     "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --out "$WORK/b" --resume > /dev/null
     [ "$(metric_epochs "$WORK/b/metrics.jsonl")" = "1 2" ] || fail "a checkpoint's row was lost: $(metric_epochs "$WORK/b/metrics.jsonl")"
+    cmp "$WORK/curves.before" "$WORK/b/curves.png" || fail "curves.png was not redrawn from the checkpoint's metrics on --resume"
     # And a real SIGKILL in the middle of a run, then a resume to the end.
     "$BIN" "${TINY[@]}" --method pgd-at --epochs 5 --out "$WORK/c" > /dev/null 2>&1 &
     pid=$!
