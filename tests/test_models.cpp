@@ -387,6 +387,58 @@ TEST_CASE("state-dict errors name the file, the key and the shapes", "[models]")
     REQUIRE_THROWS_WITH(M::load_state_dict(*net, dir.file("obj.pt")),
                         Catch::Contains("unsupported object __main__.Net"));
   }
+  SECTION("hostile pickles: cycles, deep nesting and huge sizes end in an error before any large allocation") {
+    auto write_pickle = [&](const std::string& name, const std::string& pickle) {
+      caffe2::serialize::PyTorchStreamWriter writer(dir.file(name));
+      const std::vector<char> storage(16, 0);
+      writer.writeRecord("data/0", storage.data(), storage.size());  // 4 floats
+      writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+      writer.writeEndOfFile();
+    };
+    auto text = [](const std::string& t) {
+      std::string out = "X";
+      for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((t.size() >> (8 * i)) & 0xff));
+      return out + t;
+    };
+    auto long1 = [](uint64_t v) {
+      std::string out = "\x8a\x08";
+      for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+      return out;
+    };
+    const std::string proto("\x80\x02", 2);
+    const std::string zero(1, '\0');
+    auto storage = [&](const std::string& numel) {
+      return "(" + text("storage") + "ctorch\nFloatStorage\n" + text("0") + text("cpu") + numel + "tQ";
+    };
+    // {"w": _rebuild_tensor_v2(storage(numel), 0, (size,), (stride,), False, ())}
+    auto one_tensor = [&](const std::string& numel, const std::string& size, const std::string& stride) {
+      return proto + "}" + text("w") + "ctorch._utils\n_rebuild_tensor_v2\n(" + storage(numel) + "K" + zero + size +
+             "\x85" + stride + "\x85\x89)tRs.";
+    };
+    write_pickle("fine.pt", one_tensor("K\x04", "K\x04", "K\x01"));
+    CHECK(M::read_state_dict(dir.file("fine.pt"))["w"].sizes() == torch::IntArrayRef({4}));
+
+    write_pickle("self.pt", proto + "]q" + zero + "h" + zero + "a.");
+    REQUIRE_THROWS_WITH(M::read_state_dict(dir.file("self.pt")), Catch::Contains("a list put into itself"));
+    // list1 holds list0; then list1 is appended to list0, which is held: a cycle.
+    write_pickle("cycle.pt", proto + "]q" + zero + "]q\x01h" + zero + "ah" + zero + "h\x01" "a.");
+    REQUIRE_THROWS_WITH(M::read_state_dict(dir.file("cycle.pt")),
+                        Catch::Contains("a list changed after it was put into another container"));
+    write_pickle("deep.pt", proto + std::string(100, ']') + std::string(99, 'a') + ".");
+    REQUIRE_THROWS_WITH(M::read_state_dict(dir.file("deep.pt")), Catch::Contains("nested deeper than 64 levels"));
+    // A storage claiming 2^62 floats (2^64 bytes wraps to 0 in a careless product) in a 16-byte record.
+    write_pickle("numel.pt", one_tensor(long1(uint64_t{1} << 62), "K\x04", "K\x01"));
+    REQUIRE_THROWS_WITH(M::read_state_dict(dir.file("numel.pt")),
+                        Catch::Contains("holds 16 bytes, too few for 4611686018427387904 elements"));
+    // Sizes and strides whose last element overflows int64.
+    write_pickle("stride.pt", one_tensor("K\x04", long1(uint64_t{1} << 40), long1(uint64_t{1} << 40)));
+    REQUIRE_THROWS_WITH(M::read_state_dict(dir.file("stride.pt")), Catch::Contains("runs past its storage of 4 elements"));
+    // 2^40 repetitions of one element (stride 0): kept as a view of the 16-byte storage, not materialised.
+    write_pickle("repeat.pt", one_tensor("K\x04", long1(uint64_t{1} << 40), "K" + zero));
+    const auto repeated = M::read_state_dict(dir.file("repeat.pt"))["w"];
+    CHECK(repeated.numel() == int64_t{1} << 40);
+    CHECK(repeated.storage().nbytes() == 16);
+  }
   SECTION("missing and unexpected keys") {
     M::WideResNet plain(M::WideResNetOptions(10, 1, 10));
     M::WideResNet trades(M::WideResNetOptions(10, 1, 10).sub_block1(true));

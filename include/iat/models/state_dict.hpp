@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -43,6 +44,8 @@ struct PickleValue {
   std::vector<std::shared_ptr<PickleValue>> items;                                             ///< tuple/list
   std::vector<std::pair<std::shared_ptr<PickleValue>, std::shared_ptr<PickleValue>>> entries;  ///< dict
   torch::Tensor tensor;                                                                        ///< kTensor
+  int depth = 1;        ///< 1 + the deepest value held (values are never changed once held: no cycles)
+  bool held = false;    ///< inside a tuple, list or dict
 };
 using PickleValuePtr = std::shared_ptr<PickleValue>;
 
@@ -137,7 +140,7 @@ class StateDictUnpickler {
         case ')': push(make(PickleValue::Kind::kTuple)); break;
         case 't': {                                           // TUPLE
           auto t = make(PickleValue::Kind::kTuple);
-          t->items = pop_to_mark();
+          for (auto& item : pop_to_mark()) hold(*t, item, &t->items);
           push(t);
           break;
         }
@@ -145,7 +148,7 @@ class StateDictUnpickler {
           const size_t n = op - 0x84u;
           fail_if(stack_.size() < n, "TUPLE", n, " on a stack of ", stack_.size());
           auto t = make(PickleValue::Kind::kTuple);
-          t->items.assign(stack_.end() - static_cast<std::ptrdiff_t>(n), stack_.end());
+          for (auto it = stack_.end() - static_cast<std::ptrdiff_t>(n); it != stack_.end(); ++it) hold(*t, *it, &t->items);
           stack_.resize(stack_.size() - n);
           push(t);
           break;
@@ -185,7 +188,7 @@ class StateDictUnpickler {
           auto key = pop();
           auto dict = top();
           fail_if(dict->kind != PickleValue::Kind::kDict, "SETITEM on a ", pickle_kind_name(dict->kind));
-          dict->entries.emplace_back(key, value);
+          set_item(*dict, key, value);
           break;
         }
         case 'u': {                                           // SETITEMS
@@ -193,21 +196,21 @@ class StateDictUnpickler {
           auto dict = top();
           fail_if(dict->kind != PickleValue::Kind::kDict, "SETITEMS on a ", pickle_kind_name(dict->kind));
           fail_if(items.size() % 2 != 0, "SETITEMS with an odd number of values");
-          for (size_t i = 0; i < items.size(); i += 2) dict->entries.emplace_back(items[i], items[i + 1]);
+          for (size_t i = 0; i < items.size(); i += 2) set_item(*dict, items[i], items[i + 1]);
           break;
         }
         case 'a': {                                           // APPEND
           auto value = pop();
           auto list = top();
           fail_if(list->kind != PickleValue::Kind::kList, "APPEND on a ", pickle_kind_name(list->kind));
-          list->items.push_back(value);
+          hold(*list, value, &list->items);
           break;
         }
         case 'e': {                                           // APPENDS
           auto items = pop_to_mark();
           auto list = top();
           fail_if(list->kind != PickleValue::Kind::kList, "APPENDS on a ", pickle_kind_name(list->kind));
-          list->items.insert(list->items.end(), items.begin(), items.end());
+          for (auto& item : items) hold(*list, item, &list->items);
           break;
         }
         default: {
@@ -266,6 +269,27 @@ class StateDictUnpickler {
   }
 
   void push(PickleValuePtr v) { stack_.push_back(std::move(v)); }
+
+  /// Deepest nesting accepted: a state dict nests 3 or 4 levels (dict, rebuild arguments, size tuple).
+  static constexpr int kMaxDepth = 64;
+
+  /// Puts `value` into `container` (appended to `slot`). A container that is already held by another is
+  /// never changed, and none holds itself, so the values form no cycle (which would leak them) and every
+  /// depth is exact; a nesting deeper than kMaxDepth is refused (freeing it would recurse that deep).
+  void hold(PickleValue& container, const PickleValuePtr& value, std::vector<PickleValuePtr>* slot) {
+    fail_if(container.held, "a ", pickle_kind_name(container.kind),
+            " changed after it was put into another container (cyclic or not written by torch.save)");
+    fail_if(value.get() == &container, "a ", pickle_kind_name(container.kind), " put into itself");
+    fail_if(value->depth >= kMaxDepth, "values nested deeper than ", kMaxDepth, " levels");
+    value->held = true;
+    container.depth = std::max(container.depth, value->depth + 1);
+    if (slot != nullptr) slot->push_back(value);
+  }
+  void set_item(PickleValue& dict, const PickleValuePtr& key, const PickleValuePtr& value) {
+    hold(dict, key, nullptr);
+    hold(dict, value, nullptr);
+    dict.entries.emplace_back(key, value);
+  }
   PickleValuePtr pop() {
     fail_if(stack_.empty() || (!marks_.empty() && stack_.size() <= marks_.back()), "pop from an empty stack");
     auto v = stack_.back();
@@ -323,9 +347,10 @@ class StateDictUnpickler {
     fail_if(!reader_.hasRecord(record), "the archive has no record '", record, "'");
     auto data = reader_.getRecord(record);
     const size_t bytes = std::get<1>(data);
-    const size_t need = static_cast<size_t>(numel) * torch::elementSize(dtype);
-    fail_if(bytes < need, "record '", record, "' holds ", bytes, " bytes, but ", numel, " elements of ", dtype,
-            " need ", need);
+    const auto item = static_cast<uint64_t>(torch::elementSize(dtype));
+    fail_if(static_cast<uint64_t>(numel) > bytes / item, "record '", record, "' holds ", bytes, " bytes, too few for ",
+            numel, " elements of ", dtype);
+    const size_t need = static_cast<size_t>(numel) * static_cast<size_t>(item);
     auto storage = make(PickleValue::Kind::kTensor);
     storage->tensor = torch::empty({numel}, torch::TensorOptions().dtype(dtype));
     if (need > 0) std::memcpy(storage->tensor.data_ptr(), std::get<0>(data).get(), need);
@@ -351,18 +376,37 @@ class StateDictUnpickler {
       fail_if(sizes.size() != strides.size(), "a tensor with ", sizes.size(), " sizes but ", strides.size(),
               " strides");
       const int64_t numel = storage->tensor.numel();
+      fail_if(offset < 0 || offset > numel, "a tensor at offset ", offset, " of a storage of ", numel, " elements");
+      // The last element's position and the element count, both checked against overflow: every element
+      // must lie inside the storage, and the tensor may not hold more elements than its storage unless it
+      // repeats them (stride 0), which is kept as a view of the storage (as torch.load does) rather than
+      // materialised, so a small file cannot ask for a huge allocation.
       bool empty = false;
       int64_t last = offset;
+      int64_t count = 1;
+      const int64_t kMax = std::numeric_limits<int64_t>::max();
       for (size_t d = 0; d < sizes.size(); ++d) {
         fail_if(sizes[d] < 0 || strides[d] < 0, "a tensor with a negative size or stride");
-        if (sizes[d] == 0) empty = true;
-        else last += (sizes[d] - 1) * strides[d];
+        if (sizes[d] == 0) {
+          empty = true;
+          continue;
+        }
+        fail_if(strides[d] > 0 && sizes[d] - 1 > (kMax - last) / strides[d], "a tensor of size ",
+                torch::IntArrayRef(sizes), " and stride ", torch::IntArrayRef(strides), " runs past its storage of ",
+                numel, " elements");
+        last += (sizes[d] - 1) * strides[d];
+        fail_if(count > kMax / sizes[d], "a tensor of size ", torch::IntArrayRef(sizes), " has more than 2^63 elements");
+        count *= sizes[d];
       }
-      fail_if(offset < 0 || (!empty && last >= numel), "a tensor of size ", torch::IntArrayRef(sizes),
-              " at offset ", offset, " runs past its storage of ", numel, " elements");
+      fail_if(!empty && last >= numel, "a tensor of size ", torch::IntArrayRef(sizes), " at offset ", offset,
+              " runs past its storage of ", numel, " elements");
       auto v = make(PickleValue::Kind::kTensor);
-      v->tensor = empty ? torch::empty(sizes, storage->tensor.options())
-                        : storage->tensor.as_strided(sizes, strides, offset).clone();
+      if (empty) {
+        v->tensor = storage->tensor.as_strided(sizes, strides, std::min(offset, numel));
+      } else {
+        auto view = storage->tensor.as_strided(sizes, strides, offset);
+        v->tensor = count <= numel ? view.clone() : view;
+      }
       return v;
     }
     if (name == "torch._utils._rebuild_parameter" || name == "torch.jit._pickle.restore_type_tag") {
