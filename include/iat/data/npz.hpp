@@ -86,6 +86,20 @@ class NpzArchive {
     TORCH_CHECK(zip_stat_index(zip_, static_cast<zip_uint64_t>(index), 0, &st) == 0 && (st.valid & ZIP_STAT_SIZE),
                 who_, ": ", where, ": cannot read its zip entry: ", zip_strerror(zip_));
     const uint64_t entry_size = st.size;
+    // A zip bomb, or a damaged directory, states more bytes than its compressed data can hold: refused here,
+    // before the array (shape × dtype, which must equal that size) is allocated. Deflate expands at most
+    // 1032:1; a stored entry's data is as long as its size. Both bounded by the archive's own length.
+    if ((st.valid & ZIP_STAT_COMP_SIZE) && (st.valid & ZIP_STAT_COMP_METHOD)) {
+      const uint64_t comp = st.comp_size;
+      const uint64_t archive = iat::detail::file_size(path_);
+      TORCH_CHECK(comp <= archive, who_, ": ", where, ": its zip entry claims ", comp,
+                  " compressed bytes, more than the archive's ", archive, " (truncated or corrupt)");
+      const bool stored = st.comp_method == ZIP_CM_STORE;
+      TORCH_CHECK(stored ? entry_size == comp : entry_size <= comp * 1032 + 1024, who_, ": ", where,
+                  ": its zip entry claims ", entry_size, " bytes from ", comp, " ",
+                  stored ? "stored bytes" : "compressed bytes (deflate expands at most 1032:1)",
+                  ": a corrupt or malicious archive (zip bomb)");
+    }
     struct FileCloser {
       void operator()(zip_file_t* f) const { zip_fclose(f); }
     };

@@ -31,6 +31,12 @@ inline bool file_exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/// The size in bytes of the file at `path` (0 when it cannot be read).
+inline uint64_t file_size(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
 /// `dir` + "/" + `name` (no separator doubled).
 inline std::string join_path(const std::string& dir, const std::string& name) {
   if (dir.empty()) return name;
