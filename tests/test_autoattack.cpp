@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <vector>
@@ -247,6 +248,15 @@ TEST_CASE("AutoAttack: a state file written under other settings is refused", "[
     CHECK(later.state_mismatch.size() == 1);
     CHECK(has_warning(later, "an earlier run resumed this state file under other settings"));
   }
+  SECTION("adversarial examples outside this run's ball: refused even with state_mismatch_ok") {
+    // The file's broken points were found at eps 0.2; at eps 0.05 they are not adversarial examples.
+    REQUIRE(first.robust_count < first.clean_correct);
+    REQUIRE_THROWS_WITH(eval::AutoAttack(base.eps(0.05).state_mismatch_ok(true)).run(net, x, y),
+                        Contains(path) && Contains("threat model does not allow") && Contains("eps 0.05"));
+    // A larger eps still contains them.
+    auto larger = eval::AutoAttack(base.eps(0.3).state_mismatch_ok(true)).run(net, x, y);
+    CHECK(larger.max_perturbation <= 0.3 + 1e-6);
+  }
   SECTION("another number of points: refused even with state_mismatch_ok") {
     REQUIRE_THROWS_WITH(eval::AutoAttack(base.state_mismatch_ok(true)).run(net, x.narrow(0, 0, 8), y.narrow(0, 0, 8)),
                         Contains("holds flags for 24 points, x has 8") && Contains("not even with"));
@@ -261,7 +271,35 @@ TEST_CASE("AutoAttack: a state file written under other settings is refused", "[
       std::ofstream out(path, std::ios::trunc);
       out << "something else\n";
     }
-    REQUIRE_THROWS_WITH(eval::AutoAttack(base).run(net, x, y), Contains("not an iat AutoAttack state file"));
+    REQUIRE_THROWS_WITH(eval::AutoAttack(base).run(net, x, y), Contains("truncated or corrupt") && Contains(path));
+  }
+  SECTION("damaged, truncated or unchecksummed files are refused before LibTorch's reader sees them") {
+    std::string bytes;
+    {
+      std::ifstream in(path, std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    REQUIRE(bytes.size() > 200);
+    auto write = [&](const std::string& b) {
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out.write(b.data(), static_cast<std::streamsize>(b.size()));
+    };
+    std::string flipped = bytes;
+    flipped[bytes.size() / 2] = static_cast<char>(flipped[bytes.size() / 2] ^ 0x10);
+    write(flipped);
+    REQUIRE_THROWS_WITH(eval::AutoAttack(base).run(net, x, y), Contains(path) && Contains("is corrupt") && Contains("CRC-32"));
+    write(bytes.substr(0, bytes.size() - 7));
+    REQUIRE_THROWS_WITH(eval::AutoAttack(base).run(net, x, y), Contains(path) && Contains("truncated or corrupt"));
+    // The same archive as torch::save writes it (no checksum comment): refused, its content unverifiable.
+    torch::serialize::OutputArchive plain;
+    plain.write("format", c10::IValue(std::string("iat-autoattack-state 2")));
+    plain.save_to(path);
+    REQUIRE_THROWS_WITH(eval::AutoAttack(base).run(net, x, y), Contains(path) && Contains("carries no iat checksum"));
+    // The untouched file still resumes.
+    write(bytes);
+    auto again = eval::AutoAttack(base).run(net, x, y);
+    CHECK(again.resumed);
+    CHECK(again.robust_accuracy == first.robust_accuracy);
   }
   SECTION("an unwritable state path is refused before any work") {
     REQUIRE_THROWS_WITH(eval::AutoAttack(base.state_path(path + "/no/such/folder/s")).run(net, x, y),
@@ -362,7 +400,7 @@ TEST_CASE("robust_accuracy counts correct predictions on the attack's output, ba
   auto [x, y] = quadrant_data(40);
   auto pgd = eval::pgd20(0.2);
   CHECK(pgd.options().steps() == 20);
-  CHECK(pgd.options().step_size() == Approx(2.0 / 255));
+  CHECK(pgd.options().effective_step_size() == Approx(0.2 / 4));  // α = ε/4
   torch::manual_seed(5);
   auto r = eval::robust_accuracy(net, x, y, pgd, 16);
   // The same computation by hand, with the same random draws.

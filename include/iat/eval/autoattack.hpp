@@ -10,6 +10,7 @@
 #include <iat/attacks/attack.hpp>
 #include <iat/attacks/fab.hpp>
 #include <iat/attacks/square.hpp>
+#include <iat/detail/archive_checksum.hpp>
 #include <iat/detail/autoattack.hpp>
 #include <iat/detail/compat.hpp>
 #include <iat/detail/file_io.hpp>
@@ -24,6 +25,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <ctime>
 #include <fstream>
 #include <functional>
@@ -275,10 +277,8 @@ struct AutoAttackState {
     put("current_batches", c10::IValue(current_batches));
     put("current_seconds", c10::IValue(current_seconds));
     put("zero_grad_points", c10::IValue(zero_grad_points));
-    std::ostringstream bytes;
-    a.save_to(bytes);
-    const std::string text = bytes.str();
-    iat::detail::write_file_atomically(who, path, text.data(), text.size());
+    // With a CRC-32 of its bytes: LibTorch's archive reader only ever sees a state file that is whole.
+    iat::detail::write_archive_atomically(who, a, path);
   }
 
   /// Reads `path`; false when there is no such file. `x_clean` gives the shape of x_adv and the clean
@@ -295,13 +295,9 @@ struct AutoAttackState {
                         "nor the adversarial examples found; it cannot be resumed safely: delete it or use "
                         "another state path");
     }
-    torch::serialize::InputArchive a;
-    try {
-      a.load_from(path);
-    } catch (const c10::Error& e) {
-      TORCH_CHECK_VALUE(false, who, ": '", path, "' is not an iat AutoAttack state file (",
-                        e.what_without_backtrace(), ")");
-    }
+    // Checksum first (a truncated or damaged file stops here, naming itself), then LibTorch's reader.
+    auto a = iat::detail::load_verified_archive(who, path, nullptr, /*require_checksum=*/true,
+                                                "an iat AutoAttack state file");
     auto get = [&](const std::string& key) {
       c10::IValue v;
       TORCH_CHECK_VALUE(a.try_read(key, v), who, ": the state file '", path, "' lacks '", key,
@@ -537,7 +533,7 @@ class AutoAttack {
     std::vector<std::pair<std::string, std::string>> settings;
     if (!o.state_path().empty()) settings = settings_of(x, y_cpu, attacks);
     if (resumed) {
-      resume_from(state, settings, clean, report, warn);
+      resume_from(state, settings, clean, x, report, warn);
       robust.copy_(state.robust & clean);
       nonfinite.logical_or_(state.nonfinite);
       adv_mask.copy_(state.adv_mask);
@@ -727,7 +723,7 @@ class AutoAttack {
   // Compares a loaded state with this run: refuses what cannot be resumed, lists every difference, and
   // either refuses (the default) or accepts them as warnings (state_mismatch_ok).
   void resume_from(detail::AutoAttackState& state, const std::vector<std::pair<std::string, std::string>>& settings,
-                   const torch::Tensor& clean, AutoAttackReport& report,
+                   const torch::Tensor& clean, const torch::Tensor& x, AutoAttackReport& report,
                    const std::function<void(const std::string&)>& warn) const {
     const char* who = "iat::eval::AutoAttack";
     const auto& path = options_.state_path();
@@ -771,6 +767,25 @@ class AutoAttack {
     }
     // With other settings the attack that was running starts again on the current flags.
     if (!diffs.empty()) state.current.clear();
+    TORCH_CHECK_VALUE(state.current_batches >= 0 && state.zero_grad_points >= 0, who, ": the state file '", path,
+                      "' is inconsistent (negative progress counts); delete it or use another state path");
+    // Every adversarial example it holds must be one under this run's threat model: inside the box and
+    // within eps of its point (with the attacks' float rounding). Otherwise its points would count as broken
+    // by examples that are not adversarial examples of this evaluation (a smaller eps forced with
+    // state_mismatch_ok, or a damaged or edited file), so it is refused whatever the options.
+    const auto rows = iat::detail::true_indices(state.adv_mask);
+    if (rows.numel() > 0) {
+      const auto xa = state.x_adv.index_select(0, rows).to(torch::kDouble);
+      const auto xc = x.to(torch::kCPU).index_select(0, rows).to(torch::kDouble);
+      const double reach = iat::detail::per_example_norm(xa - xc, options_.norm()).max().item<double>();
+      const double lo = xa.min().item<double>(), hi = xa.max().item<double>();
+      const double limit = options_.eps() * (1 + 1e-5) + 1e-6;
+      TORCH_CHECK_VALUE(std::isfinite(reach) && reach <= limit && lo >= 0 && hi <= 1, who, ": the state file '", path,
+                        "' holds adversarial examples that this evaluation's threat model does not allow (largest ",
+                        options_.norm() == Norm::kLinf ? "Linf" : "L2", " distance ", reach, ", eps ", options_.eps(),
+                        "; values in [", lo, ", ", hi, "], the box is [0, 1]): its broken points cannot be counted, "
+                        "not even with state_mismatch_ok (delete it or use another state path)");
+    }
     report.state_mismatch = state.forced;
   }
 
