@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -438,6 +439,27 @@ TEST_CASE("state-dict errors name the file, the key and the shapes", "[models]")
     const auto repeated = M::read_state_dict(dir.file("repeat.pt"))["w"];
     CHECK(repeated.numel() == int64_t{1} << 40);
     CHECK(repeated.storage().nbytes() == 16);
+  }
+  SECTION("a damaged record inside a readable archive: the error names the file (found by fuzz_state_dict)") {
+    torch::nn::Linear lin(3, 2);
+    const auto path = dir.file("damaged_record.pt");
+    M::save_state_dict(*lin, path);
+    std::string bytes;
+    {
+      std::ifstream in(path, std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    // The local header of the first storage record (the central directory still lists it).
+    const auto at = bytes.find("/data/0");
+    REQUIRE(at != std::string::npos);
+    const auto header = bytes.rfind("PK\x03\x04", at);
+    REQUIRE(header != std::string::npos);
+    bytes[header + 2] = 'X';
+    {
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    }
+    REQUIRE_THROWS_WITH(M::read_state_dict(path), Catch::Contains(path) && Catch::Contains("cannot be read"));
   }
   SECTION("missing and unexpected keys") {
     M::WideResNet plain(M::WideResNetOptions(10, 1, 10));

@@ -26,6 +26,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -345,7 +346,13 @@ class StateDictUnpickler {
     if (cached != storages_.end()) return cached->second;
     const std::string record = "data/" + key->text;
     fail_if(!reader_.hasRecord(record), "the archive has no record '", record, "'");
-    auto data = reader_.getRecord(record);
+    // LibTorch's reader names no file in its errors (a damaged entry, a short read): this one does.
+    std::tuple<at::DataPtr, size_t> data;
+    try {
+      data = reader_.getRecord(record);
+    } catch (const c10::Error& e) {
+      fail_if(true, "its record '", record, "' cannot be read: ", e.what_without_backtrace());
+    }
     const size_t bytes = std::get<1>(data);
     const auto item = static_cast<uint64_t>(torch::elementSize(dtype));
     fail_if(static_cast<uint64_t>(numel) > bytes / item, "record '", record, "' holds ", bytes, " bytes, too few for ",
@@ -564,7 +571,12 @@ inline torch::OrderedDict<std::string, torch::Tensor> read_state_dict(const std:
   }
   TORCH_CHECK(reader->hasRecord("data.pkl"), who, ": '", path,
               "' has no data.pkl record (is it a TorchScript module rather than a state dict?)");
-  auto record = reader->getRecord("data.pkl");
+  std::tuple<at::DataPtr, size_t> record;
+  try {
+    record = reader->getRecord("data.pkl");
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, who, ": '", path, "': its data.pkl record cannot be read: ", e.what_without_backtrace());
+  }
   const auto* bytes = static_cast<const char*>(std::get<0>(record).get());
   detail::StateDictUnpickler unpickler(path, *reader, who);
   auto root = unpickler.run(bytes, std::get<1>(record));
