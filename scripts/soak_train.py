@@ -29,120 +29,46 @@ Checks (any failure: exit 1, with what failed):
 Needs Linux (inotify) and Python 3 alone. CPU use: one iat-train process at a time, --threads 1.
 """
 import argparse
-import ctypes
-import datetime
 import io
 import json
 import os
 import pickle
-import platform
-import random
 import re
-import select
 import shutil
-import signal
-import struct
 import subprocess
-import sys
-import tempfile
-import time
 import zipfile
 
-IN_CREATE = 0x100
-IN_MOVED_FROM = 0x40
+from soak_common import IN_CREATE, IN_MOVED_FROM, Soak, files_equal, leftovers, run_once, tail, written_by_last
+
 TIMING_KEYS = ("seconds", "images_per_second")
+PROBES = (".iat-train-write-test",)
 
 
-class Watch:
-    """inotify on one folder: creations and renames-away of its entries."""
-
-    def __init__(self, folder):
-        self.libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self.fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
-        if self.libc.inotify_add_watch(self.fd, os.fsencode(folder), IN_CREATE | IN_MOVED_FROM) < 0:
-            raise OSError(ctypes.get_errno(), f"inotify_add_watch {folder}")
-
-    def events(self, timeout):
-        """(mask, name) of the events that arrive within `timeout` seconds."""
-        ready, _, _ = select.select([self.fd], [], [], max(timeout, 0))
-        if not ready:
-            return []
-        try:
-            buf = os.read(self.fd, 1 << 16)
-        except BlockingIOError:
-            return []
-        out, at = [], 0
-        while at + 16 <= len(buf):
-            _, mask, _, length = struct.unpack_from("iIII", buf, at)
-            name = buf[at + 16:at + 16 + length].rstrip(b"\0").decode()
-            out.append((mask, name))
-            at += 16 + length
-        return out
-
-    def close(self):
-        os.close(self.fd)
-
-
-def leftovers(folder):
-    """Temporary files in `folder` (NAME.tmp, NAME.tmp<anything>, the write probe), with their inode and
-    change time, so that a file the killed process wrote is told from one an earlier kill left."""
-    out = {}
-    for n in os.listdir(folder):
-        if ".tmp" in n or n.startswith(".iat-train-write-test"):
-            st = os.stat(os.path.join(folder, n))
-            out[n] = (st.st_ino, st.st_ctime_ns)
-    return out
-
-
-def run_once(cmd, out, log_path, plan=None):
-    """Runs cmd once; with a plan, kills it at the planned moment. Returns (rc, killed, commit_times):
+def run_train(cmd, out, log_path, plan=None):
+    """Runs iat-train once; with a plan, kills it at the planned moment. Returns (rc, killed, commit_times):
     commit_times are the seconds after the start at which checkpoint.pt.tmp was renamed over checkpoint.pt."""
-    watch = Watch(out)
-    commits, creates = [], 0
-    with open(log_path, "w") as log:
-        t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        killed = False
-        deadline = t0 + plan["delay"] if plan and plan["mode"] == "random" else None
-        while not killed and proc.poll() is None:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                proc.send_signal(signal.SIGKILL)
-                killed = True
-                break
-            timeout = 0.05 if deadline is None else min(0.05, deadline - now)
-            for mask, name in watch.events(timeout):
-                if name == "checkpoint.pt.tmp" and mask & IN_MOVED_FROM:
-                    commits.append(time.monotonic() - t0)
-                if plan is None:
-                    continue
-                mode = plan["mode"]
-                hit = False
-                if mode == "during" and name == "checkpoint.pt.tmp" and mask & IN_CREATE:
-                    creates += 1
-                    hit = creates == plan["k"]
-                    if hit:
-                        until = time.perf_counter() + plan["delay"]
-                        while time.perf_counter() < until:  # sub-millisecond: spin, time.sleep is too coarse
-                            pass
-                elif mode == "after" and name == "checkpoint.pt.tmp" and mask & IN_MOVED_FROM:
-                    hit = len(commits) == plan["k"]
-                elif mode == "finish" and name.startswith("model.pt.tmp") and mask & IN_CREATE:
-                    hit = True
-                if hit:
-                    proc.send_signal(signal.SIGKILL)
-                    killed = True
-                    break
-        rc = proc.wait()
-    watch.close()
-    return rc, killed, commits
+    hit, delay, spin_s = None, None, 0.0
+    if plan is not None:
+        mode, seen = plan["mode"], {"creates": 0, "commits": 0}
+        if mode == "random":
+            delay = plan["delay"]
+        if mode == "during":
+            spin_s = plan["delay"]
 
-
-def tail(path, n=30):
-    with open(path, errors="replace") as f:
-        return "".join(f.readlines()[-n:])
+        def hit(mask, name):
+            if name == "checkpoint.pt.tmp" and mask & IN_CREATE:
+                seen["creates"] += 1
+            if name == "checkpoint.pt.tmp" and mask & IN_MOVED_FROM:
+                seen["commits"] += 1
+            if mode == "during":
+                return name == "checkpoint.pt.tmp" and bool(mask & IN_CREATE) and seen["creates"] == plan["k"]
+            if mode == "after":
+                return name == "checkpoint.pt.tmp" and bool(mask & IN_MOVED_FROM) and seen["commits"] == plan["k"]
+            if mode == "finish":
+                return name.startswith("model.pt.tmp") and bool(mask & IN_CREATE)
+            return False
+    run = run_once(cmd, out, log_path, delay=delay, hit=hit, spin_s=spin_s)
+    return run.rc, run.signalled, run.times("checkpoint.pt.tmp", IN_MOVED_FROM)
 
 
 def metrics_rows(path):
@@ -223,18 +149,11 @@ def main():
     args = ap.parse_args()
     if args.kills < 1:
         ap.error("--kills must be >= 1")
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
-    rng = random.Random(seed)
+    soak_run = Soak("soak_train", args.seed, args.work, args.keep)
+    seed, rng, work, finish = soak_run.seed, soak_run.rng, soak_run.work, soak_run.finish
     epochs = args.epochs or 2 * args.kills + 2
-    print(f"soak_train: seed {seed} (rerun with --seed {seed}), {args.kills} kills, {epochs} epochs", flush=True)
-    started = time.monotonic()
-
-    work = args.work or tempfile.mkdtemp(prefix="iat_soak_train.")
-    os.makedirs(work, exist_ok=True)
-    ref, soak, snaps = (os.path.join(work, d) for d in ("ref", "soak", "checkpoints"))
-    for d in (ref, soak, snaps):
-        shutil.rmtree(d, ignore_errors=True)
-        os.makedirs(d)
+    soak_run.say(f"seed {seed} (rerun with --seed {seed}), {args.kills} kills, {epochs} epochs")
+    ref, soak, snaps = soak_run.fresh("ref", "soak", "checkpoints")
     # The tests' tiny synthetic set-up (tests/train/iat_train_test.sh): 4 batches an epoch, with universal
     # inverse perturbations, momentum from epoch 2 and weight averaging, so every part of the state travels.
     base = [args.bin, "--data", "synthetic", "--model", "small-cnn", "--train-subset", "128", "--test-subset", "32",
@@ -243,17 +162,8 @@ def main():
             "--ema-decay", "0.9", "--epochs", str(epochs), "--device", "cpu", "--threads", "1", "--plain-progress"]
     failures = []
 
-    def finish(code):
-        total = time.monotonic() - started
-        print(f"soak_train: {'PASS' if code == 0 else 'FAIL'} in {total:.0f} s (seed {seed})", flush=True)
-        if code == 0 and not args.keep and not args.work:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"soak_train: working folder kept: {work}")
-        sys.exit(code)
-
     # 1. The uninterrupted run; its checkpoint commit times size the random delays.
-    rc, _, commits = run_once(base + ["--out", ref], ref, os.path.join(work, "ref.log"))
+    rc, _, commits = run_train(base + ["--out", ref], ref, os.path.join(work, "ref.log"))
     if rc != 0 or len(commits) < 2:
         print(tail(os.path.join(work, "ref.log")))
         print(f"soak_train: the uninterrupted run failed (exit {rc}, {len(commits)} checkpoints)")
@@ -285,8 +195,8 @@ def main():
     log_path = os.path.join(work, "soak.log")
     for i, plan in enumerate(plans, 1):
         cmd = base + ["--out", soak] + (["--resume"] if os.path.exists(os.path.join(soak, "checkpoint.pt")) else [])
-        before = leftovers(soak)
-        rc, killed, _ = run_once(cmd, soak, log_path, plan)
+        before = leftovers(soak, PROBES)
+        rc, killed, _ = run_train(cmd, soak, log_path, plan)
         if not killed:
             if rc != 0:
                 print(tail(log_path))
@@ -295,10 +205,8 @@ def main():
                 failures.append(f"kill {i}: the run finished before the kill ({plan['mode']}); raise --epochs")
             break
         kills += 1
-        after = leftovers(soak)
         # Written (created, truncated or written to) by the killed process: the kill landed in that write.
-        left = sorted(f for f, st in after.items() if before.get(f) != st)
-        stale = sorted(f for f, st in after.items() if before.get(f) == st)
+        left, stale = written_by_last(before, leftovers(soak, PROBES))
         landed_ckpt += "checkpoint.pt.tmp" in left
         landed_other += [f for f in left if f != "checkpoint.pt.tmp"]
         what = plan["mode"] + (f" k={plan['k']}" if "k" in plan else "") + (
@@ -330,7 +238,7 @@ def main():
 
     # 4. To the end, without a kill.
     if not failures:
-        rc, _, _ = run_once(base + ["--out", soak, "--resume"], soak, log_path)
+        rc, _, _ = run_train(base + ["--out", soak, "--resume"], soak, log_path)
         if rc != 0:
             print(tail(log_path))
             failures.append(f"the final resumed run exited {rc}")
@@ -360,9 +268,8 @@ def main():
     # 6. The result against the uninterrupted run.
     if not failures:
         for name in ("model.pt", "model_ema.pt", "curves.png", "figure1.png"):
-            with open(os.path.join(ref, name), "rb") as a, open(os.path.join(soak, name), "rb") as b:
-                if a.read() != b.read():
-                    failures.append(f"{name} differs from the uninterrupted run's")
+            if not files_equal(os.path.join(ref, name), os.path.join(soak, name)):
+                failures.append(f"{name} differs from the uninterrupted run's")
         # Everything but the timings (train_seconds; the metrics' timings are compared just below).
         a, b = (checkpoint_state(os.path.join(d, "checkpoint.pt")) for d in (ref, soak))
         differ = sorted(k for k in set(a) | set(b) if k not in ("train_seconds", "metrics") and a.get(k) != b.get(k))
@@ -376,15 +283,14 @@ def main():
         drop = lambda r: {k: v for k, v in r.items() if k not in TIMING_KEYS}  # noqa: E731
         if [drop(r) for r in rows] != [drop(r) for r in rows_ref]:
             failures.append("metrics.jsonl differs from the uninterrupted run's (timings aside)")
-    left = sorted(leftovers(soak))
+    left = sorted(leftovers(soak, PROBES))
     if left:
         failures.append(f"temporary files left in the output folder: {left}")
 
     aimed = sum(p["mode"] == "during" for p in plans[:kills])
     print(f"soak_train: {kills} of {n} kills done; {landed_ckpt} landed during a checkpoint write "
           f"({aimed} aimed at one), {len(landed_other)} during another file's write {sorted(set(landed_other)) or ''}")
-    print(f"soak_train: {len(snapshots)} distinct checkpoints seen after kills, each resumed; "
-          f"{platform.node()}, {os.cpu_count()} CPUs, {datetime.date.today()}")
+    print(f"soak_train: {len(snapshots)} distinct checkpoints seen after kills, each resumed; {soak_run.machine()}")
     for f in failures:
         print(f"soak_train: FAILED: {f}")
     if not failures:
