@@ -29,16 +29,19 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
 #include <cmath>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 namespace {
@@ -51,6 +54,47 @@ struct Args {
   int64_t n = -1, autoattack_n = -1, seed = 0, batch_size = 250, threads = 1, apgd_steps = 100, fab_steps = 100, square_queries = 5000,
           n_targets = 9;
   bool quiet = false, jit_optimize = false, nonfinite_as_broken = false, state_mismatch_ok = false;
+};
+
+// SIGINT / SIGTERM with --state (docs/evaluation.md, "Stopping and resuming"): during AutoAttack the batch
+// that is running finishes, the state file gets it, and iat-eval exits with kExitStopped; after AutoAttack
+// (the clean pass over all points, --also) nothing is in flight that the state file lacks, so it exits at
+// once; while the outputs are written the signal is noted and the run completes (exit 0). A second signal
+// ends the process at once (the state file is only ever replaced whole).
+constexpr int kExitStopped = 130;
+enum Phase : int { kAttacking = 0, kAfterAttacks = 1, kWriting = 2 };
+std::atomic<int> g_stop_signal{0};
+std::atomic<int> g_phase{kAttacking};
+
+void write_stderr(const char* text) {
+  size_t len = 0;
+  while (text[len] != 0) ++len;
+  (void)!::write(2, text, len);
+}
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal.exchange(sig) != 0) {  // the second one: at once
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  const int phase = g_phase.load();
+  if (phase == kAfterAttacks) {
+    write_stderr("iat-eval: stopped by a signal after AutoAttack; the state file holds all of it: run the same "
+                 "command again to write the report\n");
+    ::_exit(kExitStopped);
+  }
+  if (phase == kAttacking) {
+    write_stderr("iat-eval: stopping after the running batch, once the state file holds it (signal again to stop "
+                 "at once)\n");
+  }
+}
+
+const char* signal_name(int sig) { return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "a signal"; }
+
+// Thrown from AutoAttack's on_batch callback (after the state file holds the batch) to stop the run.
+struct Stopped {
+  iat::eval::AutoAttackProgress at;
 };
 
 [[noreturn]] void fail(const std::string& msg) {
@@ -278,6 +322,10 @@ int run(int argc, char** argv) {
     fail(std::string(e.what()) + " (`iat-eval --help` lists every flag)");
   }
   if (n_opt->count() > 0 && a.n < 1) fail("--n must be >= 1 (leave it out to evaluate every point), got " + std::to_string(a.n));
+  if (!a.state.empty()) {  // without a state file nothing would be kept: the signals' default (at once)
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
+  }
   // Every output is checked before the evaluation starts, not after it.
   try {
     if (!a.out.empty()) iat::detail::check_writable("iat-eval", "--out", a.out);
@@ -425,6 +473,11 @@ int run(int argc, char** argv) {
   auto t_start = std::chrono::steady_clock::now();
   opts.norm(norm).eps(eps).seed(a.seed).batch_size(a.batch_size).device(device).state_path(a.state);
   opts.nonfinite_as_broken(a.nonfinite_as_broken).state_mismatch_ok(a.state_mismatch_ok);
+  if (!a.state.empty()) {
+    opts.on_batch([](const iat::eval::AutoAttackProgress& p) {
+      if (g_stop_signal.load() != 0) throw Stopped{p};  // the state file holds this batch
+    });
+  }
   // The model's identity, bound into the state file: a hash of the file's bytes (and which weights).
   {
     const std::string& file = a.checkpoint.empty() ? a.model : a.checkpoint;
@@ -449,11 +502,22 @@ int run(int argc, char** argv) {
                    static_cast<long long>(a.batch_size), at::get_num_threads());
     }
     report = aa.run(iat::ModelRef(forward), x.narrow(0, 0, aa_n), y.narrow(0, 0, aa_n));
+    g_phase.store(kAfterAttacks);  // from here a signal stops iat-eval at once
+    if (const int sig = g_stop_signal.load()) {
+      std::fprintf(stderr, "iat-eval: stopped by %s after AutoAttack's last batch; the state file '%s' holds all of "
+                   "it: run the same command again to write the report\n", signal_name(sig), a.state.c_str());
+      return kExitStopped;
+    }
     for (const auto& e : extras) {
       iat::PGD attack = e == "pgd20" ? iat::eval::pgd20(eps) : iat::eval::cw_inf(eps);
       if (norm != iat::Norm::kLinf) fail("--also " + e + " is defined for Linf only");
       extra_results.emplace_back(e, iat::eval::robust_accuracy(iat::ModelRef(forward), x, y, attack, a.batch_size));
     }
+  } catch (const Stopped& s) {
+    std::fprintf(stderr, "iat-eval: stopped by %s after %s batch %lld/%lld; the state file '%s' holds it: run the "
+                 "same command again to resume\n", signal_name(g_stop_signal.load()), s.at.attack.c_str(),
+                 static_cast<long long>(s.at.batch), static_cast<long long>(s.at.batches), a.state.c_str());
+    return kExitStopped;
   } catch (const c10::Error& e) {
     fail(e.what_without_backtrace());
   }
@@ -492,6 +556,7 @@ int run(int argc, char** argv) {
   std::printf("max %s perturbation: %.6f (eps %.6f)\n", a.norm.c_str(), report.max_perturbation, eps);
   for (const auto& w : report.warnings) std::printf("warning: %s\n", w.c_str());
 
+  g_phase.store(kWriting);  // a signal from here on is noted only: the outputs are completed
   if (!a.save_adv.empty()) {
     c10::Dict<std::string, torch::Tensor> dict;
     dict.insert("x_adv", report.x_adv.to(torch::kCPU));

@@ -4,9 +4,10 @@
 #   iat_eval_test.sh <iat-eval binary> <python with torch> <case>
 # Cases: state (a state file written under other settings is refused, each difference named;
 # --state-mismatch-ok continues and reports them), resume (an evaluation killed with SIGKILL and resumed from
-# --state ends with the flags, re-checked accuracy and maximal perturbation of an uninterrupted run), nonfinite
-# (NaN logits stop the run with the number of points; --nonfinite-as-broken counts them broken), badinput (a
-# model that fails on the points' shape, a file of 0 points, usage errors: exit 2 with one readable line,
+# --state ends with the flags, re-checked accuracy and maximal perturbation of an uninterrupted run), signal
+# (SIGINT with --state: the running batch is written, exit 130, no temporary file, the same command resumes),
+# nonfinite (NaN logits stop the run with the number of points; --nonfinite-as-broken counts them broken),
+# badinput (a model that fails on the points' shape, a file of 0 points, usage errors: exit 2 with one readable line,
 # never an abort), out (an unwritable --out is refused before the evaluation, an existing report is kept).
 set -euo pipefail
 BIN=$1
@@ -61,6 +62,29 @@ case "$CASE" in
         fail "$key differs after the resume: $(field "$WORK/full.json" $key) vs $(field "$WORK/r.json" $key)"
     done
     ls "$WORK"/s.tmp 2>/dev/null && fail "a temporary state file was left"
+    ;;
+  signal)
+    # SIGINT with --state: the running batch finishes and is written, exit 130 with one line saying where it
+    # stopped, no temporary file; the same command resumes to an uninterrupted run's result.
+    ONE=(--attacks apgd-ce,square --apgd-steps 20 --square-queries 200 --batch-size 1)
+    expect_rc 0 "$WORK/full.log" "$BIN" --model "$M" --data "$P" --eps 0.05 "${ONE[@]}" --quiet --out "$WORK/full.json"
+    "$BIN" --model "$M" --data "$P" --eps 0.05 "${ONE[@]}" --quiet --state "$WORK/s" --out "$WORK/r.json" > "$WORK/i.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 400); do [ -e "$WORK/s" ] && break; sleep 0.01; done
+    [ -e "$WORK/s" ] || fail "no state file was written"
+    kill -INT "$pid"
+    rc=0
+    wait "$pid" || rc=$?
+    [ "$rc" = 130 ] || { cat "$WORK/i.log"; fail "SIGINT: expected exit 130, got $rc"; }
+    expect_in "$WORK/i.log" "iat-eval: stopped by SIGINT after apgd-ce batch"
+    [ ! -e "$WORK/r.json" ] || fail "a stopped run wrote a report"
+    ls "$WORK"/s.tmp 2>/dev/null && fail "SIGINT left a temporary state file"
+    expect_rc 0 "$WORK/r.log" "$BIN" --model "$M" --data "$P" --eps 0.05 "${ONE[@]}" --state "$WORK/s" --out "$WORK/r.json"
+    expect_in "$WORK/r.log" "resumed from"
+    for key in robust_flags robust_flags_rechecked robust_accuracy robust_accuracy_rechecked max_perturbation; do
+      [ "$(field "$WORK/full.json" $key)" = "$(field "$WORK/r.json" $key)" ] ||
+        fail "$key differs after the resume: $(field "$WORK/full.json" $key) vs $(field "$WORK/r.json" $key)"
+    done
     ;;
   nonfinite)
     expect_rc 2 "$WORK/a.log" "$BIN" --model "$WORK/nan_model.pt" --data "$P" --eps 0.05 "${QUICK[@]}" --out "$WORK/a.json"
