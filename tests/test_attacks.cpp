@@ -1,9 +1,12 @@
 #include "support.hpp"
+#include "warning_capture.hpp"
 
 #include <iat/attacks/fgsm.hpp>
 #include <iat/attacks/nfgsm.hpp>
 #include <iat/attacks/pgd.hpp>
+#include <iat/eval/robust_accuracy.hpp>
 #include <iat/functional/grad_align.hpp>
+#include <iat/train/recipes.hpp>
 #include <iat/version.hpp>
 
 #include <torch/nn/modules/dropout.h>
@@ -68,6 +71,83 @@ TEST_CASE("PGD stays in the eps-ball and the [0,1] box", "[attacks][pgd]") {
     auto q = iat::detail::project(far, x0, 0.1, iat::Norm::kL2);
     CHECK(torch::allclose(q, (x0 + scaled).clamp(0, 1)));
   }
+}
+
+TEST_CASE("PGD's step size follows the budget: eps/4 unless set", "[attacks][pgd][defaults]") {
+  CHECK(iat::PGDOptions().effective_step_size() == Approx(2.0 / 255));  // the paper's α at ε = 8/255
+  CHECK(iat::PGDOptions().eps(0.1).effective_step_size() == Approx(0.025));
+  CHECK(iat::PGDOptions().eps(0.1).steps(5).effective_step_size() == Approx(0.025));
+  CHECK_FALSE(iat::PGDOptions().step_size().has_value());
+  CHECK(iat::PGDOptions().eps(0.1).step_size(0.01).effective_step_size() == Approx(0.01));
+  CHECK(iat::train::trades_attack_options().eps(16.0 / 255).effective_step_size() == Approx(4.0 / 255));
+
+  // The case: five steps at ε = 0.1 now cross the ball (5 × 0.025 ≥ 0.1); with α fixed at 2/255
+  // they would stop at 5 × 2/255 = 0.039.
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(64);
+  auto x_adv = iat::PGD(iat::PGDOptions().eps(0.1).steps(5).random_start(false)).perturb(net, x, y);
+  CHECK(linf(x_adv, x) <= 0.1 + kTol);
+  CHECK(linf(x_adv, x) >= 0.1 - kTol);
+}
+
+TEST_CASE("PGD warns once when steps x step_size cannot cross the ball", "[attacks][pgd][defaults]") {
+  iat_test::WarningCapture warnings;
+  auto pgd_warnings = [&] { return warnings.count("iat::PGD: steps x step_size"); };
+  // The paper's settings and the defaults cross the ball: no warning.
+  iat::PGD paper(iat::PGDOptions().eps(8.0 / 255).step_size(2.0 / 255).steps(10));
+  iat::PGD defaults;
+  iat::PGD fashion(iat::PGDOptions().eps(0.1).steps(5));
+  iat::PGD exact(iat::PGDOptions().eps(0.1).step_size(0.025).steps(4));  // 4 × 0.025 = 0.1 exactly
+  iat::PGD pgd20 = iat::eval::pgd20(0.1);
+  CHECK(pgd_warnings() == 0);
+
+  // An explicit α too small for ε: one warning naming the numbers, however often it is constructed.
+  iat::PGD short1(iat::PGDOptions().eps(0.3).steps(3).step_size(0.01));
+  iat::PGD short2(iat::PGDOptions().eps(0.3).steps(3).step_size(0.01));
+  REQUIRE(pgd_warnings() == 1);
+  const std::string message = warnings.messages.back();
+  INFO(message);
+  CHECK(message.find("3 x 0.01 = 0.03 is less than eps = 0.3") != std::string::npos);
+  CHECK(message.find("leave step_size unset for eps/4 = 0.075") != std::string::npos);
+
+  // Another setting warns for itself; fewer than 4 steps of the default say so.
+  iat::PGD two(iat::PGDOptions().eps(0.28).steps(2));
+  REQUIRE(pgd_warnings() == 2);
+  CHECK(warnings.messages.back().find("2 x 0.07 (the default eps/4) = 0.14") != std::string::npos);
+  CHECK(warnings.messages.back().find("raise steps to at least 4") != std::string::npos);
+}
+
+TEST_CASE("evaluation PGD: pgd20, cw_inf and pgd(eps, K) take the step size, eps/4 unless given", "[attacks][eval]") {
+  namespace E = iat::eval;
+  CHECK(E::pgd20().options().effective_step_size() == Approx(2.0 / 255));
+  CHECK(E::pgd20(0.1).options().effective_step_size() == Approx(0.025));
+  CHECK(E::pgd20(8.0 / 255, 1.0 / 255).options().effective_step_size() == Approx(1.0 / 255));
+  CHECK(E::pgd20(0.1).options().steps() == 20);
+  CHECK(E::pgd20(0.1).options().eps() == Approx(0.1));
+  CHECK(E::pgd20().options().random_start());
+  CHECK(E::pgd20().options().loss() == iat::Loss::kCE);
+  CHECK(E::cw_inf(0.1).options().effective_step_size() == Approx(0.025));
+  CHECK(E::cw_inf(0.1, 30, 0.01).options().effective_step_size() == Approx(0.01));
+  CHECK(E::cw_inf(0.1, 30).options().steps() == 30);
+  CHECK(E::cw_inf().options().loss() == iat::Loss::kMargin);
+  // iat-train's per-epoch check: the same attack with K steps; at K = 20 it is pgd20.
+  CHECK(E::pgd(0.1, 7).options().steps() == 7);
+  CHECK(E::pgd(0.1, 7).options().effective_step_size() == Approx(0.025));
+
+  // The step size given is the one the attack takes.
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(32);
+  torch::manual_seed(3);
+  auto given = E::pgd20(0.1, 0.006).perturb(net, x, y);
+  torch::manual_seed(3);
+  auto by_hand = iat::PGD(iat::PGDOptions().eps(0.1).step_size(0.006).steps(20)).perturb(net, x, y);
+  torch::manual_seed(3);
+  auto by_default = E::pgd20(0.1).perturb(net, x, y);
+  torch::manual_seed(3);
+  auto default_by_hand = iat::PGD(iat::PGDOptions().eps(0.1).step_size(0.025).steps(20)).perturb(net, x, y);
+  CHECK(torch::equal(given, by_hand));
+  CHECK(torch::equal(by_default, default_by_hand));
+  CHECK_FALSE(torch::equal(given, by_default));
 }
 
 TEST_CASE("PGD without random start is deterministic and follows the signed-gradient formula", "[attacks][pgd]") {

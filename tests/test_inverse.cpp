@@ -1,6 +1,7 @@
 // Tests of the inverse components: L_Inv, iat::InverseAttack, iat::UniversalInversePerturbation,
 // iat::AlignmentLoss and iat::OneOffCache (docs/method.md §2–§5).
 #include "support.hpp"
+#include "warning_capture.hpp"
 
 #include <iat/attacks/pgd.hpp>
 #include <iat/inverse/alignment_loss.hpp>
@@ -15,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 #include <string>
 
 using namespace iat_test;
@@ -606,4 +608,37 @@ TEST_CASE("the CUDA path gives the CPU results", "[inverse][cuda]") {
   CHECK(torch::equal(cache->read(torch::tensor({1, 5, 8}, torch::kLong).to(cuda)), probs));
   auto aligned = F::alignment_loss_from_probs(probs, torch::randn({3, 4}, torch::Device(cuda)));
   CHECK(aligned.is_cuda());
+}
+
+TEST_CASE("inverse step sizes follow eps': eps'/2 instance-wise, eps' universal, unless set", "[inverse][defaults]") {
+  CHECK(iat::InverseAttackOptions().effective_step_size() == Approx(2.0 / 255));  // the paper's α' at ε' = 4/255
+  CHECK(iat::InverseAttackOptions().eps(0.05).effective_step_size() == Approx(0.025));
+  CHECK(iat::InverseAttackOptions().eps(0.05).step_size(0.01).effective_step_size() == Approx(0.01));
+  iat::UniversalInversePerturbationOptions u(4, {1, 4, 4});
+  CHECK(u.effective_step_size() == Approx(4.0 / 255));
+  CHECK(u.eps(0.05).effective_step_size() == Approx(0.05));
+  CHECK(u.step_size(0.01).effective_step_size() == Approx(0.01));
+
+  TinyNet net;
+  auto [x, y] = quadrant_data(64);
+  // Five steps of ε'/2 = 0.025 reach the boundary of a 0.05 ball (five of 2/255 would stop at 0.039).
+  auto x_inv = iat::InverseAttack(iat::InverseAttackOptions().eps(0.05).beta(0)).perturb(net, x, y);
+  CHECK(max_abs_diff(x_inv, x) <= 0.05 + kTol);
+  CHECK(max_abs_diff(x_inv, x) >= 0.05 - kTol);
+  // One universal step of ε' puts every touched element of δ at ±ε'.
+  iat::UniversalInversePerturbation uip(iat::UniversalInversePerturbationOptions(4, {1, 4, 4}).eps(0.05));
+  uip->update(net, x, y);
+  auto d = uip->delta();
+  CHECK(d.abs().max().item<double>() == Approx(0.05));
+  CHECK(((d.abs() - 0.05).abs() < 1e-7).logical_or(d == 0).all().item<bool>());
+
+  iat_test::WarningCapture warnings;
+  iat::InverseAttack defaults;
+  iat::InverseAttack wide(iat::InverseAttackOptions().eps(0.05));
+  CHECK(warnings.count("iat::InverseAttack") == 0);
+  iat::InverseAttack short1(iat::InverseAttackOptions().eps(0.06).steps(2).step_size(0.005));
+  iat::InverseAttack short2(iat::InverseAttackOptions().eps(0.06).steps(2).step_size(0.005));
+  REQUIRE(warnings.count("iat::InverseAttack: steps x step_size") == 1);
+  CHECK(warnings.messages.back().find("2 x 0.005 = 0.01 is less than eps = 0.06") != std::string::npos);
+  CHECK(warnings.messages.back().find("eps/2 = 0.03") != std::string::npos);
 }

@@ -3,11 +3,13 @@
 /// iat::PGD: projected gradient ascent in an L∞ or L2 ball (Madry et al.), with pluggable losses.
 
 #include <iat/attacks/attack.hpp>
+#include <iat/detail/compat.hpp>
 
 #include <torch/arg.h>
 #include <torch/types.h>
 
 #include <limits>
+#include <utility>
 
 namespace iat {
 
@@ -20,18 +22,26 @@ enum class InitNoise {
 /// Options of iat::PGD. Defaults are the paper's training attack: L∞, ε = 8/255, α = 2/255, 10 steps,
 /// CE, uniform random start.
 ///
+/// The step size follows the budget: unset, α = ε/4, which is the paper's 2/255 at ε = 8/255 and lets
+/// 4 or more steps cross the whole ball at any ε. Whenever steps × α < ε (an explicit α too small for the
+/// budget, or fewer than 4 steps of the default) the attack can move at most steps × α from its start,
+/// covering only part of the ball; the constructor then warns once (TORCH_WARN, per distinct setting),
+/// naming the numbers.
+///
 /// **Example**
 /// \code
 /// auto pgd20 = iat::PGDOptions().steps(20);                                   // evaluation PGD-20
 /// auto cw = iat::PGDOptions().steps(20).loss(iat::Loss::kMargin);             // CW∞
 /// auto l2 = iat::PGDOptions().norm(iat::Norm::kL2).eps(0.5).step_size(0.1);   // L2 PGD
 /// auto svhn = iat::PGDOptions().step_size(1.0 / 255);                         // SVHN training
+/// auto fashion = iat::PGDOptions().eps(0.1).steps(5);                         // α = ε/4 = 0.025
+/// double a = fashion.effective_step_size();                                   // 0.025
 /// \endcode
 struct PGDOptions {
   /// Radius ε of the threat model, in pixel units (8/255, not 8).
   TORCH_ARG(double, eps) = 8.0 / 255;
-  /// Step size α.
-  TORCH_ARG(double, step_size) = 2.0 / 255;
+  /// Step size α; unset means ε/4 (2/255 at ε = 8/255). `effective_step_size()` tells the value in force.
+  TORCH_ARG(iat::optional<double>, step_size) = iat::nullopt;
   /// Number of ascent steps K.
   TORCH_ARG(int64_t, steps) = 10;
   /// Start from a random point of the ball (true) or from x itself (false: deterministic).
@@ -52,10 +62,15 @@ struct PGDOptions {
   TORCH_ARG(int64_t, restarts) = 1;
   /// Keep the model's current mode instead of switching it to eval mode during the attack.
   TORCH_ARG(bool, keep_train_mode) = false;
+
+ public:
+  /// The step size in force: `step_size` if set, otherwise ε/4.
+  double effective_step_size() const { return step_size_ ? *step_size_ : eps_ / 4.0; }
 };
 
 /// Projected gradient descent on the loss (docs/method.md §1.2): x' = Π(x + noise), then K times
-/// x' ← Π_{B_ε(x)∩[0,1]}(x' + α·sign(∇ L(f(x'), y))) (L∞; L2 steps along ∇/‖∇‖₂).
+/// x' ← Π_{B_ε(x)∩[0,1]}(x' + α·sign(∇ L(f(x'), y))) (L∞; L2 steps along ∇/‖∇‖₂), α = ε/4 unless set.
+/// Warns once when K·α < ε (see PGDOptions).
 ///
 /// **Example**
 /// \code
@@ -65,14 +80,16 @@ struct PGDOptions {
 /// \endcode
 class PGD : public Attack {
  public:
-  explicit PGD(PGDOptions options = {}) : options_(options) {
+  explicit PGD(PGDOptions options = {}) : options_(std::move(options)) {
     const char* who = "iat::PGD";
     detail::check_budget(who, "eps", options_.eps());
-    detail::check_positive(who, "step_size", options_.step_size());
+    detail::check_positive(who, "step_size", options_.effective_step_size());
     detail::check_at_least(who, "steps", options_.steps(), 1);
     detail::check_at_least(who, "restarts", options_.restarts(), 1);
     detail::check_positive(who, "init_std", options_.init_std());
     detail::check_at_least(who, "target_rank", options_.target_rank(), 1);
+    detail::warn_if_steps_fall_short(who, "eps", options_.eps(), options_.steps(), options_.effective_step_size(),
+                                     options_.step_size().has_value(), "eps/4", options_.eps() / 4.0);
   }
 
   const PGDOptions& options() const { return options_; }
@@ -119,6 +136,7 @@ class PGD : public Attack {
       TORCH_INTERNAL_ASSERT(false, "unknown iat::Loss");
     };
 
+    const double step_size = o.effective_step_size();
     torch::Tensor best, best_score;
     for (int64_t run = 0; run < o.restarts(); ++run) {
       auto x_adv = x0;
@@ -129,7 +147,7 @@ class PGD : public Attack {
       }
       for (int64_t k = 0; k < o.steps(); ++k) {
         auto grad = detail::input_gradient(model, x_adv, loss_fn).first;
-        x_adv = detail::project(x_adv + o.step_size() * detail::ascent_direction(grad, o.norm()), x0, o.eps(), o.norm());
+        x_adv = detail::project(x_adv + step_size * detail::ascent_direction(grad, o.norm()), x0, o.eps(), o.norm());
       }
       if (o.restarts() == 1) return x_adv;
 

@@ -3,9 +3,13 @@
 /// Input and option validation shared by iat's components. Messages name the component, the option
 /// and the value, as in `iat::PGD: eps must be in (0, 1], got 8 (did you mean 8/255?)`.
 
+#include <iat/detail/compat.hpp>
+
 #include <torch/types.h>
 
 #include <cmath>
+#include <mutex>
+#include <set>
 #include <string>
 
 namespace iat {
@@ -75,6 +79,39 @@ inline void check_logits(const char* who, const torch::Tensor& logits, int64_t b
 inline void check_model_output(const char* who, const torch::Tensor& logits, const torch::Tensor& y) {
   check_logits(who, logits, y.size(0));
   check_label_range(who, y, logits.size(1));
+}
+
+/// Emits `message` through LibTorch's warning handler (TORCH_WARN; printed to stderr by default, a
+/// UserWarning in Python) the first time this process sees that exact text; later calls with the same
+/// text are silent. Under `c10::Warning::set_warnAlways(true)` every call warns, as with TORCH_WARN_ONCE.
+inline void warn_once(const std::string& message) {
+  static std::mutex mutex;
+  static std::set<std::string> seen;
+  if (!warn_always()) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!seen.insert(message).second) return;
+  }
+  TORCH_WARN(message);
+}
+
+/// Warns once (per distinct message) when `steps` steps of `step_size` cannot cross a ball of radius
+/// `eps`, steps × step_size < eps: the iterates then stay within steps × step_size of where they started
+/// and explore only part of the ball, which a random start hides. `default_rule` names the step size used
+/// when none is set ("eps/4"); `step_size_set` says whether the caller chose it.
+inline void warn_if_steps_fall_short(const char* who, const char* eps_name, double eps, int64_t steps,
+                                     double step_size, bool step_size_set, const char* default_rule,
+                                     double default_step) {
+  const double reach = static_cast<double>(steps) * step_size;
+  if (reach >= eps * (1.0 - 1e-9)) return;
+  std::string how = step_size_set ? c10::str("; leave step_size unset for ", default_rule, " = ", default_step,
+                                             ", or raise steps or step_size so that steps x step_size >= ",
+                                             eps_name)
+                                  : c10::str("; raise steps to at least ", std::ceil(eps / step_size * (1.0 - 1e-9)),
+                                             " or set a larger step_size");
+  warn_once(c10::str(who, ": steps x step_size = ", steps, " x ", step_size,
+                     step_size_set ? "" : c10::str(" (the default ", default_rule, ")"), " = ", reach,
+                     " is less than ", eps_name, " = ", eps, ": the attack moves at most ", reach,
+                     " from its start and explores only part of the ", eps_name, "-ball", how));
 }
 
 }  // namespace detail

@@ -10,6 +10,8 @@
 ///   deprecates the per-backend forms.
 /// - c10d's Gloo group: in 1.13 `c10d::ProcessGroupGloo` is a `c10d::ProcessGroup` itself; in 2.x it is a
 ///   `c10d::Backend` that a `c10d::ProcessGroup` holds for the CPU device type.
+/// - c10's warning switches: `c10::Warning::get_warnAlways()` in 1.13, where `Warning` is a namespace;
+///   `c10::WarningUtils::get_warnAlways()` in 2.x, where `Warning` became the warning's class.
 ///
 /// **Example**
 /// \code
@@ -45,6 +47,15 @@ inline constexpr c10::nullopt_t nullopt = c10::nullopt;
 #endif
 
 namespace detail {
+
+/// Whether c10 is told to repeat one-time warnings (`set_warnAlways(true)`, as TORCH_WARN_ONCE honours).
+inline bool warn_always() {
+#if TORCH_VERSION_MAJOR >= 2
+  return c10::WarningUtils::get_warnAlways();
+#else
+  return c10::Warning::get_warnAlways();
+#endif
+}
 
 /// True when this LibTorch can autocast on the device type (CPU and CUDA in both versions iat supports).
 inline bool autocast_supported(c10::DeviceType type) {

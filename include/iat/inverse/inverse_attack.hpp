@@ -4,29 +4,35 @@
 /// Algorithm 1 of the supplement).
 
 #include <iat/attacks/attack.hpp>
+#include <iat/detail/compat.hpp>
 #include <iat/inverse/inverse_loss.hpp>
 
 #include <torch/arg.h>
 #include <torch/types.h>
 
 #include <string>
+#include <utility>
 
 namespace iat {
 
 /// Options of iat::InverseAttack. Defaults are the paper's: ε' = 4/255, α' = 2/255, n = 5 steps, β = 1,
 /// random init 0.001·N(0, 1), output-level KL regulariser.
 ///
+/// The step size follows the budget as PGD's does: unset, α' = ε'/2 (the paper's 2/255 at ε' = 4/255,
+/// 0.025 at ε' = 0.05). When steps × α' < ε' the constructor warns once, naming the numbers.
+///
 /// **Example**
 /// \code
 /// auto o = iat::InverseAttackOptions();                                     // IAT defaults
+/// auto wide = iat::InverseAttackOptions().eps(0.05);                        // α' = 0.025
 /// auto ce_only = iat::InverseAttackOptions().beta(0);                       // descend CE alone
 /// auto feat = iat::InverseAttackOptions().regularizer(iat::InverseRegularizer::kFeatureL2);
 /// \endcode
 struct InverseAttackOptions {
   /// Radius ε' of the inverse ball, in pixel units.
   TORCH_ARG(double, eps) = 4.0 / 255;
-  /// Step size α'.
-  TORCH_ARG(double, step_size) = 2.0 / 255;
+  /// Step size α'; unset means ε'/2 (2/255 at ε' = 4/255). `effective_step_size()` tells the value in force.
+  TORCH_ARG(iat::optional<double>, step_size) = iat::nullopt;
   /// Number of descent steps n.
   TORCH_ARG(int64_t, steps) = 5;
   /// Weight β of the regulariser R in L_Inv = CE + β·R; 0 gives plain CE.
@@ -49,6 +55,8 @@ struct InverseAttackOptions {
   TORCH_ARG(bool, keep_train_mode) = false;
 
  public:
+  /// The step size in force: `step_size` if set, otherwise ε'/2.
+  double effective_step_size() const { return step_size_ ? *step_size_ : eps_ / 2.0; }
   /// The L_Inv parameters of these options.
   InverseLossOptions loss_options() const {
     return detail::inverse_loss_options_of(*this);
@@ -67,7 +75,7 @@ struct InverseAttackOptions {
 /// **Example**
 /// \code
 /// iat::PGD pgd;
-/// iat::InverseAttack inverse;                                   // ε' = 4/255, α' = 2/255, 5 steps
+/// iat::InverseAttack inverse;                                   // ε' = 4/255, α' = ε'/2 = 2/255, 5 steps
 /// auto x_adv = pgd.perturb(net, x, y);
 /// auto x_inv = inverse.perturb(net, x, y, x_adv);
 /// auto loss = torch::nn::functional::cross_entropy(net(x_adv), y)
@@ -75,15 +83,17 @@ struct InverseAttackOptions {
 /// \endcode
 class InverseAttack {
  public:
-  explicit InverseAttack(InverseAttackOptions options = {}) : options_(options) {
+  explicit InverseAttack(InverseAttackOptions options = {}) : options_(std::move(options)) {
     const char* who = "iat::InverseAttack";
     detail::check_budget(who, "eps", options_.eps());
-    detail::check_positive(who, "step_size", options_.step_size());
+    detail::check_positive(who, "step_size", options_.effective_step_size());
     detail::check_at_least(who, "steps", options_.steps(), 1);
     detail::check_non_negative(who, "beta", options_.beta());
     detail::check_non_negative(who, "pull_weight", options_.pull_weight());
     detail::check_non_negative(who, "push_weight", options_.push_weight());
     detail::check_positive(who, "init_std", options_.init_std());
+    detail::warn_if_steps_fall_short(who, "eps", options_.eps(), options_.steps(), options_.effective_step_size(),
+                                     options_.step_size().has_value(), "eps/2", options_.eps() / 2.0);
   }
 
   /// The options in force.
@@ -107,11 +117,12 @@ class InverseAttack {
     auto x0 = x.detach();
     auto targets = detail::inverse_targets(model, x0, x_adv, loss_options);
 
+    const double step_size = o.effective_step_size();
     auto x_inv = x0;
     if (o.random_init()) x_inv = detail::project(x0 + o.init_std() * torch::randn_like(x0), x0, o.eps(), o.norm());
     for (int64_t k = 0; k < o.steps(); ++k) {
       auto grad = detail::inverse_input_gradient(who, model, x_inv, y, loss_options, targets).first;
-      x_inv = detail::project(x_inv - o.step_size() * detail::ascent_direction(grad, o.norm()), x0, o.eps(), o.norm());
+      x_inv = detail::project(x_inv - step_size * detail::ascent_direction(grad, o.norm()), x0, o.eps(), o.norm());
     }
     return x_inv;
   }

@@ -4,6 +4,7 @@
 /// step per batch (UIAT, docs/method.md §4).
 
 #include <iat/attacks/attack.hpp>
+#include <iat/detail/compat.hpp>
 #include <iat/inverse/inverse_loss.hpp>
 
 #include <torch/arg.h>
@@ -32,6 +33,10 @@ enum class InverseMomentum {
 /// input. Defaults: ε' = 4/255, α' = 4/255, β = 1, output-level KL regulariser, momentum 0 (the training
 /// loop sets γ = 0.9 at epoch T).
 ///
+/// The step size follows the budget: unset, α' = ε' (the paper's 4/255 at ε' = 4/255, 0.05 at ε' = 0.05),
+/// so that without momentum every element of δ is −ε', 0 or +ε'. δ takes one step per batch and
+/// accumulates over batches, so no steps × α' rule applies.
+///
 /// **Example**
 /// \code
 /// auto o = iat::UniversalInversePerturbationOptions(10, {3, 32, 32});   // CIFAR-10
@@ -47,8 +52,9 @@ struct UniversalInversePerturbationOptions {
   TORCH_ARG(std::vector<int64_t>, input_shape);
   /// Radius ε' of each δ_c (L∞), in pixel units.
   TORCH_ARG(double, eps) = 4.0 / 255;
-  /// Step size α' of the one signed step per batch.
-  TORCH_ARG(double, step_size) = 4.0 / 255;
+  /// Step size α' of the one signed step per batch; unset means ε' (4/255 at ε' = 4/255).
+  /// `effective_step_size()` tells the value in force.
+  TORCH_ARG(iat::optional<double>, step_size) = iat::nullopt;
   /// Weight β of the regulariser in L_Inv; 0 gives plain CE (single-step training, supplement §2.3).
   TORCH_ARG(double, beta) = 1.0;
   /// Form of the regulariser (output-level KL or feature-level squared L2).
@@ -67,6 +73,8 @@ struct UniversalInversePerturbationOptions {
   TORCH_ARG(bool, keep_train_mode) = false;
 
  public:
+  /// The step size in force: `step_size` if set, otherwise ε'.
+  double effective_step_size() const { return step_size_ ? *step_size_ : eps_; }
   /// The L_Inv parameters of these options.
   InverseLossOptions loss_options() const {
     return detail::inverse_loss_options_of(*this);
@@ -213,7 +221,7 @@ class UniversalInversePerturbationImpl : public torch::nn::Cloneable<UniversalIn
     } else {
       direction = class_grad.sign();
     }
-    auto stepped = (delta_ - options.step_size() * direction).clamp(-options.eps(), options.eps());
+    auto stepped = (delta_ - options.effective_step_size() * direction).clamp(-options.eps(), options.eps());
     delta_.copy_(torch::where(present, stepped, delta_));
   }
 
@@ -229,7 +237,7 @@ class UniversalInversePerturbationImpl : public torch::nn::Cloneable<UniversalIn
   void pretty_print(std::ostream& stream) const override {
     stream << "iat::UniversalInversePerturbation(num_classes=" << options.num_classes()
            << ", input_shape=" << c10::IntArrayRef(options.input_shape()) << ", eps=" << options.eps()
-           << ", step_size=" << options.step_size() << ", beta=" << options.beta()
+           << ", step_size=" << options.effective_step_size() << ", beta=" << options.beta()
            << ", momentum=" << options.momentum() << ")";
   }
 
@@ -240,7 +248,7 @@ class UniversalInversePerturbationImpl : public torch::nn::Cloneable<UniversalIn
   void check_step_options() const {
     const char* who = "iat::UniversalInversePerturbation";
     detail::check_budget(who, "eps", options.eps());
-    detail::check_positive(who, "step_size", options.step_size());
+    detail::check_positive(who, "step_size", options.effective_step_size());
     detail::check_non_negative(who, "beta", options.beta());
     detail::check_non_negative(who, "pull_weight", options.pull_weight());
     detail::check_non_negative(who, "push_weight", options.push_weight());

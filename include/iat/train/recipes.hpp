@@ -76,7 +76,7 @@ struct SingleStepOptions {
 };
 
 /// PGD options of the TRADES inner maximisation: KL(p(x) ‖ p(x')) from x + 0.001·N(0, 1), ε = 8/255,
-/// α = 2/255, 10 steps.
+/// α = ε/4 unless set (2/255 at 8/255), 10 steps.
 ///
 /// **Example**
 /// \code
