@@ -21,9 +21,9 @@
 namespace {
 
 // A budget flag: a number or a fraction ("8/255") in [lo, hi] (lo excluded when lo_open).
-void add_fraction(CLI::App& app, const std::string& flag, double& target, const std::string& help, double lo = 0,
-                  bool lo_open = true, double hi = 1) {
-  app.add_option_function<std::string>(
+CLI::Option* add_fraction(CLI::App& app, const std::string& flag, double& target, const std::string& help,
+                          double lo = 0, bool lo_open = true, double hi = 1) {
+  return app.add_option_function<std::string>(
          flag,
          [&target, flag, lo, lo_open, hi](const std::string& s) {
            const double v = iat_examples::parse_fraction(s, flag);
@@ -85,10 +85,14 @@ int main(int argc, char** argv) {
       ->check(number_in(0, 1, false, true))->capture_default_str();
 
   add_fraction(app, "--eps", cfg.eps, "Adversarial budget epsilon (L-inf), e.g. 8/255");
-  add_fraction(app, "--step-size", cfg.step_size, "PGD step size alpha, e.g. 2/255");
+  add_fraction(app, "--step-size", cfg.step_size,
+               "PGD step size alpha, e.g. 1/255; not given: eps/4 (2/255 at eps 8/255), the library's default")
+      ->default_str("eps/4");
   app.add_option("--steps", cfg.steps, "PGD steps K during training")->check(integer_at_least(1))->capture_default_str();
   add_fraction(app, "--inv-eps", cfg.inv_eps, "Inverse budget epsilon' (IAT/UIAT), e.g. 4/255");
-  add_fraction(app, "--inv-step-size", cfg.inv_step_size, "Inverse step alpha' (0 = 2/255 for IAT, 4/255 for UIAT)", 0, false);
+  add_fraction(app, "--inv-step-size", cfg.inv_step_size,
+               "Inverse step alpha' (0 = the library's default: eps'/2 for IAT, eps' for UIAT; 2/255 and 4/255 at "
+               "eps' 4/255)", 0, false);
   app.add_option("--inv-steps", cfg.inv_steps, "Inverse steps n (IAT)")->check(integer_at_least(1))->capture_default_str();
   app.add_option("--beta", cfg.beta, "Weight of the regulariser R in L_Inv (0 = plain CE)")->check(number_in(0, kInf))->capture_default_str();
   app.add_option("--lambda", cfg.lambda, "Weight of the alignment KL (3.5 CIFAR, 3.0 SVHN)")->check(number_in(0, kInf))->capture_default_str();
@@ -162,6 +166,7 @@ int main(int argc, char** argv) {
     std::cerr << "iat-train: " << e.what() << "\n(`iat-train --help` lists every flag with its default)\n";
     return iat_examples::kExitUsage;
   }
+  iat_examples::resolve_defaults(cfg);
   if (list_presets) {
     // Listing also checks that every preset parses.
     bool ok = true;

@@ -54,15 +54,15 @@ class Method {
       attack_ = std::make_unique<iat::PGD>(iat::PGDOptions().eps(cfg.eps).step_size(cfg.step_size).steps(cfg.steps));
     }
     // The friend.
-    inverse_ = std::make_unique<iat::InverseAttack>(iat::InverseAttackOptions()
-                                                        .eps(cfg.inv_eps)
-                                                        .step_size(cfg.inv_step_size > 0 ? cfg.inv_step_size : 2.0 / 255)
-                                                        .steps(cfg.inv_steps)
-                                                        .beta(cfg.beta));
+    // --inv-step-size 0 leaves α' to the library: ε'/2 instance-wise, ε' universal.
+    const iat::optional<double> inv_step =
+        cfg.inv_step_size > 0 ? iat::optional<double>(cfg.inv_step_size) : iat::optional<double>();
+    inverse_ = std::make_unique<iat::InverseAttack>(
+        iat::InverseAttackOptions().eps(cfg.inv_eps).step_size(inv_step).steps(cfg.inv_steps).beta(cfg.beta));
     if (uses_uip_) {
       uip_ = iat::UniversalInversePerturbation(iat::UniversalInversePerturbationOptions(num_classes, input_shape)
                                                    .eps(cfg.inv_eps)
-                                                   .step_size(cfg.inv_step_size > 0 ? cfg.inv_step_size : 4.0 / 255)
+                                                   .step_size(inv_step)
                                                    .beta(single ? 0.0 : cfg.beta));
       uip_->to(device);
     }

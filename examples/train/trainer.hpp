@@ -14,6 +14,7 @@
 #include <iat/data/loader.hpp>
 #include <iat/data/mix.hpp>
 #include <iat/data/npz.hpp>
+#include <iat/eval/robust_accuracy.hpp>
 #include <iat/models/state_dict.hpp>
 #include <iat/precision.hpp>
 #include <iat/train/checkpoint.hpp>
@@ -282,7 +283,8 @@ class Trainer {
 
   // ---- evaluation ---------------------------------------------------------------------------------
   std::pair<double, double> evaluate_model(AnyClassifier& model) {
-    iat::PGD pgd(iat::PGDOptions().eps(cfg_.eps).step_size(cfg_.eps / 4).steps(cfg_.eval_pgd_steps));
+    // The library's evaluation PGD (iat::eval::pgd, α = ε/4): at --eval-pgd-steps 20 it is iat::eval::pgd20.
+    iat::PGD pgd = iat::eval::pgd(cfg_.eps, cfg_.eval_pgd_steps);
     const bool was_training = model->is_training();
     model->eval();
     const iat::ModelRef fast = iat::with_precision(model, precision_);  // the training run's precision

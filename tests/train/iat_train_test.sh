@@ -138,6 +138,19 @@ assert c["dataset"] == "svhn" and c["model"] == "wrn-34-10" and c["method"] == "
 assert abs(c["step_size"] - 1 / 255) < 1e-12 and c["lambda"] == 3.0 and c["augment"] is False, c
 assert c["epochs"] == 7, c  # the flag wins over the preset's 30
 PY
+    # --step-size not given follows --eps: eps/4 (2/255 at 8/255, also in the CIFAR presets); given, it stays.
+    "$BIN" --print-config > "$WORK/c0.json"
+    "$BIN" --eps 0.1 --print-config > "$WORK/c1.json"
+    "$BIN" --eps 0.1 --step-size 0.01 --print-config > "$WORK/c2.json"
+    "$BIN" --preset cifar10-pgd-at-prn18 --eps 16/255 --print-config > "$WORK/c3.json"
+    /usr/bin/python3 - "$WORK"/c0.json "$WORK"/c1.json "$WORK"/c2.json "$WORK"/c3.json <<'PY'
+import json, sys
+c0, c1, c2, c3 = (json.load(open(p)) for p in sys.argv[1:5])
+assert abs(c0["step_size"] - 2 / 255) < 1e-12, c0
+assert abs(c1["step_size"] - 0.025) < 1e-12, c1
+assert abs(c2["step_size"] - 0.01) < 1e-12, c2
+assert abs(c3["step_size"] - 4 / 255) < 1e-12, c3
+PY
     set +e
     "$BIN" --preset no-such-preset > "$WORK/log" 2>&1
     rc=$?
