@@ -407,3 +407,19 @@ TEST_CASE("attacks reject bad options and inputs with clear errors", "[attacks][
 TEST_CASE("the CMake project version and the header version agree", "[version]") {
   CHECK(std::string(iat::version()) == IAT_CMAKE_VERSION);
 }
+
+TEST_CASE("attacks take a model's outputs as they are; grad_align refuses probabilities", "[attacks][logits]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(16);
+  auto probs = [&net](const torch::Tensor& in) { return torch::softmax(net(in), 1); };
+  // Attacks follow AutoAttack's reference: any output is attacked (AutoAttack warns about probabilities).
+  CHECK_NOTHROW(iat::PGD(iat::PGDOptions().steps(2)).perturb(probs, x, y));
+  CHECK_NOTHROW(iat::FGSM().perturb(probs, x, y));
+  CHECK_NOTHROW(iat::NFGSM().perturb(probs, x, y));
+  // grad_align is part of a training loss: softmax outputs are refused unless told otherwise.
+  REQUIRE_THROWS_WITH(F::grad_align(probs, x, y, kEps),
+                      Catch::Contains("iat::functional::grad_align") && Catch::Contains("look like probabilities") &&
+                          Catch::Contains("LogitsCheck::kOff"));
+  CHECK(std::isfinite(F::grad_align(probs, x, y, kEps, 0.2, iat::LogitsCheck::kOff).item<double>()));
+  CHECK(std::isfinite(F::grad_align(net, x, y, kEps).item<double>()));
+}

@@ -642,3 +642,76 @@ TEST_CASE("inverse step sizes follow eps': eps'/2 instance-wise, eps' universal,
   CHECK(warnings.messages.back().find("2 x 0.005 = 0.01 is less than eps = 0.06") != std::string::npos);
   CHECK(warnings.messages.back().find("eps/2 = 0.03") != std::string::npos);
 }
+
+TEST_CASE("the alignment loss refuses probabilities given as logits unless told otherwise",
+          "[inverse][alignment][logits]") {
+  using Catch::Contains;
+  auto ref_logits = torch::tensor({{2.0, 0.5, -1.0}, {0.1, 0.2, 1.5}});
+  auto adv_logits = torch::tensor({{1.0, 1.0, 0.0}, {-0.5, 2.0, 0.3}});
+  auto ref_p = torch::softmax(ref_logits, 1), adv_p = torch::softmax(adv_logits, 1);
+  REQUIRE_THROWS_WITH(F::alignment_loss(ref_p, adv_logits),
+                      Contains("iat::functional::alignment_loss: ref_logits look like probabilities") &&
+                          Contains("check_logits(false)") && Contains("alignment_loss_from_probs"));
+  REQUIRE_THROWS_WITH(F::alignment_loss(ref_logits, adv_p), Contains("adv_logits look like probabilities"));
+  REQUIRE_THROWS_AS(F::alignment_loss(ref_p, adv_p), c10::ValueError);
+  REQUIRE_THROWS_WITH(F::alignment_loss_from_probs(ref_p, adv_p),
+                      Contains("alignment_loss_from_probs: adv_logits look like probabilities"));
+  iat::AlignmentLoss align;
+  REQUIRE_THROWS_WITH(align(ref_p, adv_logits), Contains("ref_logits look like probabilities"));
+  REQUIRE_THROWS_WITH(align->forward_probs(ref_p, adv_p), Contains("adv_logits look like probabilities"));
+
+  // Told otherwise: computed as given (softmax of the probabilities), the same as by hand.
+  auto off = iat::AlignmentLossOptions().weight(1).check_logits(false);
+  const double expected = kl_rows(torch::softmax(ref_p, 1), torch::softmax(adv_logits, 1)).mean().item<double>();
+  CHECK(F::alignment_loss(ref_p, adv_logits, off).item<double>() == Approx(expected));
+  CHECK(std::isfinite(F::alignment_loss_from_probs(ref_p, adv_p, off).item<double>()));
+  align->options.check_logits(false);
+  CHECK(std::isfinite(align(ref_p, adv_p).item<double>()));
+  // Logits pass, and the stored-probability path still takes probabilities as its reference.
+  CHECK_NOTHROW(F::alignment_loss(ref_logits, adv_logits));
+  CHECK_NOTHROW(F::alignment_loss_from_probs(ref_p, adv_logits));
+  std::ostringstream printed;
+  printed << *iat::AlignmentLoss();
+  CHECK(printed.str().find("check_logits=true") != std::string::npos);
+}
+
+TEST_CASE("L_Inv, InverseAttack and the universal perturbation refuse a model that returns probabilities",
+          "[inverse][logits]") {
+  using Catch::Contains;
+  TinyNet net;
+  auto [x, y] = quadrant_data(16);
+  auto probs = [&net](const torch::Tensor& in) { return torch::softmax(net(in), 1); };
+  torch::Tensor logits, nat;
+  {
+    torch::NoGradGuard ng;
+    logits = net(x);
+    nat = net(x.flip(0));
+  }
+  SECTION("functional::inverse_loss: logits and the output-level targets") {
+    REQUIRE_THROWS_WITH(F::inverse_loss(torch::softmax(logits, 1), y, iat::InverseLossOptions()),
+                        Contains("iat::functional::inverse_loss: logits look like probabilities"));
+    REQUIRE_THROWS_WITH(F::inverse_loss(logits, y, iat::InverseLossOptions(), {torch::softmax(nat, 1), {}}),
+                        Contains("the natural target h(x) look like probabilities"));
+    CHECK_NOTHROW(F::inverse_loss(logits, y, iat::InverseLossOptions(), {nat, {}}));
+    CHECK_NOTHROW(F::inverse_loss(torch::softmax(logits, 1), y, iat::InverseLossOptions().check_logits(false),
+                                  {torch::softmax(nat, 1), {}}));
+  }
+  SECTION("InverseAttack") {
+    REQUIRE_THROWS_WITH(iat::InverseAttack().perturb(probs, x, y),
+                        Contains("iat::InverseAttack: the model's outputs look like probabilities") &&
+                            Contains("check_logits(false)"));
+    CHECK_NOTHROW(iat::InverseAttack(iat::InverseAttackOptions().check_logits(false)).perturb(probs, x, y));
+    CHECK_NOTHROW(iat::InverseAttack().perturb(net, x, y));
+  }
+  SECTION("UniversalInversePerturbation: update and update_from_logits") {
+    auto uip = make_uip();
+    REQUIRE_THROWS_WITH(uip->update(probs, x, y), Contains("the model's outputs look like probabilities"));
+    auto x_check = uip(x, y).requires_grad_(true);
+    auto p = torch::softmax(net(x_check), 1);
+    REQUIRE_THROWS_WITH(uip->update_from_logits(x_check, y, p), Contains("look like probabilities"));
+    CHECK(uip->delta().abs().max().item<double>() == 0.0);  // refused before any step
+    uip->options.check_logits(false);
+    CHECK_NOTHROW(uip->update(probs, x, y));
+    CHECK_NOTHROW(make_uip()->update(net, x, y));
+  }
+}

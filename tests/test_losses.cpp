@@ -54,3 +54,33 @@ TEST_CASE("attack losses match hand-computed values", "[losses]") {
     REQUIRE_THROWS_WITH(F::targeted_dlr_loss(three, l, l), Catch::Contains("at least 4 classes"));
   }
 }
+
+TEST_CASE("cross_entropy refuses probabilities unless told otherwise", "[losses][logits]") {
+  auto logits = torch::tensor({{4.0, 1.0, 2.0, 0.0}, {3.0, 1.0, 0.5, 2.0}});
+  auto y = torch::tensor({0, 1}, torch::kLong);
+  auto probs = torch::softmax(logits, 1);
+  REQUIRE_THROWS_WITH(F::cross_entropy(probs, y), Catch::Contains("iat::functional::cross_entropy: logits look like "
+                                                                  "probabilities") &&
+                                                     Catch::Contains("iat::LogitsCheck::kOff"));
+  REQUIRE_THROWS_AS(F::cross_entropy(probs, y), c10::ValueError);
+  // kOff computes it as given: CE of softmax(p), not of p.
+  auto as_given = F::cross_entropy(probs, y, iat::LogitsCheck::kOff);
+  CHECK(as_given[0].item<double>() == Approx(-torch::log_softmax(probs, 1)[0][0].item<double>()));
+  // 16-bit probabilities (rows sum to 1 only within ~1e-2) are refused too.
+  REQUIRE_THROWS_WITH(F::cross_entropy(probs.to(torch::kBFloat16), y), Catch::Contains("look like probabilities"));
+  // Logits pass: non-negative logits that do not sum to 1, and a batch where only some rows sum to 1.
+  CHECK_NOTHROW(F::cross_entropy(logits, y));
+  CHECK_NOTHROW(F::cross_entropy(logits.abs() + 0.1, y));
+  CHECK_NOTHROW(F::cross_entropy(torch::cat({probs.slice(0, 0, 1), logits.slice(0, 1, 2)}), y));
+  CHECK_NOTHROW(F::cross_entropy(-probs, y));
+  // The detector itself: a 0-dim bool on the input's device, false for anything but [N, C >= 2] rows of
+  // probabilities, and false for non-finite values.
+  auto flag = iat::detail::looks_like_probabilities(probs);
+  CHECK(flag.dim() == 0);
+  CHECK(flag.item<bool>());
+  CHECK_FALSE(iat::detail::looks_like_probabilities(probs.flatten()).item<bool>());
+  CHECK_FALSE(iat::detail::looks_like_probabilities(torch::ones({3, 1})).item<bool>());
+  CHECK_FALSE(iat::detail::looks_like_probabilities(probs * std::nan("")).item<bool>());
+  CHECK_FALSE(iat::detail::looks_like_probabilities(probs * 1.01).item<bool>());
+  CHECK(iat::detail::looks_like_probabilities(probs * 1.0005).item<bool>());  // within 1e-3
+}

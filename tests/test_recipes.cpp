@@ -276,3 +276,29 @@ TEST_CASE("single-step recipes with and without UIAT", "[recipes][single_step]")
     CHECK(max_abs_diff(step.ref_probs, pc) < kTol);
   }
 }
+
+TEST_CASE("the recipes refuse a model that returns probabilities", "[recipes][logits]") {
+  using Catch::Contains;
+  TinyNet net;
+  auto [x, y] = quadrant_data(16);
+  auto probs = [&net](const torch::Tensor& in) { return torch::softmax(net(in), 1); };
+  iat::PGD pgd(iat::PGDOptions().steps(1).step_size(8.0 / 255));
+  // (Catch's combined matchers hold references to their parts: the parts must outlive them.)
+  auto probabilities = Contains("look like probabilities");
+  auto softmax_hint = Contains("remove the final softmax");
+  auto refused = probabilities && softmax_hint;
+  REQUIRE_THROWS_WITH(iat::train::pgd_at_loss(probs, x, y, pgd), refused);
+  REQUIRE_THROWS_WITH(iat::train::trades_loss(probs, x, y, pgd), refused);
+  REQUIRE_THROWS_WITH(iat::train::mart_loss(probs, x, y, pgd), refused);
+  iat::FGSM fgsm(iat::FGSMOptions().random_start(true));
+  REQUIRE_THROWS_WITH(iat::train::single_step_loss(probs, x, y, fgsm), refused);
+  iat::AlignmentLoss align;
+  auto uip =
+      iat::UniversalInversePerturbation(iat::UniversalInversePerturbationOptions(4, {1, 4, 4}).check_logits(false));
+  REQUIRE_THROWS_WITH(iat::train::uiat_loss(probs, x, y, pgd, uip, align), refused);
+  // With logits every recipe runs, and the alignment inside needs no check of its own.
+  CHECK(std::isfinite(iat::train::pgd_at_loss(net, x, y, pgd).loss.item<double>()));
+  CHECK(std::isfinite(iat::train::uiat_loss(net, x, y, pgd, uip, align).loss.item<double>()));
+  iat::InverseAttack inverse(iat::InverseAttackOptions().steps(1).step_size(4.0 / 255));
+  CHECK(std::isfinite(iat::train::iat_loss(net, x, y, pgd, inverse, align).loss.item<double>()));
+}

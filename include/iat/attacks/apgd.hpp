@@ -304,7 +304,8 @@ class APGD : public Attack {
       still_correct = detail::predicted_class(logits) == y;
     }
     auto loss_fn = [&o](const torch::Tensor& logits, const torch::Tensor& labels) {
-      return o.loss() == Loss::kCE ? functional::cross_entropy(logits, labels) : functional::dlr_loss(logits, labels);
+      return o.loss() == Loss::kCE ? functional::cross_entropy(logits, labels, LogitsCheck::kOff)
+                                   : functional::dlr_loss(logits, labels);
     };
     auto adv = x.clone();
     zero_gradient_points_ = 0;

@@ -66,7 +66,7 @@ class FGSM : public Attack {
     if (options_.clamp_start()) eta = (x0 + eta).clamp(0.0, 1.0) - x0;
     auto grad = detail::input_gradient(model, x0 + eta, [&](const torch::Tensor& logits) {
                   detail::check_model_output(who, logits, y);
-                  return functional::cross_entropy(logits, y);
+                  return functional::cross_entropy(logits, y, LogitsCheck::kOff);
                 }).first;
     auto delta = (eta + options_.effective_step_size() * grad.sign()).clamp(-eps, eps);
     return (x0 + delta).clamp(0.0, 1.0);

@@ -70,7 +70,8 @@ struct PGDOptions {
 
 /// Projected gradient descent on the loss (docs/method.md §1.2): x' = Π(x + noise), then K times
 /// x' ← Π_{B_ε(x)∩[0,1]}(x' + α·sign(∇ L(f(x'), y))) (L∞; L2 steps along ∇/‖∇‖₂), α = ε/4 unless set.
-/// Warns once when K·α < ε (see PGDOptions).
+/// Warns once when K·α < ε (see PGDOptions). Takes the model's outputs as they are (no logits check):
+/// like AutoAttack's reference it also runs on a model that returns probabilities.
 ///
 /// **Example**
 /// \code
@@ -127,7 +128,7 @@ class PGD : public Attack {
     auto loss_fn = [&](const torch::Tensor& logits) -> torch::Tensor {
       check_output(logits);
       switch (o.loss()) {
-        case Loss::kCE: return functional::cross_entropy(logits, y);
+        case Loss::kCE: return functional::cross_entropy(logits, y, LogitsCheck::kOff);
         case Loss::kMargin: return functional::margin_loss(logits, y);
         case Loss::kDLR: return functional::dlr_loss(logits, y);
         case Loss::kTargetedDLR: return functional::targeted_dlr_loss(logits, y, target);

@@ -59,11 +59,42 @@ inline void check_labels(const char* who, const torch::Tensor& x, const torch::T
                     x.sizes(), " and y ", y.sizes());
 }
 
-/// Labels in [0, num_classes), checked once the model's logits tell num_classes.
+/// Whether every row of `t` [N, C] (C >= 2) is non-negative and sums to 1 within 1e-3 (1e-2 for 16-bit
+/// floats): values that are evidently probabilities, not logits. A 0-dim bool tensor on t's device, so
+/// that callers read it together with whatever else they read from the device (no host sync here).
+/// Real logits essentially never pass: every one of N·C values would have to be >= 0 and each row's sum
+/// 1 to within the tolerance. Non-finite values make it false.
+inline torch::Tensor looks_like_probabilities(const torch::Tensor& t) {
+  auto p = t.detach();
+  if (p.dim() != 2 || p.size(0) == 0 || p.size(1) < 2 || !p.is_floating_point()) {
+    return torch::zeros({}, p.options().dtype(torch::kBool));
+  }
+  const auto type = p.scalar_type();
+  const double tol = type == torch::kHalf || type == torch::kBFloat16 ? 1e-2 : 1e-3;
+  auto sums = p.sum(1, /*keepdim=*/false, torch::kFloat);
+  return (p.amin() >= 0).logical_and_((sums - 1.0).abs().amax() <= tol);
+}
+
+/// The message for values that look like probabilities where logits are expected; `allow` says how to
+/// pass such values on purpose.
+inline std::string probabilities_message(const char* what, const char* allow) {
+  return std::string(what) +
+         " look like probabilities (every row is non-negative and sums to 1), but logits are expected: pass the "
+         "model's raw outputs, before any softmax" +
+         (allow != nullptr && *allow != 0 ? std::string(" (") + allow + ")" : std::string());
+}
+
+/// Refuses `t` when looks_like_probabilities(t): one small reduction and one read of its result.
+inline void check_not_probabilities(const char* who, const char* what, const torch::Tensor& t, const char* allow) {
+  TORCH_CHECK_VALUE(!looks_like_probabilities(t).item<bool>(), who, ": ", probabilities_message(what, allow));
+}
+
+/// Labels in [0, num_classes), checked once the model's logits tell num_classes (one read from the device).
 inline void check_label_range(const char* who, const torch::Tensor& y, int64_t num_classes) {
   auto range = at::aminmax(y);
-  const int64_t lo = std::get<0>(range).item<int64_t>();
-  const int64_t hi = std::get<1>(range).item<int64_t>();
+  auto both = torch::stack({std::get<0>(range), std::get<1>(range)}).to(torch::kCPU);
+  const int64_t lo = both[0].item<int64_t>();
+  const int64_t hi = both[1].item<int64_t>();
   TORCH_CHECK_VALUE(lo >= 0 && hi < num_classes, who, ": labels must be in [0, ", num_classes,
                     ") for a model with ", num_classes, " outputs, got labels in [", lo, ", ", hi, "]");
 }
@@ -75,10 +106,26 @@ inline void check_logits(const char* who, const torch::Tensor& logits, int64_t b
                     logits.sizes());
 }
 
-/// The model's output for a batch with labels y: logits [N, C] and every label below C.
-inline void check_model_output(const char* who, const torch::Tensor& logits, const torch::Tensor& y) {
+/// The model's output for a batch with labels y: logits [N, C] and every label below C. With
+/// `refuse_probabilities`, outputs that look like probabilities (looks_like_probabilities) are refused
+/// too, read from the device in the same transfer as the label range, so the check costs no extra host
+/// sync; `allow` says how to pass such outputs on purpose.
+inline void check_model_output(const char* who, const torch::Tensor& logits, const torch::Tensor& y,
+                               bool refuse_probabilities = false, const char* allow = nullptr) {
   check_logits(who, logits, y.size(0));
-  check_label_range(who, y, logits.size(1));
+  if (!refuse_probabilities) {
+    check_label_range(who, y, logits.size(1));
+    return;
+  }
+  const int64_t num_classes = logits.size(1);
+  auto range = at::aminmax(y);
+  auto probs = looks_like_probabilities(logits).to(y.device(), torch::kLong);
+  auto all = torch::stack({std::get<0>(range), std::get<1>(range), probs}).to(torch::kCPU);
+  const int64_t lo = all[0].item<int64_t>();
+  const int64_t hi = all[1].item<int64_t>();
+  TORCH_CHECK_VALUE(lo >= 0 && hi < num_classes, who, ": labels must be in [0, ", num_classes,
+                    ") for a model with ", num_classes, " outputs, got labels in [", lo, ", ", hi, "]");
+  TORCH_CHECK_VALUE(all[2].item<int64_t>() == 0, who, ": ", probabilities_message("the model's outputs", allow));
 }
 
 /// Emits `message` through LibTorch's warning handler (TORCH_WARN; printed to stderr by default, a

@@ -19,6 +19,8 @@ namespace functional {
 /// backward); the gradient at x is held constant, as in the authors' code. Unlike an attack it leaves
 /// the model in the caller's mode: it is part of the training loss. The default weight λ_GA = 0.2 is the
 /// paper's value at ε = 8/255. Adds two forward and two backward passes (one of them double) per batch.
+/// Refuses a model whose outputs are evidently probabilities (rows non-negative and summing to 1; read
+/// with the label check it already makes, so at no extra cost) unless `check` is LogitsCheck::kOff.
 ///
 /// **Example**
 /// \code
@@ -27,7 +29,7 @@ namespace functional {
 ///           + iat::functional::grad_align(net, x, y, eps);
 /// \endcode
 inline torch::Tensor grad_align(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, double eps,
-                                double weight = 0.2) {
+                                double weight = 0.2, LogitsCheck check = LogitsCheck::kRefuseProbabilities) {
   const char* who = "iat::functional::grad_align";
   detail::check_budget(who, "eps", eps);
   detail::check_non_negative(who, "weight", weight);
@@ -38,8 +40,9 @@ inline torch::Tensor grad_align(const ModelRef& model, const torch::Tensor& x, c
   auto input_grad = [&](const torch::Tensor& at, bool create_graph) {
     auto x_var = at.detach().requires_grad_(true);
     auto logits = model(x_var);
-    detail::check_model_output(who, logits, y);
-    auto loss = cross_entropy(logits, y).sum();
+    detail::check_model_output(who, logits, y, check == LogitsCheck::kRefuseProbabilities,
+                               "pass iat::LogitsCheck::kOff as grad_align's last argument to use such a model");
+    auto loss = cross_entropy(logits, y, LogitsCheck::kOff).sum();
     return torch::autograd::grad({loss}, {x_var}, {}, /*retain_graph=*/iat::nullopt, create_graph)[0];
   };
   auto g_clean = input_grad(x, false).detach().flatten(1);

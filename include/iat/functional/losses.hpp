@@ -9,15 +9,36 @@
 #include <torch/types.h>
 
 namespace iat {
+
+/// Whether a loss that applies softmax to its inputs refuses inputs that are evidently probabilities:
+/// every row non-negative and summing to 1 (within 1e-3; 1e-2 for 16-bit floats). Softmax outputs passed
+/// where logits belong are accepted by the arithmetic but train or measure something else; real logits
+/// essentially never look like that. The check is one small reduction over the [N, C] input and one
+/// read of its result.
+enum class LogitsCheck {
+  kRefuseProbabilities,  ///< refuse probability-like inputs (the default)
+  kOff,                  ///< take the values as they are
+};
+
 namespace functional {
 
-/// CE(f(x), y) per example.
+/// CE(f(x), y) per example, from logits. Refuses `logits` that are evidently probabilities (every row
+/// non-negative and summing to 1) unless `check` is LogitsCheck::kOff; the check reads one value back
+/// from the device per call. The attacks call it with kOff inside their loops.
 ///
 /// **Example**
 /// \code
 /// torch::Tensor l = iat::functional::cross_entropy(model(x), y);  // [N]
+/// auto p = torch::softmax(model(x), 1);
+/// iat::functional::cross_entropy(p, y);                            // throws: looks like probabilities
+/// iat::functional::cross_entropy(p, y, iat::LogitsCheck::kOff);    // computed as given
 /// \endcode
-inline torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& y) {
+inline torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& y,
+                                   LogitsCheck check = LogitsCheck::kRefuseProbabilities) {
+  if (check == LogitsCheck::kRefuseProbabilities) {
+    detail::check_not_probabilities("iat::functional::cross_entropy", "logits", logits,
+                                    "pass iat::LogitsCheck::kOff to compute it on such values");
+  }
   return at::cross_entropy_loss(logits, y, {}, at::Reduction::None);
 }
 

@@ -15,16 +15,18 @@
 #include <cmath>
 #include <ostream>
 #include <string>
+#include <vector>
 
 namespace iat {
 
 /// Options of the alignment loss. Defaults: λ = 3.5 (CIFAR-10/100; 3.0 for SVHN), KL(p_ref ‖ p_adv),
-/// no branch detached, temperature 1.
+/// no branch detached, temperature 1, logits checked.
 ///
 /// **Example**
 /// \code
 /// auto svhn = iat::AlignmentLossOptions().weight(3.0);
 /// auto frozen = iat::AlignmentLossOptions().detach_reference(true);
+/// auto as_given = iat::AlignmentLossOptions().check_logits(false);   // no probability check
 /// \endcode
 struct AlignmentLossOptions {
   /// λ, the weight of the KL term.
@@ -39,6 +41,11 @@ struct AlignmentLossOptions {
   TORCH_ARG(double, temperature) = 1.0;
   /// Tolerance on |Σ_c p_c − 1| and on negative entries when the reference is given as probabilities.
   TORCH_ARG(double, probability_tolerance) = 1e-3;
+  /// Refuse logits arguments that are evidently probabilities (every row non-negative and summing to 1
+  /// within 1e-3, 1e-2 for 16-bit floats; iat::LogitsCheck): softmax outputs passed as logits are
+  /// softmaxed again and align something else. One small reduction per argument and one read from the
+  /// device per call. false takes the values as they are.
+  TORCH_ARG(bool, check_logits) = true;
 };
 
 namespace detail {
@@ -49,8 +56,10 @@ inline void check_alignment_options(const char* who, const AlignmentLossOptions&
   check_positive(who, "probability_tolerance", o.probability_tolerance());
 }
 
-/// Probabilities [N, C]: finite, non-negative and summing to 1 within `tol` per row.
-inline void check_probabilities(const char* who, const torch::Tensor& probs, int64_t classes, double tol) {
+/// Probabilities [N, C]: finite, non-negative and summing to 1 within `tol` per row. `also_refuse`, when
+/// defined, is a 0-dim bool on the device read in the same transfer; true throws `also_message`.
+inline void check_probabilities(const char* who, const torch::Tensor& probs, int64_t classes, double tol,
+                                const torch::Tensor& also_refuse = {}, const std::string& also_message = {}) {
   TORCH_CHECK_VALUE(probs.defined(), who, ": the reference probabilities are an undefined tensor");
   TORCH_CHECK_VALUE(probs.is_floating_point(), who, ": probabilities must be floating-point, got ",
                     probs.scalar_type());
@@ -60,9 +69,14 @@ inline void check_probabilities(const char* who, const torch::Tensor& probs, int
   if (probs.numel() == 0) return;
   torch::NoGradGuard no_grad;
   auto p = probs.detach().to(torch::kFloat);
-  const double lo = p.min().item<double>();
   auto sums = p.sum(1);
-  const double worst = (sums - 1.0).abs().max().item<double>();
+  // One read from the device: the smallest entry, the worst row sum and the caller's flag.
+  std::vector<torch::Tensor> stats{p.min(), (sums - 1.0).abs().max()};
+  if (also_refuse.defined()) stats.push_back(also_refuse.to(p.device(), torch::kFloat));
+  auto read = torch::stack(stats).to(torch::kCPU, torch::kDouble);
+  const double lo = read[0].item<double>();
+  const double worst = read[1].item<double>();
+  TORCH_CHECK_VALUE(!also_refuse.defined() || read[2].item<double>() == 0.0, who, ": ", also_message);
   TORCH_CHECK_VALUE(std::isfinite(worst) && lo >= -tol, who,
                     ": probabilities must be finite and non-negative, got a smallest entry of ", lo);
   TORCH_CHECK_VALUE(worst <= tol, who, ": probabilities must sum to 1 over classes (tolerance ", tol,
@@ -89,6 +103,19 @@ inline void check_alignment_pair(const char* who, const torch::Tensor& ref, cons
                     adv_logits.sizes(), ", got ", ref.sizes());
 }
 
+constexpr const char* kAlignmentAllow =
+    "set AlignmentLossOptions().check_logits(false) to use such values; stored probabilities go to "
+    "alignment_loss_from_probs / forward_probs";
+
+/// Refuses reference and adversarial logits that look like probabilities, with one read for both.
+inline void check_alignment_logits(const char* who, const torch::Tensor& ref_logits, const torch::Tensor& adv_logits) {
+  auto found = torch::stack({looks_like_probabilities(ref_logits).to(adv_logits.device()),
+                             looks_like_probabilities(adv_logits)})
+                   .to(torch::kCPU);
+  TORCH_CHECK_VALUE(!found[0].item<bool>(), who, ": ", probabilities_message("ref_logits", kAlignmentAllow));
+  TORCH_CHECK_VALUE(!found[1].item<bool>(), who, ": ", probabilities_message("adv_logits", kAlignmentAllow));
+}
+
 }  // namespace detail
 
 namespace functional {
@@ -96,22 +123,31 @@ namespace functional {
 /// λ·mean_i KL(p_ref,i ‖ p_adv,i), each KL summed over classes (docs/method.md §3), from reference logits: p_ref =
 /// softmax(ref_logits/T), p_adv = softmax(adv_logits/T). A scalar.
 ///
+/// Both arguments must be logits: unless `check_logits(false)`, an argument whose every row is
+/// non-negative and sums to 1 is refused (it is evidently softmax outputs; stored probabilities belong in
+/// alignment_loss_from_probs). The check is one small reduction per argument and one read from the
+/// device per call.
+///
 /// **Example**
 /// \code
 /// auto loss = iat::functional::cross_entropy(net(x_adv), y).mean()
 ///           + iat::functional::alignment_loss(net(x_inv), net(x_adv));            // IAT, λ = 3.5
+/// iat::functional::alignment_loss(torch::softmax(net(x_inv), 1), net(x_adv));     // throws: probabilities
 /// \endcode
 inline torch::Tensor alignment_loss(const torch::Tensor& ref_logits, const torch::Tensor& adv_logits,
                                     const AlignmentLossOptions& options = {}) {
   const char* who = "iat::functional::alignment_loss";
   detail::check_alignment_options(who, options);
   detail::check_alignment_pair(who, ref_logits, adv_logits, "ref_logits");
+  if (options.check_logits()) detail::check_alignment_logits(who, ref_logits, adv_logits);
   return detail::alignment_from_log_probs(torch::log_softmax(ref_logits / options.temperature(), 1), adv_logits,
                                           options);
 }
 
 /// The same loss with the reference given as probabilities [N, C] (a row of iat::OneOffCache, an EMA of
-/// probabilities). Rows must be non-negative and sum to 1 (within `probability_tolerance`).
+/// probabilities). Rows must be non-negative and sum to 1 (within `probability_tolerance`); `adv_logits`
+/// must be logits (refused when they look like probabilities, unless `check_logits(false)`; read in the
+/// same transfer as the reference's check).
 ///
 /// **Example**
 /// \code
@@ -123,7 +159,13 @@ inline torch::Tensor alignment_loss_from_probs(const torch::Tensor& ref_probs, c
   const char* who = "iat::functional::alignment_loss_from_probs";
   detail::check_alignment_options(who, options);
   detail::check_alignment_pair(who, ref_probs, adv_logits, "ref_probs");
-  detail::check_probabilities(who, ref_probs, adv_logits.size(1), options.probability_tolerance());
+  if (options.check_logits()) {
+    detail::check_probabilities(who, ref_probs, adv_logits.size(1), options.probability_tolerance(),
+                                detail::looks_like_probabilities(adv_logits),
+                                detail::probabilities_message("adv_logits", detail::kAlignmentAllow));
+  } else {
+    detail::check_probabilities(who, ref_probs, adv_logits.size(1), options.probability_tolerance());
+  }
   // log p clamped away from -inf (p = 0 entries), then tempered and renormalised: softmax(log p / T).
   auto log_p = torch::log(ref_probs.to(adv_logits.scalar_type()).clamp_min(1e-30));
   return detail::alignment_from_log_probs(torch::log_softmax(log_p / options.temperature(), 1), adv_logits, options);
@@ -164,7 +206,8 @@ class AlignmentLossImpl : public torch::nn::Cloneable<AlignmentLossImpl> {
     stream << "iat::AlignmentLoss(weight=" << options.weight() << ", direction="
            << (options.direction() == KLDirection::kReferenceFirst ? "KL(ref||adv)" : "KL(adv||ref)")
            << ", detach_reference=" << (options.detach_reference() ? "true" : "false")
-           << ", temperature=" << options.temperature() << ")";
+           << ", temperature=" << options.temperature()
+           << ", check_logits=" << (options.check_logits() ? "true" : "false") << ")";
   }
 
   /// The options in force; may be changed between calls.

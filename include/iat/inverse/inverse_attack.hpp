@@ -53,6 +53,9 @@ struct InverseAttackOptions {
   TORCH_ARG(Norm, norm) = Norm::kLinf;
   /// Keep the model's current mode instead of switching it to eval mode during generation.
   TORCH_ARG(bool, keep_train_mode) = false;
+  /// Refuse a model whose outputs are evidently probabilities (every row non-negative and summing to 1):
+  /// L_Inv applies softmax to logits. Read with the label check made at every step, so it costs nothing.
+  TORCH_ARG(bool, check_logits) = true;
 
  public:
   /// The step size in force: `step_size` if set, otherwise ε'/2.

@@ -12,6 +12,7 @@
 #include <torch/types.h>
 
 #include <utility>
+#include <vector>
 
 namespace iat {
 
@@ -51,6 +52,9 @@ struct InverseLossOptions {
   TORCH_ARG(double, push_weight) = 1.0;
   /// Argument order of the output-level KL; the reference is h(x) or h(x').
   TORCH_ARG(KLDirection, kl_direction) = KLDirection::kReferenceSecond;
+  /// Refuse logits (and output-level targets) that are evidently probabilities: every row non-negative
+  /// and summing to 1 (iat::LogitsCheck). false takes them as they are.
+  TORCH_ARG(bool, check_logits) = true;
 };
 
 namespace detail {
@@ -63,7 +67,8 @@ InverseLossOptions inverse_loss_options_of(const Options& o) {
       .regularizer(o.regularizer())
       .pull_weight(o.pull_weight())
       .push_weight(o.push_weight())
-      .kl_direction(o.kl_direction());
+      .kl_direction(o.kl_direction())
+      .check_logits(o.check_logits());
 }
 }  // namespace detail
 
@@ -86,6 +91,9 @@ namespace functional {
 ///
 /// `logits` are f(x̃); `features` φ(x̃) are needed only for kFeatureL2 with β > 0; `targets` hold h(x)
 /// and h(x') in the same form (logits for kOutputKL, features for kFeatureL2) and are detached here.
+/// With `check_logits` (the default) logits and output-level targets that are evidently probabilities
+/// are refused, with one read from the device per call (iat::InverseAttack and
+/// iat::UniversalInversePerturbation fold it into the label check they make anyway).
 ///
 /// **Example**
 /// \code
@@ -99,10 +107,29 @@ inline torch::Tensor inverse_loss(const torch::Tensor& logits, const torch::Tens
   detail::check_non_negative(who, "beta", options.beta());
   detail::check_non_negative(who, "pull_weight", options.pull_weight());
   detail::check_non_negative(who, "push_weight", options.push_weight());
-  auto loss = functional::cross_entropy(logits, y);
+  const bool kl = options.regularizer() == InverseRegularizer::kOutputKL;
+  if (options.check_logits()) {
+    // One read from the device for f(x̃) and, when the KL uses them, the logit targets.
+    std::vector<const char*> names{"logits"};
+    std::vector<torch::Tensor> flags{detail::looks_like_probabilities(logits)};
+    if (kl && options.beta() != 0.0) {
+      for (const auto& [name, target] : {std::make_pair("the natural target h(x)", targets.natural),
+                                         std::make_pair("the adversarial target h(x')", targets.adversarial)}) {
+        if (!target.defined()) continue;
+        names.push_back(name);
+        flags.push_back(detail::looks_like_probabilities(target).to(logits.device()));
+      }
+    }
+    auto found = torch::stack(flags).to(torch::kCPU);
+    for (size_t k = 0; k < names.size(); ++k) {
+      TORCH_CHECK_VALUE(!found[static_cast<int64_t>(k)].item<bool>(), who, ": ",
+                        detail::probabilities_message(
+                            names[k], "set InverseLossOptions().check_logits(false) to use such values"));
+    }
+  }
+  auto loss = functional::cross_entropy(logits, y, LogitsCheck::kOff);
   if (options.beta() == 0.0) return loss;
 
-  const bool kl = options.regularizer() == InverseRegularizer::kOutputKL;
   torch::Tensor h;
   if (kl) {
     h = torch::log_softmax(logits, 1);
@@ -184,8 +211,10 @@ inline std::pair<torch::Tensor, torch::Tensor> inverse_input_gradient(const char
                                                                       const InverseTargets& targets) {
   auto x_var = point.detach().requires_grad_(true);
   auto out = forward_for_inverse_loss(model, x_var, o);
-  check_model_output(who, out.logits, y);
-  auto loss = functional::inverse_loss(out.logits, y, o, targets, out.features);
+  // The logits check rides on the label check's read; the targets come from the same model.
+  check_model_output(who, out.logits, y, o.check_logits(),
+                     "set check_logits(false) in the options to use such a model");
+  auto loss = functional::inverse_loss(out.logits, y, InverseLossOptions(o).check_logits(false), targets, out.features);
   auto grad = torch::autograd::grad({loss.sum()}, {x_var})[0];
   return {grad.detach(), loss.detach()};
 }

@@ -71,6 +71,10 @@ struct UniversalInversePerturbationOptions {
   TORCH_ARG(InverseMomentum, momentum_form) = InverseMomentum::kNormalizedGradient;
   /// For update(): keep the model's mode instead of switching it to eval mode for the gradient.
   TORCH_ARG(bool, keep_train_mode) = false;
+  /// Refuse a model whose outputs are evidently probabilities (every row non-negative and summing to 1):
+  /// L_Inv applies softmax to logits. Read with the label check update() and update_from_logits() make
+  /// anyway, so it costs nothing.
+  TORCH_ARG(bool, check_logits) = true;
 
  public:
   /// The step size in force: `step_size` if set, otherwise ε'.
@@ -182,10 +186,11 @@ class UniversalInversePerturbationImpl : public torch::nn::Cloneable<UniversalIn
     TORCH_CHECK_VALUE(x_check.requires_grad() && logits.defined() && logits.requires_grad(), who,
                       ": x_check must require grad and logits must be computed from it with gradients enabled "
                       "(auto x_check = uip(x, y).requires_grad_(true); auto logits = net(x_check);)");
-    detail::check_model_output(who, logits, y);
+    detail::check_model_output(who, logits, y, options.check_logits(),
+                               "set UniversalInversePerturbationOptions::check_logits(false) to use such a model");
     check_num_classes(who, logits.size(1));
     at::AutoGradMode grad_mode(true);
-    auto loss = functional::inverse_loss(logits, y, options.loss_options(), targets, features);
+    auto loss = functional::inverse_loss(logits, y, options.loss_options().check_logits(false), targets, features);
     auto grad = torch::autograd::grad({loss.sum()}, {x_check}, {}, /*retain_graph=*/true)[0];
     step(y, grad.detach());
   }

@@ -12,6 +12,12 @@
 ///
 /// The training forwards run in the caller's mode (train mode in a training loop); the attacks switch
 /// the model to eval mode for generation and restore it.
+///
+/// Every recipe refuses a model whose outputs are evidently probabilities (every row of a batch
+/// non-negative and summing to 1: a final softmax), since each objective applies softmax to logits. The
+/// test rides on the label check the recipe makes anyway (one read from the device), and the alignment
+/// terms inside a recipe then skip their own check: their arguments are outputs of the same model. There
+/// is no opt-out here; a loop that needs one is written from the functional pieces with their checks off.
 
 #include <iat/attacks/attack.hpp>
 #include <iat/attacks/pgd.hpp>
@@ -88,9 +94,31 @@ inline PGDOptions trades_attack_options() {
 
 namespace detail {
 
+constexpr const char* kRecipeAllow = "the training recipes need a model that returns logits: remove the final softmax";
+
+/// The recipe's check of the model's outputs: shape, labels and logits (not probabilities), one read.
+inline void check_training_output(const char* who, const torch::Tensor& logits, const torch::Tensor& y) {
+  iat::detail::check_model_output(who, logits, y, /*refuse_probabilities=*/true, kRecipeAllow);
+}
+
 inline torch::Tensor mean_ce(const torch::Tensor& logits, const torch::Tensor& y) {
-  iat::detail::check_model_output("iat::train", logits, y);
-  return functional::cross_entropy(logits, y).mean();
+  check_training_output("iat::train", logits, y);
+  return functional::cross_entropy(logits, y, LogitsCheck::kOff).mean();
+}
+
+/// align(ref_logits, adv_logits) without its own logits check: inside a recipe both come from the model
+/// whose outputs check_training_output has already checked.
+inline torch::Tensor align_checked_model(AlignmentLoss& align, const torch::Tensor& ref_logits,
+                                         const torch::Tensor& adv_logits) {
+  auto o = align->options;
+  return functional::alignment_loss(ref_logits, adv_logits, o.check_logits(false));
+}
+
+/// align->forward_probs(ref_probs, adv_logits) without the adv_logits check (see align_checked_model).
+inline torch::Tensor align_probs_checked_model(AlignmentLoss& align, const torch::Tensor& ref_probs,
+                                               const torch::Tensor& adv_logits) {
+  auto o = align->options;
+  return functional::alignment_loss_from_probs(ref_probs, adv_logits, o.check_logits(false));
 }
 
 inline StepLoss finish(torch::Tensor ce, torch::Tensor reg, const torch::Tensor& adv_logits,
@@ -115,11 +143,11 @@ inline std::pair<torch::Tensor, torch::Tensor> uiat_alignment(UniversalInversePe
   TORCH_CHECK_VALUE(!ema_on || ema_store != nullptr, "iat::train::uiat_loss: momentum_form kTargetEMA with momentum ",
                     o.momentum(), " needs an iat::OneOffCache as EMA store and the batch's dataset indices");
   if (ema_store == nullptr) {
-    return {align(check_logits, adv_logits), torch::softmax(check_logits, 1)};
+    return {align_checked_model(align, check_logits, adv_logits), torch::softmax(check_logits, 1)};
   }
   const double gamma = o.momentum_form() == InverseMomentum::kTargetEMA ? o.momentum() : 0.0;
   auto ref = (*ema_store)->ema(index, torch::softmax(check_logits, 1), gamma);
-  return {align->forward_probs(ref, adv_logits), ref};
+  return {align_probs_checked_model(align, ref, adv_logits), ref};
 }
 
 inline StepLoss uiat_loss_impl(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
@@ -171,10 +199,10 @@ inline StepLoss single_step_impl(const ModelRef& model, const torch::Tensor& x, 
     auto x_check = (*uip)(x.detach(), y).requires_grad_(true);
     auto check_logits = model(x_check);
     iat::detail::check_model_output(who, check_logits, y);
-    auto grad = torch::autograd::grad({functional::cross_entropy(check_logits, y).sum()}, {x_check}, {},
-                                      /*retain_graph=*/true)[0];
+    auto grad = torch::autograd::grad({functional::cross_entropy(check_logits, y, LogitsCheck::kOff).sum()},
+                                      {x_check}, {}, /*retain_graph=*/true)[0];
     (*uip)->step(y, grad.detach());
-    auto kl = (*align)(check_logits, adv_logits);
+    auto kl = align_checked_model(*align, check_logits, adv_logits);
     reg = reg.defined() ? reg + kl : kl;
     ref = torch::softmax(check_logits, 1);
   }
@@ -229,10 +257,12 @@ inline StepLoss mart_loss(const ModelRef& model, const torch::Tensor& x, const t
   auto x_adv = attack.perturb(model, x, y);
   auto adv_logits = model(x_adv);
   auto nat_logits = model(x);
-  iat::detail::check_model_output("iat::train::mart_loss", adv_logits, y);
+  detail::check_training_output("iat::train::mart_loss", adv_logits, y);
   auto adv_probs = torch::softmax(adv_logits, 1);
   auto max_other = std::get<0>(functional::max_other_logit(adv_probs, y));
-  auto bce = (functional::cross_entropy(adv_logits, y) - torch::log((1.0 - max_other).clamp_min(1e-12))).mean();
+  auto bce = (functional::cross_entropy(adv_logits, y, LogitsCheck::kOff) -
+              torch::log((1.0 - max_other).clamp_min(1e-12)))
+                 .mean();
   auto nat_probs = torch::softmax(nat_logits, 1);
   auto true_prob = nat_probs.gather(1, y.unsqueeze(1)).squeeze(1);
   auto kl = functional::kl_div(torch::log_softmax(nat_logits, 1), torch::log_softmax(adv_logits, 1));
@@ -255,7 +285,8 @@ inline StepLoss iat_loss(const ModelRef& model, const torch::Tensor& x, const to
   auto adv_logits = model(x_adv);
   auto inv_logits = model(x_inv);
   auto ce = detail::mean_ce(adv_logits, y);
-  return detail::finish(ce, align(inv_logits, adv_logits), adv_logits, torch::softmax(inv_logits, 1), x_adv);
+  return detail::finish(ce, detail::align_checked_model(align, inv_logits, adv_logits), adv_logits,
+                        torch::softmax(inv_logits, 1), x_adv);
 }
 
 /// UIAT (docs/method.md §3–§4): CE(f(x'), y) + λ·KL(p(x̌) ‖ p(x')), x̌ = uip(x, y), with one δ step per call at the
@@ -314,17 +345,20 @@ inline StepLoss one_off_loss(const ModelRef& model, const torch::Tensor& x, cons
   switch (cache->phase(epoch)) {
     case OneOffPhase::kNatural: {
       auto nat_logits = model(x);
-      return detail::finish(ce, align(nat_logits, adv_logits), adv_logits, torch::softmax(nat_logits, 1), x_adv);
+      return detail::finish(ce, detail::align_checked_model(align, nat_logits, adv_logits), adv_logits,
+                            torch::softmax(nat_logits, 1), x_adv);
     }
     case OneOffPhase::kInverse: {
       auto inv_logits = model(inverse.perturb(model, x, y, x_adv));
       auto inv_probs = torch::softmax(inv_logits, 1);
       cache->store(index, inv_probs);
-      return detail::finish(ce, align(inv_logits, adv_logits), adv_logits, inv_probs, x_adv);
+      return detail::finish(ce, detail::align_checked_model(align, inv_logits, adv_logits), adv_logits, inv_probs,
+                            x_adv);
     }
     case OneOffPhase::kStored: {
       auto stored = cache->read(index).to(adv_logits.device());
-      return detail::finish(ce, align->forward_probs(stored, adv_logits), adv_logits, stored, x_adv);
+      return detail::finish(ce, detail::align_probs_checked_model(align, stored, adv_logits), adv_logits, stored,
+                            x_adv);
     }
   }
   TORCH_INTERNAL_ASSERT(false, "unknown iat::OneOffPhase");
