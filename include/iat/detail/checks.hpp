@@ -92,9 +92,10 @@ inline void check_not_probabilities(const char* who, const char* what, const tor
 /// Labels in [0, num_classes), checked once the model's logits tell num_classes (one read from the device).
 inline void check_label_range(const char* who, const torch::Tensor& y, int64_t num_classes) {
   auto range = at::aminmax(y);
-  auto both = torch::stack({std::get<0>(range), std::get<1>(range)}).to(torch::kCPU);
-  const int64_t lo = both[0].item<int64_t>();
-  const int64_t hi = both[1].item<int64_t>();
+  // On a device both values come back in one transfer (one sync); on the CPU reading them is free.
+  auto both = y.device().is_cpu() ? torch::Tensor() : torch::stack({std::get<0>(range), std::get<1>(range)}).cpu();
+  const int64_t lo = (both.defined() ? both[0] : std::get<0>(range)).item<int64_t>();
+  const int64_t hi = (both.defined() ? both[1] : std::get<1>(range)).item<int64_t>();
   TORCH_CHECK_VALUE(lo >= 0 && hi < num_classes, who, ": labels must be in [0, ", num_classes,
                     ") for a model with ", num_classes, " outputs, got labels in [", lo, ", ", hi, "]");
 }
