@@ -132,6 +132,24 @@ int main(int argc, char** argv) {
       aa.add(mode('\x00', read_file(path)));
       for (int record = 0; record < 8; ++record) aa.add(std::string{'\x01', static_cast<char>(record * 3), '\x05', '\x01', '\x06'});
     }
+    // iat-train command lines (NUL-separated arguments): a preset with overrides, every kind of flag value
+    // (fractions, integers, booleans, names, paths), flags that need or exclude each other, and the listings.
+    Corpus flags{out / "train_flags"};
+    for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+             {"--preset", "fashion-pgd-at-cnn", "--epochs", "2", "--out", "runs/x"},
+             {"--preset=cifar10-uiat-prn18", "--eps", "8/255", "--step-size", "2/255", "--inv-eps=4/255"},
+             {"--method", "trades", "--data", "synthetic", "--batch-size", "16", "--augment", "false", "--seed", "3"},
+             {"--method", "uiat", "--momentum-epoch", "-1", "--gamma", "0.9", "--one-off-epoch", "3", "--bf16"},
+             {"--generated", "gen.npz", "--gen-ratio", "0.3", "--ema-decay", "0.995", "--model", "wrn-28-10"},
+             {"--resume", "--resume-force", "--device", "cuda:1", "--threads", "2", "--print-config"},
+             {"--overwrite", "--resume"},
+             {"--eps", "8", "--max-lr", "1e309"},
+             {"--list-presets"},
+             {"--help"}}) {
+      std::string bytes;
+      for (size_t i = 0; i < args.size(); ++i) bytes += (i ? std::string(1, '\0') : std::string()) + args[i];
+      flags.add(bytes);
+    }
     fs::remove_all(tmp);
   } catch (const std::exception& e) {
     std::cerr << "make_seeds: " << e.what() << "\n";

@@ -135,6 +135,15 @@ struct Preset {
   std::map<std::string, std::string> values;
 };
 
+/// Exit codes: 0 finished; 1 the run cannot go ahead with these files (--out unusable or holding another
+/// run, data missing or damaged, checkpoint missing, corrupt or written with other settings, a failed
+/// write such as a full disk); 2 bad command line (unknown flag, malformed or out-of-range value, flags
+/// that exclude each other); 3 non-finite loss; 130 stopped by a signal or --stop-after-steps.
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitNonFinite = 3;
+constexpr int kExitStopped = 130;
+
 /// Every experiment of the supplement, plus the Fashion-MNIST demo runs. Names:
 /// <dataset>-<method>-<model>, e.g. cifar10-uiat-prn18, svhn-pgd-at-wrn34, cifar10-ddpm-uiat-wrn28.
 inline std::vector<Preset> presets() {
@@ -249,6 +258,21 @@ inline CLI::Validator one_of(std::vector<std::string> names) {
         return fmt::format("must be one of {}; got '{}'", fmt::join(names, ", "), text);
       },
       fmt::format("{{{}}}", fmt::join(names, ",")));
+}
+
+/// Text that config.json and the checkpoint can record (valid UTF-8, which JSON requires): a path given
+/// in another encoding is refused here rather than failing the run when config.json is written.
+inline CLI::Validator recordable_text() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        try {
+          (void)nlohmann::json(text).dump();
+          return std::string();
+        } catch (const nlohmann::json::type_error&) {
+          return "must be UTF-8 text (it is recorded in config.json), got bytes that are not";
+        }
+      },
+      "TEXT");
 }
 
 /// An architecture make_model() builds: small-cnn, prn18 or wrn-<depth>-<width>.

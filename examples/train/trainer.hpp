@@ -52,15 +52,6 @@ inline void install_stop_handlers() {
   std::signal(SIGTERM, handler);
 }
 
-/// Exit codes: 0 finished; 1 the run cannot go ahead with these files (--out unusable or holding another
-/// run, data missing or damaged, checkpoint missing, corrupt or written with other settings, a failed
-/// write such as a full disk); 2 bad command line (unknown flag, malformed or out-of-range value, flags
-/// that exclude each other); 3 non-finite loss; 130 stopped by a signal or --stop-after-steps.
-constexpr int kExitError = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitNonFinite = 3;
-constexpr int kExitStopped = 130;
-
 /// A deterministic 10-class problem generated from `seed`, for tests and timing: [channels, size, size]
 /// images whose class is a bright patch (a quarter of the side) at one of 9 places, or none.
 /// `--data synthetic` is 1×12×12 (tests); `--data synthetic-cifar` is 3×32×32 (CIFAR-shaped timing).

@@ -322,6 +322,9 @@ PY
 --resume --overwrite|excludes
 ARGS
     "$BIN" --help > /dev/null || fail "--help must exit 0"
+    # A value config.json cannot record (not UTF-8) is a usage error, even with --print-config.
+    expect_rc 2 "$WORK/log" "$BIN" --print-config --generated "$(printf 'g\377.npz')"
+    grep -qF -- "--generated: must be UTF-8 text" "$WORK/log" || { cat "$WORK/log"; fail "unclear refusal of non-UTF-8 text"; }
     ;;
   outdir)
     # --out a file; --out below a file; --out not writable: refused (exit 1) before training, nothing changed.
