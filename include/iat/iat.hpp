@@ -32,6 +32,7 @@
 #include <iat/train/ema.hpp>
 #include <iat/train/one_cycle.hpp>
 #include <iat/train/recipes.hpp>
+#include <iat/train/awp.hpp>
 #include <iat/models/common.hpp>
 #include <iat/models/preact_resnet.hpp>
 #include <iat/models/wide_resnet.hpp>
