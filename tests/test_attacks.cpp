@@ -194,8 +194,9 @@ TEST_CASE("PGD ascends each of its losses", "[attacks][pgd]") {
     return net(t);
   };
   auto clean = logits_of(x);
-  auto run = [&](iat::Loss loss) {
-    return logits_of(iat::PGD(iat::PGDOptions().loss(loss).random_start(false)).perturb(net, x, y));
+  // Captured by name: C++17 lambdas cannot capture structured bindings (clang refuses, gcc allows).
+  auto run = [&, xs = x, ys = y](iat::Loss loss) {
+    return logits_of(iat::PGD(iat::PGDOptions().loss(loss).random_start(false)).perturb(net, xs, ys));
   };
   CHECK(F::margin_loss(run(iat::Loss::kMargin), y).mean().item<double>() >
         F::margin_loss(clean, y).mean().item<double>() + 0.1);
