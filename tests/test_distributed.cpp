@@ -6,6 +6,7 @@
 
 #include <iat/attacks/pgd.hpp>
 #include <iat/distributed/data_parallel.hpp>
+#include <iat/distributed/sharded_eval.hpp>
 #include <iat/train/recipes.hpp>
 
 #include <torch/nn/modules/conv.h>
@@ -123,6 +124,53 @@ TrainResult train(const std::string& method, const dist::ProcessGroupPtr& pg) {
 }
 
 const std::vector<std::string> kMethods{"pgd-at", "trades", "uiat"};
+
+// Sharded evaluation: 41 points in batches of 9 (5 batches: ranks 0 and 1 run 3 and 2 of them).
+constexpr int64_t kEvalPoints = 41;
+constexpr int64_t kEvalBatch = 9;
+
+std::pair<torch::Tensor, torch::Tensor> eval_points() {
+  auto gen = at::detail::createCPUGenerator(3);
+  return {at::rand({kEvalPoints, 3, 8, 8}, gen), at::randint(0, kClasses, {kEvalPoints}, gen)};
+}
+
+iat::eval::AutoAttackOptions eval_aa_options() {
+  return iat::eval::AutoAttackOptions()
+      .eps(16.0 / 255)
+      .seed(3)
+      .batch_size(kEvalBatch)
+      .apgd_steps(4)
+      .fab_steps(4)
+      .square_queries(30)
+      .n_target_classes(2);
+}
+
+iat::eval::RobustAccuracyOptions eval_ra_options() {
+  return iat::eval::RobustAccuracyOptions().batch_size(kEvalBatch).seed(5);
+}
+
+// What the sharded-evaluation test compares: robust_accuracy's flags and counts, AutoAttack's flags after
+// each attack, final flags, re-check, x_adv and counts. `pg` null: one process.
+std::vector<torch::Tensor> evaluate(const dist::ProcessGroupPtr& pg) {
+  torch::set_num_threads(1);
+  auto net = make_net(21);
+  auto [x, y] = eval_points();
+  auto pgd = iat::eval::pgd(8.0 / 255, 3);
+  auto ra = pg ? dist::sharded_robust_accuracy(pg, net, x, y, pgd, eval_ra_options())
+               : iat::eval::robust_accuracy(net, x, y, pgd, eval_ra_options());
+  auto report = pg ? dist::sharded_autoattack(pg, net, x, y, eval_aa_options())
+                   : iat::eval::AutoAttack(eval_aa_options()).run(net, x, y);
+  std::vector<torch::Tensor> out{ra.robust, ra.clean,
+                                 torch::tensor({ra.correct, ra.clean_correct, ra.total, report.robust_count,
+                                                report.robust_count_rechecked, report.clean_correct,
+                                                static_cast<int64_t>(report.steps.size())}),
+                                 report.robust, report.robust_rechecked, report.x_adv};
+  for (const auto& step : report.steps) {
+    out.push_back(step.robust_flags);
+    out.push_back(torch::tensor({step.attacked, step.robust}));
+  }
+  return out;
+}
 
 // --- the worker side ---
 
@@ -280,6 +328,7 @@ TEST_CASE("distributed: worker", "[.][distributed_worker]") {
     worker_gradients(pg, env.rank, false);
   }
   if (name == "train") worker_train(pg);
+  if (name == "eval") save(evaluate(pg), "eval");
   dist::barrier(pg);
 }
 
@@ -402,5 +451,34 @@ TEST_CASE("distributed: N steps of PGD-AT, TRADES and UIAT on 2 processes equal 
       CHECK(one.delta.abs().sum().item<double>() > 0);
     }
   }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("distributed: sharded robust_accuracy and AutoAttack on 2 processes equal 1 process point for point",
+          "[distributed]") {
+  if (skip_without_gloo()) return;
+  auto dir = run_workers("eval");
+  auto one = evaluate({});
+  auto r0 = load(dir, "eval", 0), r1 = load(dir, "eval", 1);
+  REQUIRE(r0.size() == one.size());
+  REQUIRE(r1.size() == one.size());
+  for (size_t i = 0; i < one.size(); ++i) {
+    INFO("tensor " << i << " of the results (0-1: robust_accuracy flags, 2: counts, 3-5: AutoAttack flags, "
+                      "re-check, x_adv, then per attack)");
+    CHECK(torch::equal(r0[i], one[i]));
+    CHECK(torch::equal(r1[i], one[i]));
+  }
+  const auto counts = one[2];
+  INFO("robust_accuracy: " << counts[0].item<int64_t>() << " robust of " << counts[1].item<int64_t>()
+                           << " clean; AutoAttack: " << counts[3].item<int64_t>() << " robust");
+  // The attacks changed something on both ranks' batches, so an unmerged or mis-seeded shard would show.
+  auto broken = one[1] & one[0].logical_not();
+  auto batch_of = torch::arange(kEvalPoints).div(kEvalBatch, "floor");
+  auto on_rank1 = batch_of.remainder(2).to(torch::kBool);                    // batches 1, 3: rank 1's
+  CHECK((broken & on_rank1.logical_not()).any().item<bool>());               // PGD broke points of rank 0
+  CHECK((broken & on_rank1).any().item<bool>());                             // and of rank 1
+  CHECK(counts[4].item<int64_t>() == counts[3].item<int64_t>());
+  CHECK(counts[6].item<int64_t>() == 4);  // apgd-ce, apgd-t, fab-t, square
+  CHECK(counts[5].item<int64_t>() > counts[3].item<int64_t>());             // AutoAttack broke points
   fs::remove_all(dir);
 }

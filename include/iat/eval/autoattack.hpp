@@ -55,6 +55,20 @@ struct AutoAttackProgress {
   int64_t robust = 0;   ///< points still robust
 };
 
+/// What one process of a sharded evaluation holds after running its batches of one attack
+/// (iat::distributed::sharded_autoattack fills `AutoAttackOptions::shard_merge` with a function that
+/// combines these over the ranks in place). Rows outside this process's batches still hold the values of
+/// the start of the attack.
+struct AutoAttackShardMerge {
+  torch::Tensor attacked;   ///< int64 [M]: the indices the attack ran on (every rank's batches)
+  torch::Tensor robust;     ///< bool [N], updated in place
+  torch::Tensor adv_mask;   ///< bool [N]: points with an adversarial example, updated in place
+  torch::Tensor nonfinite;  ///< bool [N], updated in place
+  torch::Tensor x_adv;      ///< [N, ...]: adversarial examples, updated in place
+  int64_t zero_grad_points = 0;  ///< this attack's count on this process; the merge makes it the total
+  double seconds = 0;            ///< this process's time; the merge makes it the slowest rank's
+};
+
 /// Options of iat::eval::AutoAttack. Defaults: standard version, L∞, ε = 8/255, seed 0, batches of 250.
 /// The budgets (`apgd_steps`, `fab_steps`, `square_queries`, `n_target_classes`) are AutoAttack's; a run
 /// with other budgets is reported as non-standard.
@@ -113,6 +127,14 @@ struct AutoAttackOptions {
   TORCH_ARG(int64_t, square_queries) = 5000;
   /// Target classes of APGD-T and FAB-T (standard: 9; capped at classes − 1 with a warning).
   TORCH_ARG(int64_t, n_target_classes) = 9;
+  /// Sharding hook (set by iat::distributed::sharded_autoattack, docs/distributed.md): this process runs
+  /// the attack batches b with b % shard_count == shard_index, and `shard_merge` combines the processes'
+  /// results after each attack. Every batch is seeded as in one process, so the results are the same.
+  TORCH_ARG(int64_t, shard_index) = 0;
+  /// Number of processes sharing the attack batches (1: no sharding).
+  TORCH_ARG(int64_t, shard_count) = 1;
+  /// Combines the processes' results after each attack (required when shard_count > 1).
+  TORCH_ARG(std::function<void(AutoAttackShardMerge&)>, shard_merge) = nullptr;
 };
 
 /// One attack's line in the report.
@@ -416,6 +438,15 @@ class AutoAttack {
     iat::detail::check_at_least(who, "fab_steps", options_.fab_steps(), 1);
     iat::detail::check_at_least(who, "square_queries", options_.square_queries(), 0);
     iat::detail::check_at_least(who, "n_target_classes", options_.n_target_classes(), 1);
+    iat::detail::check_at_least(who, "shard_count", options_.shard_count(), 1);
+    TORCH_CHECK_VALUE(options_.shard_index() >= 0 && options_.shard_index() < options_.shard_count(), who,
+                      ": shard_index must be in [0, shard_count), got ", options_.shard_index(), " of ",
+                      options_.shard_count());
+    TORCH_CHECK_VALUE(options_.shard_count() == 1 || options_.shard_merge(), who,
+                      ": shard_count > 1 needs a shard_merge function (iat::distributed::sharded_autoattack)");
+    TORCH_CHECK_VALUE(options_.shard_count() == 1 || options_.state_path().empty(), who,
+                      ": a state file (state_path) cannot be used by a sharded evaluation (shard_count ",
+                      options_.shard_count(), "): each process holds only its own batches");
     const auto& known = autoattack_attack_names();
     TORCH_CHECK_VALUE(options_.version() != AutoAttackVersion::kCustom || !options_.attacks().empty(), who,
                       ": version kCustom needs a non-empty attack list (from ", detail::join(known, ", "), ")");
@@ -599,7 +630,9 @@ class AutoAttack {
       step.attacked = num_robust;
       auto attack = make_attack(name, report.n_target_classes);
       const int64_t batches = (num_robust + bs - 1) / bs;
+      const int64_t zero_grad_before = state.zero_grad_points;
       for (int64_t b = first_batch; b < batches; ++b) {
+        if (b % o.shard_count() != o.shard_index()) continue;  // another process's batch
         auto ib = idx.narrow(0, b * bs, std::min(bs, num_robust - b * bs));
         auto xb = x.index_select(0, ib.to(x.device())).to(device);
         auto yb = y.index_select(0, ib.to(y.device())).to(device);
@@ -628,6 +661,13 @@ class AutoAttack {
         if (o.on_batch()) o.on_batch()(AutoAttackProgress{name, b + 1, batches, robust.sum().item<int64_t>()});
       }
       step.seconds = seconds_before + elapsed();
+      if (o.shard_count() > 1) {
+        AutoAttackShardMerge m{idx, robust, adv_mask, nonfinite, x_adv, state.zero_grad_points - zero_grad_before,
+                               step.seconds};
+        o.shard_merge()(m);
+        state.zero_grad_points = zero_grad_before + m.zero_grad_points;
+        step.seconds = m.seconds;
+      }
       step.robust = robust.sum().item<int64_t>();
       step.robust_accuracy = static_cast<double>(step.robust) / static_cast<double>(n);
       step.robust_flags = robust.clone();

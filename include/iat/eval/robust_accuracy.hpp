@@ -23,6 +23,23 @@ struct RobustAccuracy {
   double clean_accuracy = 0;  ///< correct on the clean input / total
   int64_t clean_correct = 0;
   int64_t total = 0;
+  torch::Tensor robust;  ///< bool [N]: correct on the attack's output (set by the options overload)
+  torch::Tensor clean;   ///< bool [N]: correct on the clean input (set by the options overload)
+};
+
+/// Options of the per-point robust_accuracy overload (and of iat::distributed::sharded_robust_accuracy).
+struct RobustAccuracyOptions {
+  /// Points per batch.
+  TORCH_ARG(int64_t, batch_size) = 256;
+  /// Set: before batch b the global CPU generator is seeded with seed + b, so that each batch's random
+  /// draws depend on no other batch (what makes a sharded evaluation equal to one process). Unset: the
+  /// generator runs on from batch to batch, as the plain overload does.
+  TORCH_ARG(iat::optional<int64_t>, seed) = iat::nullopt;
+  /// Sharding hook: this process runs the batches b with b % shard_count == shard_index; the others'
+  /// points are left false in the flags and out of the counts (sharded_robust_accuracy sums them).
+  TORCH_ARG(int64_t, shard_index) = 0;
+  /// Number of processes sharing the batches (1: all of them here).
+  TORCH_ARG(int64_t, shard_count) = 1;
 };
 
 /// The evaluation PGD of docs/method.md §8.5 with `steps` steps: L∞ ε, CE, uniform random start, one
@@ -94,6 +111,54 @@ inline RobustAccuracy robust_accuracy(const ModelRef& model, const torch::Tensor
   }
   r.accuracy = static_cast<double>(r.correct) / static_cast<double>(r.total);
   r.clean_accuracy = static_cast<double>(r.clean_correct) / static_cast<double>(r.total);
+  return r;
+}
+
+/// Like the plain overload, with per-point flags (`r.robust`, `r.clean`) and, with `seed`, every batch
+/// seeded on its own (seed + batch index). With shard_count > 1 only this process's batches are run and
+/// counted (accuracies over those points); iat::distributed::sharded_robust_accuracy combines the ranks.
+///
+/// **Example**
+/// \code
+/// auto pgd = iat::eval::pgd20();
+/// auto r = iat::eval::robust_accuracy(net, x, y, pgd, iat::eval::RobustAccuracyOptions().batch_size(128).seed(0));
+/// auto broken = r.clean & r.robust.logical_not();      // points the attack broke
+/// \endcode
+inline RobustAccuracy robust_accuracy(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                      Attack& attack, const RobustAccuracyOptions& options) {
+  const char* who = "iat::eval::robust_accuracy";
+  iat::detail::check_images(who, x);
+  iat::detail::check_labels(who, x, y);
+  iat::detail::check_at_least(who, "batch_size", options.batch_size(), 1);
+  iat::detail::check_at_least(who, "shard_count", options.shard_count(), 1);
+  TORCH_CHECK_VALUE(options.shard_index() >= 0 && options.shard_index() < options.shard_count(), who,
+                    ": shard_index must be in [0, shard_count), got ", options.shard_index());
+  ModeGuard eval_mode(model, false);
+  const int64_t n = x.size(0), bs = options.batch_size();
+  RobustAccuracy r;
+  r.robust = torch::zeros({n}, torch::kBool);
+  r.clean = torch::zeros({n}, torch::kBool);
+  for (int64_t b = 0, k = 0; b < n; b += bs, ++k) {
+    if (k % options.shard_count() != options.shard_index()) continue;
+    const int64_t len = std::min(bs, n - b);
+    auto xb = x.narrow(0, b, len);
+    auto yb = y.narrow(0, b, len);
+    if (options.seed()) torch::manual_seed(static_cast<uint64_t>(*options.seed() + k));
+    auto adv = attack.perturb(model, xb, yb);
+    torch::NoGradGuard no_grad;
+    auto clean_logits = model(xb);
+    iat::detail::check_model_output(who, clean_logits, yb);
+    auto ok_clean = (iat::detail::predicted_class(clean_logits) == yb).to(torch::kCPU);
+    auto ok_adv = (iat::detail::predicted_class(model(adv)) == yb).to(torch::kCPU);
+    r.clean.narrow(0, b, len).copy_(ok_clean);
+    r.robust.narrow(0, b, len).copy_(ok_adv);
+    r.total += len;
+  }
+  r.clean_correct = r.clean.sum().item<int64_t>();
+  r.correct = r.robust.sum().item<int64_t>();
+  const double total = static_cast<double>(std::max<int64_t>(r.total, 1));
+  r.accuracy = static_cast<double>(r.correct) / total;
+  r.clean_accuracy = static_cast<double>(r.clean_correct) / total;
   return r;
 }
 

@@ -1,0 +1,130 @@
+#pragma once
+/// \file
+/// iat::distributed: robust accuracy and AutoAttack sharded over the ranks of a process group, with
+/// per-point results equal to one process (docs/distributed.md, "Sharded evaluation").
+///
+/// The rule: points are cut into batches exactly as one process cuts them, and rank r runs the batches b
+/// with b % world_size == r (AutoAttack: of each attack, over the points still robust before it). Every
+/// batch draws its random numbers from a seed of its own (AutoAttack re-seeds before every attack on every
+/// batch, as the reference does; robust_accuracy with seed s seeds batch b with s + b), so a batch draws the
+/// same numbers on whichever rank runs it. After each attack the ranks' results are combined, so every rank
+/// starts the next attack from the same flags. Clean pass, sanity checks and final re-check (forward passes
+/// only) run on every rank in full.
+
+#include <iat/distributed/process_group.hpp>
+#include <iat/eval/autoattack.hpp>
+#include <iat/eval/robust_accuracy.hpp>
+
+#include <torch/types.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace iat {
+namespace distributed {
+
+namespace detail {
+
+inline void all_reduce(const ProcessGroupPtr& pg, const torch::Tensor& tensor, c10d::ReduceOp::RedOpType op) {
+  std::vector<torch::Tensor> tensors{tensor};
+  c10d::AllreduceOptions o;
+  o.reduceOp = op;
+  pg->allreduce(tensors, o)->wait();
+}
+
+// Combines the ranks' results of one AutoAttack attack in place (see AutoAttackShardMerge).
+inline void merge_autoattack_shards(const ProcessGroupPtr& pg, iat::eval::AutoAttackShardMerge& m) {
+  const auto idx = m.attacked.to(torch::kCPU);
+  if (idx.numel() > 0) {
+    // Flags over the attacked rows: robust is the minimum (each rank only ever clears its own rows),
+    // adv_mask and nonfinite the maximum.
+    auto flags = torch::stack({m.robust.index_select(0, idx), m.adv_mask.index_select(0, idx),
+                               m.nonfinite.index_select(0, idx)})
+                     .to(torch::kInt);
+    auto robust = flags[0].clone();
+    auto marks = flags.narrow(0, 1, 2).contiguous();
+    all_reduce(pg, robust, c10d::ReduceOp::MIN);
+    all_reduce(pg, marks, c10d::ReduceOp::MAX);
+    // Adversarial examples: the one rank that found a row contributes it, the others zeros (x + 0 == x).
+    auto rows = m.x_adv.index_select(0, idx.to(m.x_adv.device())).to(torch::kCPU);
+    auto own_hit = m.adv_mask.index_select(0, idx).to(torch::kCPU);
+    std::vector<int64_t> shape(rows.dim(), 1);
+    shape[0] = rows.size(0);
+    auto contribution = torch::where(own_hit.view(shape), rows, torch::zeros_like(rows)).contiguous();
+    all_reduce(pg, contribution, c10d::ReduceOp::SUM);
+    auto hit = marks[0].to(torch::kBool);
+    auto merged = torch::where(hit.view(shape), contribution, rows);
+    m.robust.index_copy_(0, idx, robust.to(torch::kBool));
+    m.adv_mask.index_copy_(0, idx, hit);
+    m.nonfinite.index_copy_(0, idx, marks[1].to(torch::kBool));
+    m.x_adv.index_copy_(0, idx.to(m.x_adv.device()), merged.to(m.x_adv.device(), m.x_adv.scalar_type()));
+  }
+  auto counts = torch::tensor({static_cast<double>(m.zero_grad_points)}, torch::kDouble);
+  auto seconds = torch::tensor({m.seconds}, torch::kDouble);
+  all_reduce(pg, counts, c10d::ReduceOp::SUM);
+  all_reduce(pg, seconds, c10d::ReduceOp::MAX);
+  m.zero_grad_points = static_cast<int64_t>(counts.item<double>());
+  m.seconds = seconds.item<double>();
+}
+
+}  // namespace detail
+
+/// iat::eval::robust_accuracy over the ranks of `pg`: rank r runs the batches b with b % world_size == r,
+/// each seeded with `options.seed()` + b (a seed is required: without one a batch's draws would depend on
+/// the batches before it). Every rank returns the whole result — per-point flags `robust` and `clean`,
+/// counts, accuracies — equal to `iat::eval::robust_accuracy(model, x, y, attack, options)` in one process.
+/// Every rank must pass the same x, y, model weights and options.
+///
+/// **Example**
+/// \code
+/// auto pg = iat::distributed::init_process_group(iat::distributed::environment_from_torchrun());
+/// auto pgd = iat::eval::pgd20();
+/// auto r = iat::distributed::sharded_robust_accuracy(pg, net, x, y, pgd,
+///                                                    iat::eval::RobustAccuracyOptions().batch_size(128).seed(0));
+/// if (pg->getRank() == 0) std::cout << "PGD-20: " << r.accuracy << "\n";
+/// \endcode
+inline iat::eval::RobustAccuracy sharded_robust_accuracy(const ProcessGroupPtr& pg, const ModelRef& model,
+                                                         const torch::Tensor& x, const torch::Tensor& y,
+                                                         Attack& attack, iat::eval::RobustAccuracyOptions options) {
+  TORCH_CHECK_VALUE(options.seed().has_value(), "iat::distributed::sharded_robust_accuracy: options.seed() must be "
+                    "set, so that every batch draws the same random numbers on whichever rank runs it");
+  options.shard_index(pg->getRank()).shard_count(pg->getSize());
+  auto r = iat::eval::robust_accuracy(model, x, y, attack, options);
+  auto flags = torch::stack({r.robust, r.clean}).to(torch::kInt).contiguous();
+  all_reduce_sum(pg, flags);  // every point belongs to exactly one rank's batches
+  r.robust = flags[0].to(torch::kBool);
+  r.clean = flags[1].to(torch::kBool);
+  r.total = x.size(0);
+  r.correct = r.robust.sum().item<int64_t>();
+  r.clean_correct = r.clean.sum().item<int64_t>();
+  r.accuracy = static_cast<double>(r.correct) / static_cast<double>(r.total);
+  r.clean_accuracy = static_cast<double>(r.clean_correct) / static_cast<double>(r.total);
+  return r;
+}
+
+/// AutoAttack over the ranks of `pg`: the attack batches of each attack are shared round-robin (batch b on
+/// rank b % world_size), each seeded as in one process, and combined after every attack, so every rank
+/// returns the report of `iat::eval::AutoAttack(options).run(model, x, y)` in one process — flags per
+/// attack, counts, x_adv, re-check — except the wall times (each attack's: the slowest rank's). A state
+/// file is refused (each rank holds only its batches). Every rank must pass the same x, y, weights and
+/// options; on_batch and log see this rank's batches only.
+///
+/// **Example**
+/// \code
+/// auto pg = iat::distributed::init_process_group(iat::distributed::environment_from_torchrun());
+/// auto report = iat::distributed::sharded_autoattack(pg, net, x, y, iat::eval::AutoAttackOptions().seed(0));
+/// if (pg->getRank() == 0) std::cout << "AutoAttack: " << report.robust_accuracy << "\n";
+/// \endcode
+inline iat::eval::AutoAttackReport sharded_autoattack(const ProcessGroupPtr& pg, const ModelRef& model,
+                                                      const torch::Tensor& x, const torch::Tensor& y,
+                                                      iat::eval::AutoAttackOptions options) {
+  TORCH_CHECK_VALUE(options.seed() >= 0, "iat::distributed::sharded_autoattack: the seed must be fixed (>= 0), got ",
+                    options.seed(), "; a seed from the clock could differ between ranks");
+  options.shard_index(pg->getRank()).shard_count(pg->getSize());
+  options.shard_merge([pg](iat::eval::AutoAttackShardMerge& m) { detail::merge_autoattack_shards(pg, m); });
+  iat::eval::AutoAttack aa(std::move(options));
+  return aa.run(model, x, y);
+}
+
+}  // namespace distributed
+}  // namespace iat
