@@ -124,6 +124,10 @@ inline int parse_command_line(int argc, const char* const* argv, TrainConfig& cf
   app.add_flag("--channels-last", cfg.channels_last, "channels-last memory format for the model and the batches");
   app.add_option("--seed", cfg.seed, "Random seed (data order, initialisation, attacks)")->check(integer_at_least(0))->capture_default_str();
   app.add_option("--threads", cfg.threads, "CPU threads for LibTorch")->check(integer_at_least(1))->capture_default_str();
+  app.add_option("--dist-timeout", cfg.dist_timeout,
+                 "Under torchrun: seconds a rank waits for the others (rendezvous, every collective) before it stops "
+                 "with an error, e.g. when another rank died")
+      ->check(integer_at_least(1))->capture_default_str();
   app.add_flag("--plain-progress", cfg.plain_progress, "Plain progress lines even on a terminal");
   app.add_option("--stop-after-steps", cfg.stop_after_steps, "Testing: stop after N optimiser steps as if interrupted (checkpoint written)")
       ->check(integer_at_least(0))->group("Testing");

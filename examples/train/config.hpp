@@ -66,6 +66,7 @@ struct TrainConfig {
   bool channels_last = false;
   uint64_t seed = 0;
   int threads = 1;
+  int64_t dist_timeout = 300;        // seconds a rank waits for the others under torchrun before it stops
   bool plain_progress = false;
   // For tests: stop (as if interrupted) after this many optimiser steps; make the loss NaN at a step.
   int64_t stop_after_steps = 0;

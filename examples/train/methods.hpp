@@ -13,6 +13,7 @@
 #include <iat/attacks/pgd.hpp>
 #include <iat/data/dataset.hpp>
 #include <iat/data/loader.hpp>
+#include <iat/distributed/data_parallel.hpp>
 #include <iat/inverse/alignment_loss.hpp>
 #include <iat/inverse/inverse_attack.hpp>
 #include <iat/inverse/one_off_cache.hpp>
@@ -114,6 +115,21 @@ class Method {
       archive.read("one_off_cache", a);
       cache_->load(a);
     }
+  }
+
+  /// Under data parallelism: UIAT's per-class gradient sums are all-reduced before the sign step, so δ_y and
+  /// its momentum are the global batch's on every rank.
+  void distribute(const iat::distributed::ProcessGroupPtr& pg) {
+    if (uip_) uip_->set_gradient_reducer(iat::distributed::uiat_gradient_reducer(pg));
+  }
+
+  /// Whether the method keeps a one-off cache whose rows the ranks must share (share_cache_rows).
+  bool has_cache() const { return static_cast<bool>(cache_); }
+
+  /// Every rank gets the one-off cache rows the others stored: `written` are this rank's dataset positions
+  /// since the last call. A collective: every rank calls it at the same point.
+  void share_cache_rows(const iat::distributed::ProcessGroupPtr& pg, const torch::Tensor& written) {
+    if (cache_) iat::distributed::share_cache_rows(pg, cache_, written);
   }
 
   /// The supplement's Figure 1 for this model: one test image per class, its inverse adversary, and

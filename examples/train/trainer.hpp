@@ -14,6 +14,7 @@
 #include <iat/data/loader.hpp>
 #include <iat/data/mix.hpp>
 #include <iat/data/npz.hpp>
+#include <iat/distributed/data_parallel.hpp>
 #include <iat/eval/robust_accuracy.hpp>
 #include <iat/models/state_dict.hpp>
 #include <iat/precision.hpp>
@@ -34,6 +35,8 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -88,18 +91,48 @@ class Trainer {
   explicit Trainer(TrainConfig cfg) : cfg_(std::move(cfg)) {}
 
   int run() {
-    prepare_output_folder();  // before any work: an unusable --out or another run's folder stops here
-    setup();
-    if (cfg_.resume) {
-      load_checkpoint();
-    } else if (cfg_.overwrite) {
-      remove_earlier_outputs();
+    try {
+      return train();
+    } catch (const std::exception& e) {
+      // Under torchrun a failed collective means another rank stopped, died or hung: say so, not only Gloo's words
+      // (Gloo's transport errors reach here as c10::Error or as gloo's own exceptions).
+      const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+      const std::string what = c10_error != nullptr ? c10_error->what_without_backtrace() : e.what();
+      if (!pg_ || what.find("gloo") == std::string::npos) throw;
+      TORCH_CHECK(false, "rank ", env_.rank, " of ", env_.world_size, " lost the other ranks (one stopped or died, or ",
+                  "did not answer within --dist-timeout ", cfg_.dist_timeout, " s); stopping. The last checkpoint, ",
+                  last_checkpoint_.empty() ? std::string("(none written by this run)") : last_checkpoint_,
+                  ", resumes with --resume. Gloo said: ", what);
     }
-    write_config();
-    write_metrics();  // on resume: rebuilt from the checkpoint, so no row is lost or doubled by a kill
-    // and curves.png with it: a kill after the last epoch's checkpoint may have cut its drawing short (or come
-    // before it), and a resume with no epoch left would otherwise never redraw it.
-    if (!metrics_.empty()) write_curves();
+  }
+
+ private:
+  int train() {
+    start_distributed();  // under torchrun: the process group, before anything can fail on one rank alone
+    // Before any work: an unusable --out or another run's folder stops here (rank 0 owns the folder).
+    on_every_rank("checking --out", [&] {
+      if (main_rank()) prepare_output_folder();
+    });
+    on_every_rank("setting up", [&] {
+      setup();
+      if (cfg_.resume) {
+        load_checkpoint();  // every rank reads the checkpoint: under torchrun --out is on a shared filesystem
+      } else if (cfg_.overwrite && main_rank()) {
+        remove_earlier_outputs();
+      }
+    });
+    if (pg_) {
+      // Rank 0's weights everywhere (equal already: same seed, same checkpoint), buckets and hooks.
+      dp_ = std::make_unique<iat::distributed::DataParallel>(pg_, model_.ptr());
+      method_->distribute(pg_);
+    }
+    if (main_rank()) {
+      write_config();
+      write_metrics();  // on resume: rebuilt from the checkpoint, so no row is lost or doubled by a kill
+      // and curves.png with it: a kill after the last epoch's checkpoint may have cut its drawing short (or
+      // come before it), and a resume with no epoch left would otherwise never redraw it.
+      if (!metrics_.empty()) write_curves();
+    }
     const int64_t batches = loader_->size();
     for (int64_t epoch = start_epoch_; epoch < cfg_.epochs; ++epoch) {
       method_->begin_epoch(epoch);
@@ -112,16 +145,31 @@ class Trainer {
       double& seen = epoch_sums_[2];
       const auto t0 = std::chrono::steady_clock::now();
       int64_t b = start_batch_;
-      for (auto& batch : *loader_) {
+      for (auto& global_batch : *loader_) {
         schedule_->set_step(step_);
+        // Every rank draws the same global batch (same seed) and trains on its slice of it.
+        auto batch = rank_slice(global_batch);
         if (cfg_.channels_last) batch.x = batch.x.contiguous(at::MemoryFormat::ChannelsLast);
-        auto out = method_->loss(iat::with_precision(model_, precision_), batch, epoch);
+        if (dp_) dp_->begin_step();  // rank 0's buffers (batch-norm statistics), as PyTorch's DDP
+        iat::train::StepLoss out;
+        {
+          // The random start is this rank's slice of the one a single process would draw for the global batch.
+          iat::distributed::GlobalDrawSlice draw(env_.rank, env_.world_size, batch.x.numel());
+          out = method_->loss(iat::with_precision(model_, precision_), batch, epoch);
+        }
+        if (one_off_epoch(epoch)) written_rows_.push_back(batch.index.cpu());
         auto loss = out.loss;
         if (step_ == cfg_.inject_nan_at_step) loss = loss * std::numeric_limits<float>::quiet_NaN();
-        const double loss_value = loss.item<double>();
+        const double n_local = static_cast<double>(batch.y.size(0));
+        // The step's sums over the ranks (loss, correct, examples, stop requests): one small all-reduce, so
+        // that every rank sees the same numbers and stops at the same step.
+        const auto sums = over_ranks({loss.item<double>() * n_local,
+                                      out.adv_logits.argmax(1).eq(batch.y).sum().item<double>(), n_local,
+                                      stop_signal().load() != 0 ? 1.0 : 0.0});
+        const double loss_value = sums[0] / sums[2];
         if (!std::isfinite(loss_value)) {
           bar.finish();
-          std::cerr << fmt::format("iat-train: non-finite loss ({}) at step {} (epoch {}, batch {}); stopping. {}\n",
+          if (main_rank()) std::cerr << fmt::format("iat-train: non-finite loss ({}) at step {} (epoch {}, batch {}); stopping. {}\n",
                                    loss_value, step_, epoch + 1, b + 1,
                                    last_checkpoint_.empty()
                                        ? "No checkpoint was written by this run before it; lower --max-lr or check "
@@ -134,16 +182,17 @@ class Trainer {
         }
         optimizer_->zero_grad();
         loss.backward();
+        if (dp_) dp_->synchronize_gradients();  // every .grad is now the mean over the ranks
         optimizer_->step();
         if (ema_) ema_->update();
         ++step_;
         ++b;
-        const int64_t n = batch.y.size(0);
-        loss_sum += loss_value * static_cast<double>(n);
-        correct += out.adv_logits.argmax(1).eq(batch.y).sum().item<double>();
-        seen += static_cast<double>(n);
-        bar.update(b, n, {{"loss", loss_sum / seen}, {"adv_acc", correct / seen}, {"lr", schedule_->lr_at(step_ - 1)}});
-        if (stop_signal().load() != 0 || (cfg_.stop_after_steps > 0 && step_ >= cfg_.stop_after_steps)) {
+        loss_sum += sums[0];
+        correct += sums[1];
+        seen += sums[2];
+        bar.update(b, static_cast<int64_t>(sums[2]),
+                   {{"loss", loss_sum / seen}, {"adv_acc", correct / seen}, {"lr", schedule_->lr_at(step_ - 1)}});
+        if (sums[3] > 0 || (cfg_.stop_after_steps > 0 && step_ >= cfg_.stop_after_steps)) {
           bar.finish();
           save_checkpoint(epoch, b);
           std::cout << fmt::format("iat-train: stopped at step {} (epoch {}, batch {}/{}); checkpoint written to {}; "
@@ -180,10 +229,12 @@ class Trainer {
                                train_seconds);
       epoch_sums_ = {0, 0, 0};
       save_checkpoint(epoch + 1, 0);
-      write_metrics();  // after the checkpoint holding this row is committed (a resume rebuilds it anyway)
-      write_curves();
+      if (main_rank()) {
+        write_metrics();  // after the checkpoint holding this row is committed (a resume rebuilds it anyway)
+        write_curves();
+      }
     }
-    finish();
+    if (main_rank()) finish();
     return 0;
   }
 
@@ -191,6 +242,77 @@ class Trainer {
   struct Eval {
     double natural = 0, robust = 0, ema_natural = 0, ema_robust = 0;
   };
+
+  // ---- several processes ---------------------------------------------------------------------------
+  bool main_rank() const { return env_.rank == 0; }
+
+  // Under torchrun (RANK and WORLD_SIZE set, more than one process): a Gloo process group from torchrun's
+  // environment, waiting --dist-timeout seconds for the others. Ranks other than 0 print nothing on stdout
+  // (errors still go to stderr, prefixed with the rank by torchrun's --tee / --redirects when asked).
+  void start_distributed() {
+    env_ = iat::distributed::environment_from_torchrun();
+    if (env_.world_size == 1) return;
+    TORCH_CHECK_VALUE(cfg_.batch_size % env_.world_size == 0, "--batch-size ", cfg_.batch_size,
+                      " is the global batch and must be a multiple of the number of processes (WORLD_SIZE = ",
+                      env_.world_size, "); each rank trains on --batch-size / WORLD_SIZE examples of it");
+    if (!main_rank() && std::freopen("/dev/null", "w", stdout) == nullptr) {
+      std::cerr << "iat-train: rank " << env_.rank << ": could not silence stdout; its progress lines follow\n";
+    }
+    iat::distributed::ProcessGroupOptions options;
+    options.timeout = std::chrono::seconds(cfg_.dist_timeout);
+    try {
+      pg_ = iat::distributed::init_process_group(env_, options);
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(false, "rank ", env_.rank, " of ", env_.world_size, ": no process group with the others at ",
+                  env_.master_addr, ":", env_.master_port, " within --dist-timeout ", cfg_.dist_timeout, " s: ",
+                  e.what_without_backtrace());
+    }
+  }
+
+  // Runs `work` on every rank; when it fails on any rank, every rank stops (the failing one with its own
+  // error, the others saying so) instead of waiting for the failed rank at the next collective.
+  template <typename F>
+  void on_every_rank(const char* what, F&& work) {
+    if (!pg_) return work();
+    std::exception_ptr error;
+    try {
+      work();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    const double failed = iat::distributed::sum_over_ranks(pg_, {error ? 1.0 : 0.0})[0];
+    if (error) std::rethrow_exception(error);
+    TORCH_CHECK(failed == 0, "rank ", env_.rank, ": ", static_cast<int>(failed), " other rank(s) failed while ", what,
+                " (their messages are above); stopping too");
+  }
+
+  // Sums over the ranks (the values themselves in a single process).
+  std::vector<double> over_ranks(const std::vector<double>& values) const {
+    if (!pg_) return values;
+    try {
+      return iat::distributed::sum_over_ranks(pg_, values);
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(false, "rank ", env_.rank, ": the other ranks did not answer within --dist-timeout ",
+                  cfg_.dist_timeout, " s (did one stop or die?): ", e.what_without_backtrace());
+    }
+  }
+
+  // This rank's share of a global batch (the batch itself in a single process).
+  iat::data::Batch rank_slice(const iat::data::Batch& global) const {
+    if (env_.world_size == 1) return global;
+    const auto s = iat::distributed::slice_of_batch(global.x.size(0), env_.rank, env_.world_size);
+    return {global.x.slice(0, s.begin, s.end), global.y.slice(0, s.begin, s.end),
+            global.index.defined() ? global.index.slice(0, s.begin, s.end) : global.index};
+  }
+
+  bool one_off_epoch(int64_t epoch) const { return method_->has_cache() && pg_ && epoch == cfg_.one_off_epoch; }
+
+  // The one-off rows this rank stored since the last checkpoint go to every rank (a collective).
+  void share_written_rows() {
+    if (!pg_ || !method_->has_cache()) return;
+    method_->share_cache_rows(pg_, written_rows_.empty() ? torch::empty({0}, torch::kLong) : torch::cat(written_rows_));
+    written_rows_.clear();
+  }
 
   std::string checkpoint_path() const { return (std::filesystem::path(cfg_.out) / "checkpoint.pt").string(); }
 
@@ -318,6 +440,13 @@ class Trainer {
   }
 
   void save_checkpoint(int64_t epoch, int64_t batch_in_epoch) {
+    share_written_rows();  // so the checkpoint holds every rank's one-off rows, and every rank has them
+    if (main_rank()) write_checkpoint(epoch, batch_in_epoch);  // the other ranks hold the same state
+    last_checkpoint_ = batch_in_epoch == 0 ? fmt::format("end of epoch {}, step {}", epoch, step_)
+                                           : fmt::format("epoch {}, batch {}, step {}", epoch + 1, batch_in_epoch, step_);
+  }
+
+  void write_checkpoint(int64_t epoch, int64_t batch_in_epoch) {
     torch::serialize::OutputArchive archive;
     archive.write("identity", c10::IValue(identity().dump()));
     archive.write("settings", c10::IValue(settings().dump()));
@@ -343,8 +472,6 @@ class Trainer {
       archive.write("ema_updates", c10::IValue(ema_->updates()));
     }
     iat::train::save_atomically(archive, checkpoint_path());
-    last_checkpoint_ = batch_in_epoch == 0 ? fmt::format("end of epoch {}, step {}", epoch, step_)
-                                           : fmt::format("epoch {}, batch {}, step {}", epoch + 1, batch_in_epoch, step_);
   }
 
   // Everything that changes a run's results, bound by its checkpoint: every setting of config.json but the
@@ -540,6 +667,7 @@ class Trainer {
   // previous version, never a partial one.
   void write_config() const {
     auto j = cfg_.to_json();
+    j["distributed"] = distributed_json();
     if (!resume_log_.empty()) j["resume_forced"] = resume_log_;
     iat::train::write_file_atomically((std::filesystem::path(cfg_.out) / "config.json").string(), j.dump(2) + "\n");
   }
@@ -549,6 +677,11 @@ class Trainer {
     std::string text;
     for (const auto& row : metrics_) text += row.dump() + "\n";
     iat::train::write_file_atomically((std::filesystem::path(cfg_.out) / "metrics.jsonl").string(), text);
+  }
+
+  // How many processes ran and over what (config.json, summary.json): a run's results do not depend on it.
+  nlohmann::json distributed_json() const {
+    return {{"world_size", env_.world_size}, {"backend", pg_ ? "gloo" : "none"}};
   }
 
   void write_curves() const {
@@ -585,7 +718,8 @@ class Trainer {
                               {"steps", step_},
                               {"train_examples", examples_},
                               {"test_examples", test_.size()},
-                              {"final", metrics_.empty() ? nlohmann::json() : metrics_.back()}};
+                              {"final", metrics_.empty() ? nlohmann::json() : metrics_.back()},
+                              {"distributed", distributed_json()}};
     if (!resume_log_.empty()) summary["resume_forced"] = resume_log_;
     iat::train::write_file_atomically((out / "summary.json").string(), summary.dump(2) + "\n");
     std::cout << fmt::format("iat-train: done in {:.0f} s of training; outputs in {}\n", train_seconds_total_, cfg_.out);
@@ -610,6 +744,11 @@ class Trainer {
   nlohmann::json data_fingerprint_;                    // CRC-32s of the data, computed once (settings())
   nlohmann::json resume_log_ = nlohmann::json::array();  // every --resume-force: where, and what changed
   std::string last_checkpoint_;                         // what the last checkpoint of this run holds ("" = none)
+  // Under torchrun: where this process sits, the process group and the gradient averaging (none alone).
+  iat::distributed::Environment env_;
+  iat::distributed::ProcessGroupPtr pg_;
+  std::unique_ptr<iat::distributed::DataParallel> dp_;
+  std::vector<torch::Tensor> written_rows_;  // dataset positions of one-off rows stored since the last share
 };
 
 }  // namespace iat_examples

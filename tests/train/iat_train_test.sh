@@ -10,7 +10,8 @@
 # truncated checkpoints are refused by name), killed (metrics.jsonl never doubles or loses a row after a kill, curves.png is redrawn),
 # rerun (a folder holding a run is not overwritten without --overwrite), usage (command-line errors exit 2
 # with readable messages), outdir (an unusable --out is refused before training), data (missing and
-# truncated data files are named).
+# truncated data files are named), torchrun (several processes equal one; rank 0 writes; resuming on another
+# world size; a dead rank stops the others).
 set -euo pipefail
 BIN=$1
 CASE=$2
@@ -325,6 +326,84 @@ ARGS
     # A value config.json cannot record (not UTF-8) is a usage error, even with --print-config.
     expect_rc 2 "$WORK/log" "$BIN" --print-config --generated "$(printf 'g\377.npz')"
     grep -qF -- "--generated: must be UTF-8 text" "$WORK/log" || { cat "$WORK/log"; fail "unclear refusal of non-UTF-8 text"; }
+    ;;
+  torchrun)
+    # Several processes (docs/distributed.md): 2 ranks at global batch B equal 1 process at B (weights within
+    # 1e-5: only the summation order differs), under torchrun (the PyPI leg's) or Debian's
+    # `python3 -m torch.distributed.run` (which needs --redirects/--tee with Python 3.11); as two "machines" on
+    # the loopback; rank 0 alone writes; resuming 2 -> 1 process; a killed rank stops the other.
+    PYTHON=${3:?torchrun case: give the Python with torch}
+    if [ -x "$(dirname "$PYTHON")/torchrun" ]; then LAUNCH=("$(dirname "$PYTHON")/torchrun"); else LAUNCH=("$PYTHON" -m torch.distributed.run); fi
+    LAUNCH+=(--redirects 2 --tee 2)
+    free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+    same_weights() {  # same_weights A B: model.pt of two runs within 1e-5
+      "$PYTHON" - "$1/model.pt" "$2/model.pt" <<'PY' || fail "weights of $1 and $2 differ"
+import sys, torch
+a, b = (torch.load(p) for p in sys.argv[1:3])
+assert a.keys() == b.keys()
+d = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+print(f"max weight difference {d:.3g}")
+assert d <= 1e-5, d
+PY
+    }
+    ARGS=("${TINY[@]}" --augment false --epochs 2 --dist-timeout 30)
+    # TRADES for 2 steps only: its attack starts 0.001 from x, where the KL's input gradient is so small that
+    # a summation-order difference of 1e-8 flips a sign at step 3 (measured: 0 after 1 step, 7e-9 after 2,
+    # 3e-6 after 3, 1e-4 after 8); the others for 2 epochs (8 steps).
+    for m in pgd-at trades uiat; do
+      extra=()
+      [ $m = trades ] && extra=(--epochs 1 --train-subset 64)
+      "$BIN" "${ARGS[@]}" "${extra[@]}" --method $m --out "$WORK/one-$m" > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "$m: one process failed"; }
+      "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" "${ARGS[@]}" "${extra[@]}" --method $m \
+        --out "$WORK/two-$m" > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "$m: two processes failed"; }
+      same_weights "$WORK/one-$m" "$WORK/two-$m"
+      epochs=2
+      [ $m = trades ] && epochs=1
+      [ "$(grep -c "epoch [0-9]*/$epochs: loss" "$WORK/log")" = $epochs ] || { cat "$WORK/log"; fail "$m: rank 1 printed progress"; }
+      "$PYTHON" -c 'import json, sys; d = [json.load(open(sys.argv[1] + f))["distributed"] for f in ("/config.json", "/summary.json")]; assert d == [{"world_size": 2, "backend": "gloo"}] * 2, d' \
+        "$WORK/two-$m" || fail "$m: world size not recorded"
+    done
+    # The one-off method through its epoch T' on 2 processes (each rank's cache rows shared at the checkpoint):
+    # it runs, but is not the one-process result: its inverse attack's random start is a second draw per step,
+    # which GlobalDrawSlice does not slice (docs/distributed.md).
+    "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" "${ARGS[@]}" --method uiat-one-off \
+      --out "$WORK/two-one-off" > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "uiat-one-off: two processes failed"; }
+    # Two machines: one torchrun per node, one process each, on the loopback.
+    port=$(free_port)
+    for node in 0 1; do
+      "${LAUNCH[@]}" --nnodes 2 --node_rank $node --nproc_per_node 1 --master_addr 127.0.0.1 --master_port "$port" \
+        --no_python "$BIN" "${ARGS[@]}" --method uiat --out "$WORK/nodes" > "$WORK/node$node.log" 2>&1 &
+    done
+    wait %1 || { cat "$WORK/node0.log"; fail "node 0 failed"; }
+    wait %2 || { cat "$WORK/node1.log"; fail "node 1 failed"; }
+    same_weights "$WORK/one-uiat" "$WORK/nodes"
+    # Stopped on 2 processes, resumed on 1: the uninterrupted one-process run's weights.
+    set +e
+    "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" "${ARGS[@]}" --method uiat \
+      --out "$WORK/cut" --stop-after-steps 5 > "$WORK/log" 2>&1
+    set -e
+    grep -q "stopped at step 5" "$WORK/log" || { cat "$WORK/log"; fail "the two-process run did not stop at step 5"; }
+    "$BIN" "${ARGS[@]}" --method uiat --out "$WORK/cut" --resume > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "resume on 1 process failed"; }
+    same_weights "$WORK/one-uiat" "$WORK/cut"
+    # A global batch the world size does not divide is refused, naming the flag.
+    expect_rc 1 "$WORK/log" "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" \
+      "${ARGS[@]}" --batch-size 33 --out "$WORK/odd"
+    grep -q -- "--batch-size 33 is the global batch and must be a multiple of the number of processes" "$WORK/log" || { cat "$WORK/log"; fail "odd batch: unclear refusal"; }
+    # A rank killed mid-run: the other stops with an error saying so (here at once: Gloo sees the connection
+    # close; a rank that hangs instead is waited for --dist-timeout seconds).
+    port=$(free_port)
+    RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$BIN" "${ARGS[@]}" --epochs 500 --dist-timeout 20 \
+      --out "$WORK/k0" > "$WORK/k0.log" 2>&1 &
+    r0=$!
+    RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$BIN" "${ARGS[@]}" --epochs 500 --dist-timeout 20 \
+      --out "$WORK/k1" > /dev/null 2>&1 &
+    r1=$!
+    for _ in $(seq 100); do grep -q "^epoch 1/500:" "$WORK/k0.log" && break; sleep 0.2; done
+    kill -9 $r1
+    rc=0
+    wait $r0 || rc=$?
+    [ $rc = 1 ] || { cat "$WORK/k0.log"; fail "rank 0 must exit 1 when rank 1 dies, got $rc"; }
+    grep -q "rank 0 of 2 lost the other ranks" "$WORK/k0.log" || { cat "$WORK/k0.log"; fail "unclear message after a dead rank"; }
     ;;
   outdir)
     # --out a file; --out below a file; --out not writable: refused (exit 1) before training, nothing changed.
