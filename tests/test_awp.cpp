@@ -12,6 +12,7 @@
 #include <torch/optim/sgd.h>
 
 #include <map>
+#include <tuple>
 
 using namespace iat_test;
 
@@ -74,6 +75,25 @@ std::map<std::string, torch::Tensor> proxy_awp(Net& net, Net& proxy, double gamm
   return v;
 }
 
+/// The weights after one SGD(lr) step from w + v and w <- w - v: w - lr * grad of ref_loss (computed on
+/// `reference`, loaded with w + v), compared with `net`'s parameters now.
+template <typename Net>
+void check_sgd_step(Net& reference, const torch::Tensor& ref_loss, Net& net,
+                    const std::map<std::string, torch::Tensor>& before, double lr) {
+  std::vector<torch::Tensor> ref_list;
+  std::vector<std::string> ref_names;
+  for (const auto& item : reference->named_parameters()) {
+    ref_names.push_back(item.key());
+    ref_list.push_back(item.value());
+  }
+  auto grads = torch::autograd::grad({ref_loss}, ref_list);
+  auto now = net->named_parameters();
+  for (size_t i = 0; i < ref_names.size(); ++i) {
+    INFO(ref_names[i]);
+    CHECK(max_abs_diff(now[ref_names[i]], before.at(ref_names[i]) - lr * grads[i]) < kTight);  // (w + v - lr g) - v
+  }
+}
+
 double mean_ce(const torch::Tensor& logits, const torch::Tensor& y) {
   return at::cross_entropy_loss(logits, y).item<double>();
 }
@@ -106,7 +126,8 @@ TEST_CASE("AWP with PGD-AT: v per layer, its size, batch norm, and w after pertu
     net->bn->running_var.uniform_(0.5, 2.0);
     net->bn->weight.uniform_(0.5, 1.5);
   }
-  auto [x, y] = double_data(32);
+  torch::Tensor x, y;  // not a structured binding: lambdas below capture them
+  std::tie(x, y) = double_data(32);
   auto x_adv = shifted(x);
   const double gamma = 5e-3, proxy_lr = 0.01, lr = 0.1;
   iat::train::AWP awp(iat::train::AWPOptions().gamma(gamma).proxy_lr(proxy_lr).warmup_epochs(0));
@@ -181,20 +202,7 @@ TEST_CASE("AWP with PGD-AT: v per layer, its size, batch norm, and w after pertu
     reference->train();
     auto ref_loss = at::cross_entropy_loss(reference(x_adv), y);
     CHECK(step.loss.item<double>() == Approx(ref_loss.item<double>()).epsilon(1e-12));
-    auto ref_named = reference->named_parameters();
-    std::vector<torch::Tensor> ref_list;
-    std::vector<std::string> ref_names;
-    for (const auto& item : ref_named) {
-      ref_names.push_back(item.key());
-      ref_list.push_back(item.value());
-    }
-    auto grads = torch::autograd::grad({ref_loss}, ref_list);
-    auto now = net->named_parameters();
-    for (size_t i = 0; i < ref_names.size(); ++i) {
-      INFO(ref_names[i]);
-      auto expected = before.at(ref_names[i]) - lr * grads[i];  // (w + v − lr·g) − v
-      CHECK(max_abs_diff(now[ref_names[i]], expected) < kTight);
-    }
+    check_sgd_step(reference, ref_loss, net, before, lr);
     // The training forward at w + v updated the running statistics, as the reference's forward did.
     auto ref_buffers = reference->named_buffers();
     for (const auto& item : net->named_buffers()) {
@@ -216,7 +224,8 @@ TEST_CASE("AWP with PGD-AT: v per layer, its size, batch norm, and w after pertu
 
 TEST_CASE("AWP warm-up: nothing before warmup_epochs, the ascent loss is not evaluated", "[awp]") {
   TinyNet net;
-  auto [x, y] = quadrant_data(16);
+  torch::Tensor x, y;  // not a structured binding: lambdas below capture them
+  std::tie(x, y) = quadrant_data(16);
   iat::train::FixedExamples adv(shifted(x));
   iat::train::AWP awp(iat::train::AWPOptions().warmup_epochs(3));
   CHECK(awp.options().gamma() == 5e-3);
@@ -258,7 +267,8 @@ TEST_CASE("AWP with UIAT: ascent on the UIAT objective with a scratch delta, del
   net->to(torch::kDouble);
   proxy->to(torch::kDouble);
   reference->to(torch::kDouble);
-  auto [x, y] = double_data(32);
+  torch::Tensor x, y;  // not a structured binding: lambdas below capture them
+  std::tie(x, y) = double_data(32);
   auto x_adv = shifted(x);
   iat::train::FixedExamples adv(x_adv);
   iat::AlignmentLoss align;  // λ = 3.5
@@ -320,18 +330,7 @@ TEST_CASE("AWP with UIAT: ascent on the UIAT objective with a scratch delta, del
   }
   auto ref_loss = uiat_objective(reference);
   CHECK(step.loss.item<double>() == Approx(ref_loss.item<double>()).epsilon(1e-12));
-  std::vector<torch::Tensor> ref_list;
-  std::vector<std::string> ref_names;
-  for (const auto& item : reference->named_parameters()) {
-    ref_names.push_back(item.key());
-    ref_list.push_back(item.value());
-  }
-  auto grads = torch::autograd::grad({ref_loss}, ref_list);
-  auto now = net->named_parameters();
-  for (size_t i = 0; i < ref_names.size(); ++i) {
-    INFO(ref_names[i]);
-    CHECK(max_abs_diff(now[ref_names[i]], before.at(ref_names[i]) - lr * grads[i]) < kTight);
-  }
+  check_sgd_step(reference, ref_loss, net, before, lr);
   CHECK(mean_ce(net(x_adv), y) > 0);
 }
 
@@ -339,7 +338,8 @@ TEST_CASE("AWP with TRADES: the ascent loss is the TRADES objective", "[awp]") {
   TinyNet net, proxy;
   net->to(torch::kDouble);
   proxy->to(torch::kDouble);
-  auto [x, y] = double_data(16);
+  torch::Tensor x, y;  // not a structured binding: lambdas below capture them
+  std::tie(x, y) = double_data(16);
   auto x_adv = shifted(x);
   iat::train::FixedExamples adv(x_adv);
   iat::train::AWP awp(iat::train::AWPOptions().warmup_epochs(0));
