@@ -8,8 +8,12 @@
 // [N, C, H, W] in [0,1] to logits [N, K]. The points come from a file torch.save'd in Python as a dict
 // {'x': float [N,C,H,W] in [0,1], 'y': int64 [N]}, or from a dataset read by iat::data::load_dataset
 // (test split). Progress goes to stderr, a table to stdout, the full report to --out as JSON.
+//
+// Under torchrun (RANK and WORLD_SIZE set, more than one process) the attack batches are shared over the
+// ranks (iat::distributed::sharded_autoattack); rank 0 prints and writes the same report as one process.
 #include <iat/attacks/pgd.hpp>
 #include <iat/data/load.hpp>
+#include <iat/distributed/sharded_eval.hpp>
 #include <iat/eval/autoattack.hpp>
 #include <iat/eval/robust_accuracy.hpp>
 #include <iat/detail/file_io.hpp>
@@ -18,6 +22,7 @@
 #include <iat/version.hpp>
 
 #include "model_zoo.hpp"
+#include "torchrun.hpp"
 
 #include <ATen/Parallel.h>
 #include <torch/csrc/jit/python/update_graph_executor_opt.h>
@@ -37,6 +42,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -52,7 +58,7 @@ struct Args {
   std::string model, checkpoint, data, dataset, data_dir, out, state, device = "cpu", attacks, version = "standard", eps = "8/255";
   std::string norm = "Linf", also, save_adv;
   int64_t n = -1, autoattack_n = -1, seed = 0, batch_size = 250, threads = 1, apgd_steps = 100, fab_steps = 100, square_queries = 5000,
-          n_targets = 9;
+          n_targets = 9, dist_timeout = 300;
   bool quiet = false, jit_optimize = false, nonfinite_as_broken = false, state_mismatch_ok = false;
 };
 
@@ -93,6 +99,12 @@ extern "C" void on_stop_signal(int sig) {
 const char* signal_name(int sig) { return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "a signal"; }
 
 // Thrown from AutoAttack's on_batch callback (after the state file holds the batch) to stop the run.
+// Under torchrun: this process's place (rank 0 of 1 otherwise) and whether it joined the others, for the
+// lost-rank message of main().
+iat::distributed::Environment g_env;
+bool g_pg_joined = false;
+int64_t g_dist_timeout = 300;
+
 struct Stopped {
   iat::eval::AutoAttackProgress at;
 };
@@ -244,6 +256,27 @@ iat_examples::AnyClassifier load_iat_checkpoint(const std::string& path, const t
   return net;
 }
 
+// Every rank must evaluate the same model on the same points: their hashes are gathered and compared, and
+// every rank stops with the same message when one differs.
+void check_same_on_every_rank(const iat::distributed::ProcessGroupPtr& pg, uint64_t model_hash, const torch::Tensor& x,
+                              const torch::Tensor& y) {
+  auto to_i64 = [](uint64_t v) {
+    int64_t out;
+    std::memcpy(&out, &v, sizeof out);
+    return out;
+  };
+  auto hash_of = [](const torch::Tensor& t) { return std::stoull(iat::detail::hash_tensor(t), nullptr, 16); };
+  auto mine = torch::tensor({to_i64(model_hash), to_i64(hash_of(x)), to_i64(hash_of(y))}, torch::kLong);
+  const auto all = iat::distributed::all_gather(pg, mine);
+  for (size_t r = 1; r < all.size(); ++r) {
+    const auto same = all[r] == all[0];
+    if (!same[0].item<bool>()) fail("rank " + std::to_string(r) + " loaded another model file than rank 0 (its bytes differ)");
+    if (!same[1].item<bool>() || !same[2].item<bool>()) {
+      fail("rank " + std::to_string(r) + " loaded other points than rank 0 (--data, --dataset, --data-dir or --n differ)");
+    }
+  }
+}
+
 std::string fixed(double v, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", digits, v);
@@ -311,6 +344,9 @@ int run(int argc, char** argv) {
   app.add_option("--square-queries", a.square_queries, "Square queries (non-standard if not 5000)");
   app.add_option("--n-targets", a.n_targets, "target classes of APGD-T / FAB-T (non-standard if not 9)");
   app.add_flag("--quiet", a.quiet, "no progress on stderr");
+  app.add_option("--dist-timeout", a.dist_timeout,
+                 "under torchrun: seconds a rank waits for the others (rendezvous, every exchange) before it stops "
+                 "with an error, e.g. when another rank died");
   app.add_flag("--jit-optimize", a.jit_optimize,
                "let the TorchScript executor optimise the graph (off by default: gradients then come from the "
                "same kernels as in eager PyTorch, which point-for-point agreement with the reference needs)");
@@ -322,12 +358,35 @@ int run(int argc, char** argv) {
     fail(std::string(e.what()) + " (`iat-eval --help` lists every flag)");
   }
   if (n_opt->count() > 0 && a.n < 1) fail("--n must be >= 1 (leave it out to evaluate every point), got " + std::to_string(a.n));
+  if (a.dist_timeout < 1) fail("--dist-timeout must be >= 1 (seconds), got " + std::to_string(a.dist_timeout));
+  // Under torchrun: the process group first, before anything can fail on one rank alone.
+  try {
+    g_env = iat::distributed::environment_from_torchrun();
+  } catch (const c10::Error& e) {
+    fail(e.what_without_backtrace());
+  }
+  const bool main_rank = g_env.rank == 0;
+  iat::distributed::ProcessGroupPtr pg;
+  if (g_env.world_size > 1) {
+    if (!a.state.empty()) {
+      fail("--state is for one process: under torchrun (WORLD_SIZE = " + std::to_string(g_env.world_size) +
+           ") each rank runs only its share of the batches, which no one state file holds; leave --state out "
+           "or evaluate in one process");
+    }
+    if (a.seed < 0) {
+      fail("--seed must be >= 0 under torchrun, got " + std::to_string(a.seed) +
+           ": a seed from the clock would differ between the ranks");
+    }
+    pg = iat_examples::join_torchrun("iat-eval", g_env, a.dist_timeout);
+    g_dist_timeout = a.dist_timeout;
+    g_pg_joined = true;
+  }
   if (!a.state.empty()) {  // without a state file nothing would be kept: the signals' default (at once)
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
   }
-  // Every output is checked before the evaluation starts, not after it.
-  try {
+  // Every output is checked before the evaluation starts, not after it (by rank 0, which writes them).
+  if (main_rank) try {
     if (!a.out.empty()) iat::detail::check_writable("iat-eval", "--out", a.out);
     if (!a.save_adv.empty()) iat::detail::check_writable("iat-eval", "--save-adv", a.save_adv);
     if (!a.state.empty()) iat::detail::check_writable("iat-eval", "--state", a.state);
@@ -470,6 +529,12 @@ int run(int argc, char** argv) {
     }
   }
 
+  // Under torchrun every rank must hold the same model and points (each evaluates its share of them).
+  const std::string& model_file = a.checkpoint.empty() ? a.model : a.checkpoint;
+  const std::string model_bytes = read_file_bytes(model_file);
+  const uint64_t model_hash = iat::detail::hash_bytes(model_bytes.data(), model_bytes.size());
+  if (pg) check_same_on_every_rank(pg, model_hash, x, y);
+
   auto t_start = std::chrono::steady_clock::now();
   opts.norm(norm).eps(eps).seed(a.seed).batch_size(a.batch_size).device(device).state_path(a.state);
   opts.nonfinite_as_broken(a.nonfinite_as_broken).state_mismatch_ok(a.state_mismatch_ok);
@@ -479,13 +544,9 @@ int run(int argc, char** argv) {
     });
   }
   // The model's identity, bound into the state file: a hash of the file's bytes (and which weights).
-  {
-    const std::string& file = a.checkpoint.empty() ? a.model : a.checkpoint;
-    const std::string bytes = read_file_bytes(file);
-    opts.model_id(file + " " + weights + " " + iat::detail::hex64(iat::detail::hash_bytes(bytes.data(), bytes.size())));
-  }
+  opts.model_id(model_file + " " + weights + " " + iat::detail::hex64(model_hash));
   opts.apgd_steps(a.apgd_steps).fab_steps(a.fab_steps).square_queries(a.square_queries).n_target_classes(a.n_targets);
-  if (!a.quiet) {
+  if (!a.quiet && main_rank) {  // under torchrun: rank 0's batches
     opts.log([t_start](const std::string& line) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
       std::fprintf(stderr, "[%7.1f s] %s\n", s, line.c_str());
@@ -495,13 +556,16 @@ int run(int argc, char** argv) {
   std::vector<std::pair<std::string, iat::eval::RobustAccuracy>> extra_results;
   try {
     iat::eval::AutoAttack aa(opts);
-    if (!a.quiet) {
-      std::fprintf(stderr, "iat-eval: AutoAttack on %lld of %lld points from %s, %s eps=%s (%.6f), attacks %s, seed %lld, bs %lld, %d thread(s)\n",
+    if (!a.quiet && main_rank) {
+      std::fprintf(stderr, "iat-eval: AutoAttack on %lld of %lld points from %s, %s eps=%s (%.6f), attacks %s, seed %lld, bs %lld, %d thread(s)%s\n",
                    static_cast<long long>(aa_n), static_cast<long long>(x.size(0)), source.c_str(), a.norm.c_str(), a.eps.c_str(), eps,
                    iat::eval::detail::join(aa.attack_list(), ",").c_str(), static_cast<long long>(a.seed),
-                   static_cast<long long>(a.batch_size), at::get_num_threads());
+                   static_cast<long long>(a.batch_size), at::get_num_threads(),
+                   pg ? (", " + std::to_string(g_env.world_size) + " processes (gloo), batches shared round-robin").c_str() : "");
     }
-    report = aa.run(iat::ModelRef(forward), x.narrow(0, 0, aa_n), y.narrow(0, 0, aa_n));
+    const auto x_aa = x.narrow(0, 0, aa_n), y_aa = y.narrow(0, 0, aa_n);
+    report = pg ? iat::distributed::sharded_autoattack(pg, iat::ModelRef(forward), x_aa, y_aa, opts)
+                : aa.run(iat::ModelRef(forward), x_aa, y_aa);
     g_phase.store(kAfterAttacks);  // from here a signal stops iat-eval at once
     if (const int sig = g_stop_signal.load()) {
       std::fprintf(stderr, "iat-eval: stopped by %s after AutoAttack's last batch; the state file '%s' holds all of "
@@ -511,7 +575,13 @@ int run(int argc, char** argv) {
     for (const auto& e : extras) {
       iat::PGD attack = e == "pgd20" ? iat::eval::pgd20(eps) : iat::eval::cw_inf(eps);
       if (norm != iat::Norm::kLinf) fail("--also " + e + " is defined for Linf only");
-      extra_results.emplace_back(e, iat::eval::robust_accuracy(iat::ModelRef(forward), x, y, attack, a.batch_size));
+      // Seeded per batch (seed + b) when the seed is fixed, so that the result does not depend on how many
+      // processes share the batches; a seed from the clock (negative) lets the generator run on.
+      iat::eval::RobustAccuracyOptions ro;
+      ro.batch_size(a.batch_size);
+      if (a.seed >= 0) ro.seed(a.seed);
+      extra_results.emplace_back(e, pg ? iat::distributed::sharded_robust_accuracy(pg, iat::ModelRef(forward), x, y, attack, ro)
+                                       : iat::eval::robust_accuracy(iat::ModelRef(forward), x, y, attack, ro));
     }
   } catch (const Stopped& s) {
     std::fprintf(stderr, "iat-eval: stopped by %s after %s batch %lld/%lld; the state file '%s' holds it: run the "
@@ -532,6 +602,7 @@ int run(int argc, char** argv) {
     }
   }
   const double clean_all_acc = static_cast<double>(clean_all) / static_cast<double>(x.size(0));
+  if (!main_rank) return 0;  // rank 0 prints and writes the report; every rank holds the same one
 
   // Table.
   std::printf("\n%-22s %10s %10s %10s\n", "stage", "accuracy", "points", "time [s]");
@@ -584,6 +655,7 @@ int run(int argc, char** argv) {
     j["batch_size"] = a.batch_size;
     j["device"] = device.str();
     j["threads"] = at::get_num_threads();
+    j["distributed"] = {{"world_size", g_env.world_size}, {"backend", pg ? "gloo" : "none"}};
     j["standard_budgets"] = report.standard_budgets;
     j["budgets"] = {{"apgd_steps", a.apgd_steps}, {"fab_steps", a.fab_steps}, {"square_queries", a.square_queries},
                     {"n_target_classes", report.n_target_classes}};
@@ -644,9 +716,11 @@ int main(int argc, char** argv) {
   // the documented one-line error and exit status 2, never in std::terminate.
   try {
     return run(argc, argv);
-  } catch (const c10::Error& e) {
-    fail(e.what_without_backtrace());
   } catch (const std::exception& e) {
-    fail(e.what());
+    const std::string what = iat_examples::error_text(e);
+    if (g_pg_joined && iat_examples::is_lost_rank_error(what)) {
+      fail(iat_examples::lost_ranks_message(g_env, g_dist_timeout) + "; stopping (nothing written). Gloo said: " + what);
+    }
+    fail(what);
   }
 }

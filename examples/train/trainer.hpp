@@ -8,6 +8,7 @@
 #include "../common/model_zoo.hpp"
 #include "../common/plot.hpp"
 #include "../common/progress.hpp"
+#include "../common/torchrun.hpp"
 
 #include <iat/attacks/pgd.hpp>
 #include <iat/data/load.hpp>
@@ -96,11 +97,9 @@ class Trainer {
     } catch (const std::exception& e) {
       // Under torchrun a failed collective means another rank stopped, died or hung: say so, not only Gloo's words
       // (Gloo's transport errors reach here as c10::Error or as gloo's own exceptions).
-      const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-      const std::string what = c10_error != nullptr ? c10_error->what_without_backtrace() : e.what();
-      if (!pg_ || what.find("gloo") == std::string::npos) throw;
-      TORCH_CHECK(false, "rank ", env_.rank, " of ", env_.world_size, " lost the other ranks (one stopped or died, or ",
-                  "did not answer within --dist-timeout ", cfg_.dist_timeout, " s); stopping. The last checkpoint, ",
+      const std::string what = iat_examples::error_text(e);
+      if (!pg_ || !iat_examples::is_lost_rank_error(what)) throw;
+      TORCH_CHECK(false, iat_examples::lost_ranks_message(env_, cfg_.dist_timeout), "; stopping. The last checkpoint, ",
                   last_checkpoint_.empty() ? std::string("(none written by this run)") : last_checkpoint_,
                   ", resumes with --resume. Gloo said: ", what);
     }
@@ -255,18 +254,7 @@ class Trainer {
     TORCH_CHECK_VALUE(cfg_.batch_size % env_.world_size == 0, "--batch-size ", cfg_.batch_size,
                       " is the global batch and must be a multiple of the number of processes (WORLD_SIZE = ",
                       env_.world_size, "); each rank trains on --batch-size / WORLD_SIZE examples of it");
-    if (!main_rank() && std::freopen("/dev/null", "w", stdout) == nullptr) {
-      std::cerr << "iat-train: rank " << env_.rank << ": could not silence stdout; its progress lines follow\n";
-    }
-    iat::distributed::ProcessGroupOptions options;
-    options.timeout = std::chrono::seconds(cfg_.dist_timeout);
-    try {
-      pg_ = iat::distributed::init_process_group(env_, options);
-    } catch (const c10::Error& e) {
-      TORCH_CHECK(false, "rank ", env_.rank, " of ", env_.world_size, ": no process group with the others at ",
-                  env_.master_addr, ":", env_.master_port, " within --dist-timeout ", cfg_.dist_timeout, " s: ",
-                  e.what_without_backtrace());
-    }
+    pg_ = iat_examples::join_torchrun("iat-train", env_, cfg_.dist_timeout);
   }
 
   // Runs `work` on every rank; when it fails on any rank, every rank stops (the failing one with its own

@@ -8,7 +8,8 @@
 # (SIGINT with --state: the running batch is written, exit 130, no temporary file, the same command resumes),
 # nonfinite (NaN logits stop the run with the number of points; --nonfinite-as-broken counts them broken),
 # badinput (a model that fails on the points' shape, a file of 0 points, usage errors: exit 2 with one readable line,
-# never an abort), out (an unwritable --out is refused before the evaluation, an existing report is kept).
+# never an abort), out (an unwritable --out is refused before the evaluation, an existing report is kept),
+# torchrun (2 ranks write the report of 1 process; what is refused; other points on one rank; a killed rank).
 set -euo pipefail
 BIN=$1
 PY=$2
@@ -136,6 +137,70 @@ EOF
     expect_rc 0 "$WORK/e.log" "$BIN" --model "$M" --data "$P" --eps 0.05 "${QUICK[@]}" --save-adv "$WORK/adv.pt"
     "$PY" -c 'import sys, torch; d = torch.load(sys.argv[1]); assert d["x_adv"].shape == (32, 1, 8, 8), d["x_adv"].shape' "$WORK/adv.pt" ||
       fail "--save-adv is not readable by torch.load"
+    ;;
+  torchrun)
+    # Under torchrun (docs/distributed.md, "iat-eval on several processes"): 2 ranks share the batches and
+    # rank 0 writes the one-process report, flag for flag and x_adv bit for bit; --state and a seed from the
+    # clock are refused; ranks that loaded other points stop, naming it; a killed rank stops the other.
+    if [ -x "$(dirname "$PY")/torchrun" ]; then LAUNCH=("$(dirname "$PY")/torchrun"); else LAUNCH=("$PY" -m torch.distributed.run); fi
+    LAUNCH+=(--redirects 2 --tee 2)  # Debian's 1.13 launcher on Python 3.11 needs them (docs/distributed.md)
+    free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+    RUN=(--model "$M" --data "$P" --eps 0.05 --attacks apgd-ce,apgd-t,square --apgd-steps 20 --square-queries 200
+         --n-targets 3 --batch-size 8 --also pgd20 --dist-timeout 30)
+    expect_rc 0 "$WORK/one.log" "$BIN" "${RUN[@]}" --out "$WORK/one.json" --save-adv "$WORK/one_adv.pt"
+    expect_rc 0 "$WORK/two.log" "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" \
+      "${RUN[@]}" --out "$WORK/two.json" --save-adv "$WORK/two_adv.pt"
+    "$PY" - "$WORK/one.json" "$WORK/two.json" "$WORK/one_adv.pt" "$WORK/two_adv.pt" <<'PY' || fail "2 processes differ from 1"
+import json, sys, torch
+one, two = (json.load(open(p)) for p in sys.argv[1:3])
+for key in ("robust_flags", "robust_flags_rechecked", "robust_accuracy", "robust_accuracy_rechecked", "clean_accuracy",
+            "max_perturbation", "also", "num_points"):
+    assert one[key] == two[key], (key, one[key], two[key])
+for a, b in zip(one["steps"], two["steps"]):
+    assert (a["attack"], a["robust_flags"], a["attacked"]) == (b["attack"], b["robust_flags"], b["attacked"]), (a, b)
+assert one["distributed"] == {"world_size": 1, "backend": "none"}, one["distributed"]
+assert two["distributed"] == {"world_size": 2, "backend": "gloo"}, two["distributed"]
+# Not a trivial comparison: some points fall to the attacks and some survive.
+assert 0 < one["robust_accuracy"] < one["clean_accuracy"], (one["robust_accuracy"], one["clean_accuracy"])
+x1, x2 = (torch.load(p)["x_adv"] for p in sys.argv[3:5])
+assert torch.equal(x1, x2), (x1 - x2).abs().max()
+print("robust", one["robust_accuracy"], "pgd20", one["also"]["pgd20"]["accuracy"])
+PY
+    [ "$(grep -c "AutoAttack (counted)" "$WORK/two.log")" = 1 ] || { cat "$WORK/two.log"; fail "not rank 0 alone printed the table"; }
+    # (the launcher exits 1 when a rank fails; each rank's own status 2 is in its "exitcode" line)
+    expect_rc 1 "$WORK/s.log" "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" \
+      "${RUN[@]}" --state "$WORK/state"
+    expect_in "$WORK/s.log" "--state is for one process"
+    expect_rc 1 "$WORK/seed.log" "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" \
+      "${RUN[@]}" --seed -1
+    expect_in "$WORK/seed.log" "--seed must be >= 0 under torchrun"
+    # Rank 1 evaluating other points (--n): both stop before any attack, saying which.
+    port=$(free_port)
+    RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$BIN" "${RUN[@]}" > "$WORK/m0.log" 2>&1 &
+    m0=$!
+    rc=0
+    RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$BIN" "${RUN[@]}" --n 16 > "$WORK/m1.log" 2>&1 || rc=$?
+    [ $rc = 2 ] || { cat "$WORK/m1.log"; fail "rank 1 with other points: expected exit 2, got $rc"; }
+    rc=0
+    wait $m0 || rc=$?
+    [ $rc = 2 ] || { cat "$WORK/m0.log"; fail "rank 0 beside other points: expected exit 2, got $rc"; }
+    expect_in "$WORK/m0.log" "rank 1 loaded other points than rank 0"
+    # A rank killed mid-evaluation: the other exits 2 naming the lost rank. It notices at its next exchange
+    # (after its share of the attack: a few seconds here, about 6 s of APGD for the 32 points in one process)
+    # and at once then, since Gloo sees the connection close; a rank that hangs is waited for --dist-timeout.
+    LONG=(--model "$M" --data "$P" --eps 0.05 --attacks apgd-ce --apgd-steps 3000 --batch-size 8 --dist-timeout 20)
+    port=$(free_port)
+    RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$BIN" "${LONG[@]}" > "$WORK/k0.log" 2>&1 &
+    k0=$!
+    RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$BIN" "${LONG[@]}" > /dev/null 2>&1 &
+    k1=$!
+    for _ in $(seq 100); do grep -q "AutoAttack on" "$WORK/k0.log" && break; sleep 0.1; done
+    sleep 0.5
+    kill -9 $k1
+    rc=0
+    wait $k0 || rc=$?
+    [ $rc = 2 ] || { cat "$WORK/k0.log"; fail "rank 0 must exit 2 when rank 1 dies, got $rc"; }
+    expect_in "$WORK/k0.log" "rank 0 of 2 lost the other ranks"
     ;;
   *) fail "unknown case $CASE" ;;
 esac
