@@ -37,6 +37,8 @@ void check_ranges(const iat_examples::TrainConfig& c) {
                   c.ema_decay >= 0 && c.ema_decay < 1 && c.gen_ratio >= 0 && c.gen_ratio <= 1 &&
                   c.weight_decay >= 0 && c.beta >= 0 && c.lambda >= 0 && c.momentum_epoch >= -1 &&
                   c.one_off_epoch >= 0 && c.trades_beta >= 0 && c.mart_beta >= 0 && c.grad_align_lambda >= 0 &&
+                  c.awp_gamma >= 0 && c.awp_gamma <= 1 && c.awp_warmup >= 0 && c.awp_proxy_lr > 0 &&
+                  std::isfinite(c.awp_proxy_lr) &&
                   !(c.resume_force && !c.resume) && !(c.overwrite && c.resume);
   if (!ok) iat_fuzz::finding("a configuration outside the flags' documented ranges reached training: " +
                              c.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));

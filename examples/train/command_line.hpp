@@ -108,6 +108,14 @@ inline int parse_command_line(int argc, const char* const* argv, TrainConfig& cf
   app.add_option("--trades-beta", cfg.trades_beta, "TRADES beta")->check(number_in(0, kInf))->capture_default_str();
   app.add_option("--mart-beta", cfg.mart_beta, "MART beta")->check(number_in(0, kInf))->capture_default_str();
   app.add_option("--grad-align-lambda", cfg.grad_align_lambda, "GradAlign weight")->check(number_in(0, kInf))->capture_default_str();
+  app.add_option("--awp-gamma", cfg.awp_gamma,
+                 "AWP around the method (docs/awp.md): relative size ||v_l|| / ||w_l|| of the weight perturbation "
+                 "(0 = off; the AWP paper's 5e-3); methods pgd-at, trades, mart, uiat")
+      ->check(number_in(0, 1))->capture_default_str();
+  app.add_option("--awp-warmup", cfg.awp_warmup, "AWP: epochs without it at the start (counted from 0)")
+      ->check(integer_at_least(0))->capture_default_str();
+  app.add_option("--awp-proxy-lr", cfg.awp_proxy_lr, "AWP: learning rate of the ascent step (cancels in v but for its 1e-20 guard)")
+      ->check(number_in(0, kInf, true))->capture_default_str();
   app.add_option("--eval-pgd-steps", cfg.eval_pgd_steps, "PGD steps of the per-epoch robust-accuracy check")->check(integer_at_least(1))->capture_default_str();
 
   app.add_option("--out", cfg.out, "Output folder: checkpoint.pt, metrics.jsonl, curves.png, figure1.png, model.pt, summary.json")->capture_default_str();
@@ -176,6 +184,12 @@ inline int parse_command_line(int argc, const char* const* argv, TrainConfig& cf
     return kExitUsage;
   }
   resolve_defaults(cfg);
+  const auto& awp = awp_methods();
+  if (cfg.awp_gamma > 0 && std::find(awp.begin(), awp.end(), cfg.method) == awp.end()) {
+    err << "iat-train: --awp-gamma " << cfg.awp_gamma << " is wired around the methods pgd-at, trades, mart and uiat; "
+        << "--method " << cfg.method << " is not one of them yet (docs/awp.md); leave --awp-gamma out or at 0\n";
+    return kExitUsage;
+  }
   if (list_presets) {
     // Listing also checks that every preset parses.
     bool ok = true;

@@ -54,6 +54,10 @@ struct TrainConfig {
   double trades_beta = 6.0;
   double mart_beta = 6.0;
   double grad_align_lambda = 0.2;
+  // Adversarial weight perturbation around the method (docs/awp.md): 0 = off.
+  double awp_gamma = 0.0;
+  int64_t awp_warmup = 10;           // epochs 0 ... awp_warmup - 1 without AWP
+  double awp_proxy_lr = 0.01;
   // Evaluation during training.
   int64_t eval_pgd_steps = 10;       // PGD-k accuracy on the held-out subset every epoch
   // Running.
@@ -84,6 +88,7 @@ struct TrainConfig {
             {"inv_steps", inv_steps}, {"beta", beta},               {"lambda", lambda},
             {"momentum_epoch", momentum_epoch}, {"gamma", gamma},   {"one_off_epoch", one_off_epoch},
             {"trades_beta", trades_beta}, {"mart_beta", mart_beta}, {"grad_align_lambda", grad_align_lambda},
+            {"awp_gamma", awp_gamma}, {"awp_warmup", awp_warmup},   {"awp_proxy_lr", awp_proxy_lr},
             {"eval_pgd_steps", eval_pgd_steps}, {"seed", seed},     {"preset", preset},
             {"bf16", bf16},           {"channels_last", channels_last}};
   }
@@ -111,6 +116,20 @@ inline nlohmann::json bound_settings(const TrainConfig& cfg) {
   auto j = cfg.to_json();
   for (const auto& key : unbound_settings()) j.erase(key);
   return j;
+}
+
+/// Settings added to to_json() after checkpoints were first written, with the value that older checkpoints,
+/// which do not record them, ran with (AWP off): --resume compares with these instead of "not recorded".
+inline const nlohmann::json& settings_added_later() {
+  static const nlohmann::json j = {{"awp_gamma", 0.0}, {"awp_warmup", 10}, {"awp_proxy_lr", 0.01}};
+  return j;
+}
+
+/// The methods whose recipe AWP is wired around in iat-train (docs/awp.md §7): those whose state, if any,
+/// a scratch copy keeps out of the ascent.
+inline const std::vector<std::string>& awp_methods() {
+  static const std::vector<std::string> m = {"pgd-at", "trades", "mart", "uiat"};
+  return m;
 }
 
 /// The command-line flag of a to_json() key ("batch_size" -> "--batch-size", "dataset" -> "--data").
@@ -156,17 +175,24 @@ inline std::vector<Preset> presets() {
                                       {"cifar100", "100", "", "3.5", "75", "80"},
                                       {"svhn", "30", "1/255", "3.0", "22", "24"}};
   const std::vector<std::pair<std::string, std::string>> models = {{"prn18", "prn18"}, {"wrn34", "wrn-34-10"}};
+  // A supplement §8 row; with AWP (docs/awp.md): a weight perturbation of gamma = 5e-3 from epoch 10, the AWP
+  // authors' defaults, around the same method and settings.
+  auto paper_row = [](const Data& d, const std::string& short_name, const std::string& arch, const std::string& m,
+                      bool awp) {
+    Preset p{d.name + "-" + m + (awp ? "-awp-" : "-") + short_name,
+             m + (awp ? " + AWP (gamma 5e-3, from epoch 10)" : "") + " on " + d.name + " with " + arch +
+                 " (supplement §8 settings)",
+             {{"data", d.name}, {"method", m}, {"model", arch}, {"epochs", d.epochs},
+              {"lambda", d.lambda}, {"momentum-epoch", d.T}, {"one-off-epoch", d.T1}}};
+    if (!d.step.empty()) p.values["step-size"] = d.step;
+    if (d.name == "svhn") p.values["augment"] = "false";
+    if (awp) p.values["awp-gamma"] = "5e-3";
+    return p;
+  };
   for (const auto& d : datasets) {
     for (const auto& [short_name, arch] : models) {
-      for (const auto& m : methods()) {
-        Preset p{d.name + "-" + m + "-" + short_name,
-                 m + " on " + d.name + " with " + arch + " (supplement §8 settings)",
-                 {{"data", d.name}, {"method", m}, {"model", arch}, {"epochs", d.epochs},
-                  {"lambda", d.lambda}, {"momentum-epoch", d.T}, {"one-off-epoch", d.T1}}};
-        if (!d.step.empty()) p.values["step-size"] = d.step;
-        if (d.name == "svhn") p.values["augment"] = "false";
-        out.push_back(p);
-      }
+      for (const auto& m : methods()) out.push_back(paper_row(d, short_name, arch, m, false));
+      for (const std::string m : {"pgd-at", "trades", "uiat"}) out.push_back(paper_row(d, short_name, arch, m, true));
     }
   }
   // With 1M DDPM images (supplement §1.2): SiLU PRN-18 or WRN-28-10, batch 512, 400 CIFAR-10-equivalent

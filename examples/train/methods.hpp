@@ -18,6 +18,7 @@
 #include <iat/inverse/inverse_attack.hpp>
 #include <iat/inverse/one_off_cache.hpp>
 #include <iat/inverse/universal_perturbation.hpp>
+#include <iat/train/awp.hpp>
 #include <iat/train/recipes.hpp>
 
 #include <torch/serialize/input-archive.h>
@@ -72,6 +73,10 @@ class Method {
       cache_->to(device);
     }
     align_->to(device);
+    if (cfg.awp_gamma > 0) {
+      awp_ = std::make_unique<iat::train::AWP>(
+          iat::train::AWPOptions().gamma(cfg.awp_gamma).proxy_lr(cfg.awp_proxy_lr).warmup_epochs(cfg.awp_warmup));
+    }
   }
 
   /// The paper's two schedule decisions, as one visible `if` each.
@@ -79,19 +84,28 @@ class Method {
     if (uip_) uip_->options.momentum(cfg_.momentum_epoch >= 0 && epoch >= cfg_.momentum_epoch ? cfg_.gamma : 0.0);
   }
 
-  iat::train::StepLoss loss(const iat::ModelRef& model, const iat::data::Batch& b, int64_t epoch) {
-    namespace T = iat::train;
-    if (name_ == "pgd-at") return T::pgd_at_loss(model, b.x, b.y, *attack_);
-    if (name_ == "trades") return T::trades_loss(model, b.x, b.y, *attack_, cfg_.trades_beta);
-    if (name_ == "mart") return T::mart_loss(model, b.x, b.y, *attack_, cfg_.mart_beta);
-    if (name_ == "iat") return T::iat_loss(model, b.x, b.y, *attack_, *inverse_, align_);
-    if (name_ == "uiat") return T::uiat_loss(model, b.x, b.y, *attack_, uip_, align_);
-    if (name_ == "uiat-one-off") return T::one_off_loss(model, b.x, b.y, b.index, epoch, *attack_, *inverse_, cache_, align_);
-    if (uses_uip_) return T::single_step_uiat_loss(model, b.x, b.y, *attack_, uip_, align_, single_options_);
-    return T::single_step_loss(model, b.x, b.y, *attack_, single_options_);
+  /// The step's loss of `module` (seen through `model`, its precision view). With AWP active in `epoch`
+  /// (docs/awp.md): x' found once at w, the weights moved to w + v by an ascent step of this same recipe on
+  /// x', and the loss returned at w + v; restore_weights() after the optimiser step takes v away again.
+  iat::train::StepLoss loss(AnyClassifier& module, const iat::ModelRef& model, const iat::data::Batch& b,
+                            int64_t epoch) {
+    if (!awp_ || !awp_->active(epoch)) return recipe(model, b, epoch, *attack_, uip_);
+    iat::train::FixedExamples adv(attack_->perturb(model, b.x, b.y));  // what the recipe's own call would find
+    perturbation_ = awp_->perturb(module, [&](const iat::ModelRef& /*same module*/) {
+      // UIAT's δ and momentum step in a scratch copy here, and once in the training call below.
+      auto uip = uip_ ? iat::train::scratch_copy(uip_) : uip_;
+      return recipe(model, b, epoch, adv, uip).loss;
+    }, epoch);
+    return recipe(model, b, epoch, adv, uip_);
+  }
+
+  /// After the optimiser step: w ← w − v when AWP perturbed this step's weights.
+  void restore_weights(AnyClassifier& module) {
+    if (awp_) awp_->restore(module, perturbation_);
   }
 
   void save(torch::serialize::OutputArchive& archive) const {
+    TORCH_CHECK(!perturbation_.applied, "iat-train: a checkpoint between AWP's perturb and restore would hold w + v");
     if (uip_) {
       torch::serialize::OutputArchive a;
       uip_->save(a);
@@ -169,6 +183,21 @@ class Method {
   }
 
  private:
+  // The method's recipe on batch b, with the adversary and universal perturbation given (AWP's ascent passes
+  // the fixed x' and a scratch copy of δ).
+  iat::train::StepLoss recipe(const iat::ModelRef& model, const iat::data::Batch& b, int64_t epoch, iat::Attack& attack,
+                              iat::UniversalInversePerturbation& uip) {
+    namespace T = iat::train;
+    if (name_ == "pgd-at") return T::pgd_at_loss(model, b.x, b.y, attack);
+    if (name_ == "trades") return T::trades_loss(model, b.x, b.y, attack, cfg_.trades_beta);
+    if (name_ == "mart") return T::mart_loss(model, b.x, b.y, attack, cfg_.mart_beta);
+    if (name_ == "iat") return T::iat_loss(model, b.x, b.y, attack, *inverse_, align_);
+    if (name_ == "uiat") return T::uiat_loss(model, b.x, b.y, attack, uip, align_);
+    if (name_ == "uiat-one-off") return T::one_off_loss(model, b.x, b.y, b.index, epoch, attack, *inverse_, cache_, align_);
+    if (uses_uip_) return T::single_step_uiat_loss(model, b.x, b.y, attack, uip, align_, single_options_);
+    return T::single_step_loss(model, b.x, b.y, attack, single_options_);
+  }
+
   TrainConfig cfg_;
   std::string name_;
   bool uses_uip_ = false;
@@ -178,6 +207,8 @@ class Method {
   iat::OneOffCache cache_{nullptr};
   iat::AlignmentLoss align_;
   iat::train::SingleStepOptions single_options_;
+  std::unique_ptr<iat::train::AWP> awp_;           // with --awp-gamma > 0
+  iat::train::WeightPerturbation perturbation_;    // v of the running step, between loss() and restore_weights()
 };
 
 inline std::unique_ptr<Method> make_method(const TrainConfig& cfg, int64_t num_classes, std::vector<int64_t> input_shape,

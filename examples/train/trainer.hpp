@@ -154,7 +154,7 @@ class Trainer {
         {
           // The random start is this rank's slice of the one a single process would draw for the global batch.
           iat::distributed::GlobalDrawSlice draw(env_.rank, env_.world_size, batch.x.numel());
-          out = method_->loss(iat::with_precision(model_, precision_), batch, epoch);
+          out = method_->loss(model_, iat::with_precision(model_, precision_), batch, epoch);
         }
         if (one_off_epoch(epoch)) written_rows_.push_back(batch.index.cpu());
         auto loss = out.loss;
@@ -183,6 +183,7 @@ class Trainer {
         loss.backward();
         if (dp_) dp_->synchronize_gradients();  // every .grad is now the mean over the ranks
         optimizer_->step();
+        method_->restore_weights(model_);  // AWP: w + v - step -> w - step (nothing without AWP)
         if (ema_) ema_->update();
         ++step_;
         ++b;
@@ -251,6 +252,9 @@ class Trainer {
   void start_distributed() {
     env_ = iat::distributed::environment_from_torchrun();
     if (env_.world_size == 1) return;
+    TORCH_CHECK_VALUE(cfg_.awp_gamma == 0, "--awp-gamma ", cfg_.awp_gamma, " with WORLD_SIZE = ", env_.world_size,
+                      ": AWP's ascent step is not averaged over the ranks yet, so they would train at different "
+                      "weights (docs/awp.md); run AWP in one process");
     TORCH_CHECK_VALUE(cfg_.batch_size % env_.world_size == 0, "--batch-size ", cfg_.batch_size,
                       " is the global batch and must be a multiple of the number of processes (WORLD_SIZE = ",
                       env_.world_size, "); each rank trains on --batch-size / WORLD_SIZE examples of it");
@@ -534,7 +538,9 @@ class Trainer {
     std::string listing;
     nlohmann::json changes = nlohmann::json::array();
     for (const auto& key : keys) {
-      const auto saved = saved_settings.contains(key) ? saved_settings[key] : nlohmann::json();
+      const auto saved = saved_settings.contains(key)           ? saved_settings[key]
+                         : settings_added_later().contains(key) ? settings_added_later()[key]
+                                                                : nlohmann::json();
       const auto mine = now.contains(key) ? now[key] : nlohmann::json();
       if (saved == mine) continue;
       auto text = [](const nlohmann::json& j) { return j.is_null() ? std::string("(not recorded)") : j.dump(); };

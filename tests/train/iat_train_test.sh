@@ -405,6 +405,44 @@ PY
     [ $rc = 1 ] || { cat "$WORK/k0.log"; fail "rank 0 must exit 1 when rank 1 dies, got $rc"; }
     grep -q "rank 0 of 2 lost the other ranks" "$WORK/k0.log" || { cat "$WORK/k0.log"; fail "unclear message after a dead rank"; }
     ;;
+  awp)
+    # AWP around the method (docs/awp.md; the step itself is checked against the authors' procedure in
+    # tests/test_awp.cpp): off and warming up are the plain run bit for bit; on, it changes the weights; a
+    # run stopped mid-epoch resumes to the uninterrupted AWP run's weights (the checkpoint holds w, not
+    # w + v); methods it is not wired around, and several processes, are refused.
+    ARGS=("${TINY[@]}" --epochs 2)
+    for m in pgd-at uiat; do
+      "$BIN" "${ARGS[@]}" --method $m --out "$WORK/plain-$m" > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "$m: plain run failed"; }
+      "$BIN" "${ARGS[@]}" --method $m --awp-gamma 0.005 --awp-warmup 2 --out "$WORK/warm-$m" > "$WORK/log" 2>&1 ||
+        { cat "$WORK/log"; fail "$m: warm-up run failed"; }
+      cmp -s "$WORK/plain-$m/model.pt" "$WORK/warm-$m/model.pt" || fail "$m: AWP during its warm-up changed the weights"
+      "$BIN" "${ARGS[@]}" --method $m --awp-gamma 0.005 --awp-warmup 0 --out "$WORK/awp-$m" > "$WORK/log" 2>&1 ||
+        { cat "$WORK/log"; fail "$m: AWP run failed"; }
+      /usr/bin/python3 - "$WORK/plain-$m/model.pt" "$WORK/awp-$m/model.pt" <<'PY' || fail "$m: AWP did not change the weights"
+import sys, torch
+a, b = (torch.load(p) for p in sys.argv[1:3])
+d = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+print(f"largest weight change from AWP: {d:.3g}")
+assert d > 1e-6, d
+PY
+      /usr/bin/python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); assert (c["awp_gamma"], c["awp_warmup"]) == (0.005, 0), c' \
+        "$WORK/awp-$m/config.json" || fail "$m: config.json does not record AWP"
+      set +e
+      "$BIN" "${ARGS[@]}" --method $m --awp-gamma 0.005 --awp-warmup 0 --out "$WORK/cut-$m" --stop-after-steps 3 > "$WORK/log" 2>&1
+      set -e
+      "$BIN" "${ARGS[@]}" --method $m --awp-gamma 0.005 --awp-warmup 0 --out "$WORK/cut-$m" --resume > "$WORK/log" 2>&1 ||
+        { cat "$WORK/log"; fail "$m: AWP resume failed"; }
+      cmp "$WORK/awp-$m/model.pt" "$WORK/cut-$m/model.pt" || fail "$m: resumed AWP weights differ from the uninterrupted run"
+    done
+    # Another AWP setting is another run: --resume refuses it, naming the flag.
+    expect_rc 1 "$WORK/log" "$BIN" "${ARGS[@]}" --method pgd-at --awp-gamma 0.01 --awp-warmup 0 --out "$WORK/cut-pgd-at" --resume
+    grep -q -- "--awp-gamma: saved 0.005, now 0.01" "$WORK/log" || { cat "$WORK/log"; fail "changed AWP setting not named"; }
+    expect_rc 2 "$WORK/log" "$BIN" "${ARGS[@]}" --method iat --awp-gamma 0.005 --out "$WORK/iat"
+    grep -q -- "--method iat is not one of them yet" "$WORK/log" || { cat "$WORK/log"; fail "AWP around iat: unclear refusal"; }
+    expect_rc 2 "$WORK/log" "$BIN" "${ARGS[@]}" --awp-gamma 2 --out "$WORK/big"
+    expect_rc 1 "$WORK/log" env RANK=0 WORLD_SIZE=2 "$BIN" "${ARGS[@]}" --method pgd-at --awp-gamma 0.005 --out "$WORK/two"
+    grep -q "AWP's ascent step is not averaged over the ranks yet" "$WORK/log" || { cat "$WORK/log"; fail "AWP on 2 ranks: unclear refusal"; }
+    ;;
   outdir)
     # --out a file; --out below a file; --out not writable: refused (exit 1) before training, nothing changed.
     echo "precious" > "$WORK/file"
