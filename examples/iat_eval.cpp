@@ -377,7 +377,7 @@ int run(int argc, char** argv) {
       fail("--seed must be >= 0 under torchrun, got " + std::to_string(a.seed) +
            ": a seed from the clock would differ between the ranks");
     }
-    pg = iat_examples::join_torchrun("iat-eval", g_env, a.dist_timeout);
+    pg = iat_examples::join_torchrun("iat-eval", g_env, a.dist_timeout, a.device.rfind("cuda", 0) == 0);
     g_dist_timeout = a.dist_timeout;
     g_pg_joined = true;
   }
@@ -440,6 +440,7 @@ int run(int argc, char** argv) {
   } catch (const c10::Error&) {
     fail("--device: cannot parse '" + a.device + "' (cpu, cuda, cuda:0, ...)");
   }
+  if (pg && device.is_cuda() && !device.has_index()) device = iat_examples::rank_gpu(g_env);  // LOCAL_RANK's GPU
 
   // The model.
   if (a.model.empty() && a.checkpoint.empty()) {
@@ -655,7 +656,8 @@ int run(int argc, char** argv) {
     j["batch_size"] = a.batch_size;
     j["device"] = device.str();
     j["threads"] = at::get_num_threads();
-    j["distributed"] = {{"world_size", g_env.world_size}, {"backend", pg ? "gloo" : "none"}};
+    j["distributed"] = {{"world_size", g_env.world_size},
+                        {"backend", pg ? iat_examples::backend_name(device.is_cuda()) : "none"}};
     j["standard_budgets"] = report.standard_budgets;
     j["budgets"] = {{"apgd_steps", a.apgd_steps}, {"fab_steps", a.fab_steps}, {"square_queries", a.square_queries},
                     {"n_target_classes", report.n_target_classes}};

@@ -46,7 +46,7 @@ prepare() {
   for f in /usr/include/catch2/catch.hpp /usr/lib/cmake/Catch2/Catch2Config.cmake /usr/include/CLI/CLI.hpp \
            /usr/lib/libCatch2WithMain.a /usr/share/cmake/CLI11/CLI11Config.cmake /usr/include/nlohmann/json.hpp \
            /usr/share/cmake/nlohmann_json/nlohmann_jsonConfig.cmake /usr/include/stb/stb_image_write.h \
-           /usr/include/zlib.h /usr/include/zconf.h; do
+           /usr/include/zlib.h /usr/include/zconf.h /usr/include/gloo/context.h; do
     [ -e "$f" ] || missing+=("$f")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -55,7 +55,9 @@ prepare() {
   fi
   rm -rf "$third"
   mkdir -p "$third/include" "$third/lib/cmake" "$third/share/cmake"
-  cp -r /usr/include/catch2 /usr/include/CLI /usr/include/nlohmann /usr/include/stb "$third/include/"
+  # Gloo's headers too: the wheel ships Gloo compiled into its LibTorch but not their headers, which
+  # iat/distributed/process_group.hpp needs (the distributed [cuda] test: NCCL beside Gloo).
+  cp -r /usr/include/catch2 /usr/include/CLI /usr/include/nlohmann /usr/include/stb /usr/include/gloo "$third/include/"
   cp /usr/include/zlib.h /usr/include/zconf.h "$third/include/"
   cp -r /usr/lib/cmake/Catch2 "$third/lib/cmake/"
   cp /usr/lib/libCatch2WithMain.a "$third/lib/"  # unused (iat has its own main), but Catch2's config checks it
@@ -132,7 +134,7 @@ for nvcc in "${CUDACXX:-}" /usr/local/cuda/bin/nvcc; do
 done
 build=$root/build-gpu-check
 run_step configure cmake -S "$root" -B "$build" "${generator[@]}" "${cmake_args[@]}"
-targets=(iat_tests_precision iat_tests_inverse bench_train_step_throughput iat-eval)
+targets=(iat_tests_precision iat_tests_inverse iat_tests_distributed bench_train_step_throughput iat-eval)
 run_step build cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 built=1
 [ -x "$build/benchmarks/bench_train_step_throughput" ] && [ -x "$build/examples/iat-eval" ] || built=0
@@ -140,7 +142,7 @@ built=1
 if [ "$built" = 1 ]; then
 
 # ---- [cuda] tests ---------------------------------------------------------------------------------------
-for suite in precision inverse; do
+for suite in precision inverse distributed; do
   run_step "test_$suite" "$build/tests/iat_tests_$suite" "[cuda]" --success --reporter compact
 done
 

@@ -9,6 +9,7 @@
 #include <iat/distributed/sharded_eval.hpp>
 #include <iat/train/recipes.hpp>
 
+#include <torch/cuda.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/sgd.h>
@@ -481,4 +482,44 @@ TEST_CASE("distributed: sharded robust_accuracy and AutoAttack on 2 processes eq
   CHECK(counts[6].item<int64_t>() == 4);  // apgd-ce, apgd-t, fab-t, square
   CHECK(counts[5].item<int64_t>() > counts[3].item<int64_t>());             // AutoAttack broke points
   fs::remove_all(dir);
+}
+
+// NCCL beside Gloo (ProcessGroupOptions::nccl_for_cuda), on one GPU: a group of one process whose CUDA
+// collectives must reach NCCL and CPU ones Gloo. Runs in scripts/gpu_check.sh; skipped without a GPU or in a
+// LibTorch without NCCL (Debian's), where the option is refused instead.
+TEST_CASE("distributed: NCCL for CUDA tensors beside Gloo for CPU tensors", "[distributed][cuda]") {
+  if (skip_without_gloo()) return;
+  dist::Environment env;
+  env.master_port = free_port();
+  dist::ProcessGroupOptions options;
+  options.timeout = std::chrono::seconds(60);
+  options.nccl_for_cuda = true;
+  if (!dist::nccl_available()) {
+    CHECK_THROWS_WITH(dist::init_process_group(env, options), Catch::Contains("nccl_for_cuda needs a CUDA build"));
+    return;
+  }
+  if (!torch::cuda::is_available()) {
+    WARN("skipped: no CUDA device in this run (scripts/gpu_check.sh runs it on a GPU)");
+    return;
+  }
+#if IAT_HAVE_NCCL
+  auto pg = dist::init_process_group(env, options);
+  CHECK(pg->getBackend(c10::DeviceType::CUDA)->getBackendName() == "nccl");
+  CHECK(pg->getBackend(c10::DeviceType::CPU)->getBackendName() == "gloo");
+  auto on_gpu = torch::arange(6, torch::kFloat).cuda();
+  auto on_cpu = torch::arange(6, torch::kFloat);
+  dist::all_reduce_sum(pg, on_gpu);  // one rank: the sum is the tensor itself, through each backend
+  dist::all_reduce_sum(pg, on_cpu);
+  CHECK(torch::equal(on_gpu.cpu(), torch::arange(6, torch::kFloat)));
+  CHECK(torch::equal(on_cpu, torch::arange(6, torch::kFloat)));
+  // DataParallel's buckets of a model on the GPU travel over NCCL.
+  torch::nn::Linear net(4, 3);
+  net->to(torch::kCUDA);
+  dist::DataParallel dp(pg, net.ptr());
+  auto x = torch::rand({8, 4}, torch::kCUDA);
+  net->forward(x).square().sum().backward();
+  auto expected = net->weight.grad().clone();
+  dp.synchronize_gradients();
+  CHECK(torch::allclose(net->weight.grad(), expected));
+#endif
 }

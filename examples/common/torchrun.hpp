@@ -4,7 +4,9 @@
 
 #include <iat/distributed/process_group.hpp>
 
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <c10/util/Exception.h>
+#include <torch/cuda.h>
 
 #include <chrono>
 #include <cstdint>
@@ -15,7 +17,16 @@
 
 namespace iat_examples {
 
-/// Joins the process group of torchrun's environment `env` (Gloo), waiting `timeout_s` seconds (the
+/// The GPU of this rank under torchrun: cuda:LOCAL_RANK, refused naming the count when the machine has fewer.
+inline c10::Device rank_gpu(const iat::distributed::Environment& env) {
+  const auto count = static_cast<int>(torch::cuda::device_count());
+  TORCH_CHECK_VALUE(env.local_rank < count, "rank ", env.rank, ": LOCAL_RANK ", env.local_rank, " has no GPU: this ",
+                    "machine has ", count, " (start at most that many processes per machine, --nproc_per_node)");
+  return c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+}
+
+/// Joins the process group of torchrun's environment `env` (Gloo; with `cuda`, NCCL beside it for CUDA
+/// tensors where the build has it, after making LOCAL_RANK's GPU current), waiting `timeout_s` seconds (the
 /// program's --dist-timeout) for the others; ranks other than 0 print nothing on stdout from here on
 /// (their errors still reach stderr). Throws naming the rank, the rendezvous address and the flag.
 ///
@@ -25,12 +36,16 @@ namespace iat_examples {
 /// auto pg = env.world_size > 1 ? iat_examples::join_torchrun("iat-eval", env, 300) : nullptr;
 /// \endcode
 inline iat::distributed::ProcessGroupPtr join_torchrun(const char* program, const iat::distributed::Environment& env,
-                                                       int64_t timeout_s) {
+                                                       int64_t timeout_s, bool cuda = false) {
   if (env.rank != 0 && std::freopen("/dev/null", "w", stdout) == nullptr) {
     std::cerr << program << ": rank " << env.rank << ": could not silence stdout; its lines follow\n";
   }
   iat::distributed::ProcessGroupOptions options;
   options.timeout = std::chrono::seconds(timeout_s);
+  if (cuda) {
+    c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).setDevice(rank_gpu(env));
+    options.nccl_for_cuda = iat::distributed::nccl_available();
+  }
   try {
     return iat::distributed::init_process_group(env, options);
   } catch (const c10::Error& e) {
@@ -39,6 +54,9 @@ inline iat::distributed::ProcessGroupPtr join_torchrun(const char* program, cons
                 e.what_without_backtrace());
   }
 }
+
+/// The backend name the programs record: "nccl+gloo" when CUDA tensors go over NCCL, else "gloo".
+inline const char* backend_name(bool cuda) { return cuda && iat::distributed::nccl_available() ? "nccl+gloo" : "gloo"; }
 
 /// The text of an error as the programs print it (c10's without its backtrace).
 inline std::string error_text(const std::exception& e) {

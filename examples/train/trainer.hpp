@@ -258,7 +258,7 @@ class Trainer {
     TORCH_CHECK_VALUE(cfg_.batch_size % env_.world_size == 0, "--batch-size ", cfg_.batch_size,
                       " is the global batch and must be a multiple of the number of processes (WORLD_SIZE = ",
                       env_.world_size, "); each rank trains on --batch-size / WORLD_SIZE examples of it");
-    pg_ = iat_examples::join_torchrun("iat-train", env_, cfg_.dist_timeout);
+    pg_ = iat_examples::join_torchrun("iat-train", env_, cfg_.dist_timeout, wants_cuda());
   }
 
   // Runs `work` on every rank; when it fails on any rank, every rank stops (the failing one with its own
@@ -308,11 +308,18 @@ class Trainer {
 
   std::string checkpoint_path() const { return (std::filesystem::path(cfg_.out) / "checkpoint.pt").string(); }
 
+  // Whether --device asks for CUDA (auto: when this LibTorch and machine have it).
+  bool wants_cuda() const {
+    return cfg_.device == "auto" ? torch::cuda::is_available() : torch::Device(cfg_.device).is_cuda();
+  }
+
   torch::Device pick_device() const {
-    if (cfg_.device == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-    torch::Device d(cfg_.device);
-    TORCH_CHECK_VALUE(!d.is_cuda() || torch::cuda::is_available(), "--device ", cfg_.device,
+    if (!wants_cuda()) return torch::Device(torch::kCPU);
+    TORCH_CHECK_VALUE(torch::cuda::is_available(), "--device ", cfg_.device,
                       ": CUDA is not available in this LibTorch build or machine");
+    torch::Device d = cfg_.device == "auto" ? torch::Device(torch::kCUDA) : torch::Device(cfg_.device);
+    // Under torchrun, "cuda" is this rank's GPU: LOCAL_RANK's.
+    if (pg_ && !d.has_index()) d = iat_examples::rank_gpu(env_);
     return d;
   }
 
@@ -675,7 +682,7 @@ class Trainer {
 
   // How many processes ran and over what (config.json, summary.json): a run's results do not depend on it.
   nlohmann::json distributed_json() const {
-    return {{"world_size", env_.world_size}, {"backend", pg_ ? "gloo" : "none"}};
+    return {{"world_size", env_.world_size}, {"backend", pg_ ? iat_examples::backend_name(wants_cuda()) : "none"}};
   }
 
   void write_curves() const {

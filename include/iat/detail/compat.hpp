@@ -142,5 +142,18 @@ c10::intrusive_ptr<ProcessGroup> gloo_as_process_group(c10::intrusive_ptr<Gloo> 
 #endif
 }
 
+/// Adds `nccl` to `group` for CUDA tensors (LibTorch 2.x: one c10d::ProcessGroup dispatches each collective to
+/// the backend of its tensors' device). LibTorch 1.13's groups are single backends: refused there.
+template <class ProcessGroup, class Nccl>
+void add_cuda_backend(const c10::intrusive_ptr<ProcessGroup>& group, c10::intrusive_ptr<Nccl> nccl) {
+#if TORCH_VERSION_MAJOR >= 2
+  group->setBackend(c10::DeviceType::CUDA, ProcessGroup::BackendType::NCCL, std::move(nccl));
+#else
+  (void)group;
+  (void)nccl;
+  TORCH_CHECK(false, "iat::distributed: NCCL beside Gloo needs LibTorch 2.x (1.13's process groups have one backend)");
+#endif
+}
+
 }  // namespace detail
 }  // namespace iat

@@ -1,7 +1,8 @@
 #pragma once
 /// \file
 /// iat::distributed: PyTorch's own c10d process groups for data-parallel training — the torchrun
-/// environment, a TCPStore rendezvous, Gloo on the CPU, and the few collectives iat needs (docs/distributed.md).
+/// environment, a TCPStore rendezvous, Gloo on the CPU, NCCL beside it for CUDA tensors in a CUDA build of
+/// LibTorch 2.x, and the few collectives iat needs (docs/distributed.md).
 ///
 /// Not part of the umbrella header iat/iat.hpp: it pulls in c10d's headers, and Gloo's (Debian: libgloo-dev).
 /// Without Gloo's headers everything here still compiles; `gloo_available()` is then false and
@@ -27,6 +28,15 @@
 #define IAT_HAVE_GLOO 0
 #endif
 
+// NCCL: a CUDA build of LibTorch defines USE_C10D_NCCL for its consumers (torch_cuda's interface) when its
+// c10d has ProcessGroupNCCL. Without it (Debian's CPU LibTorch) nccl_available() is false.
+#if defined(USE_C10D_NCCL) && __has_include(<torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>)
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#define IAT_HAVE_NCCL 1
+#else
+#define IAT_HAVE_NCCL 0
+#endif
+
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -41,6 +51,10 @@ using ProcessGroupPtr = c10::intrusive_ptr<c10d::ProcessGroup>;
 
 /// Whether this build can make Gloo process groups (Gloo's headers were found at compile time).
 inline constexpr bool gloo_available() { return IAT_HAVE_GLOO != 0; }
+
+/// Whether this build can add NCCL for CUDA tensors (ProcessGroupOptions::nccl_for_cuda): a CUDA build of
+/// LibTorch 2.x, whose c10d has ProcessGroupNCCL.
+inline constexpr bool nccl_available() { return IAT_HAVE_NCCL != 0; }
 
 /// Where this process sits, as torchrun (or `python3 -m torch.distributed.run`) tells it in the environment.
 struct Environment {
@@ -110,6 +124,10 @@ struct ProcessGroupOptions {
   /// Network interface Gloo binds to (like GLOO_SOCKET_IFNAME, which is read when this is empty); empty
   /// and no variable: the address this machine's hostname resolves to, or the loopback when it does not.
   std::string gloo_interface;
+  /// Also NCCL, for CUDA tensors: the group then runs collectives of CUDA tensors on NCCL and of CPU tensors
+  /// on Gloo (as PyTorch's "cuda:nccl,cpu:gloo"). Make the rank's GPU current first (iat-train takes
+  /// LOCAL_RANK's). Refused where nccl_available() is false.
+  bool nccl_for_cuda = false;
 };
 
 /// The rendezvous store of `env`: rank 0 serves a TCPStore on MASTER_ADDR:MASTER_PORT and the others
@@ -160,8 +178,21 @@ inline ProcessGroupPtr make_gloo_process_group(const c10::intrusive_ptr<c10d::St
 /// \endcode
 inline ProcessGroupPtr init_process_group(const Environment& env, const ProcessGroupOptions& options = {}) {
   TORCH_CHECK_VALUE(options.timeout.count() > 0, "iat::distributed::init_process_group: timeout must be positive");
+  TORCH_CHECK_VALUE(!options.nccl_for_cuda || nccl_available(), "iat::distributed::init_process_group: nccl_for_cuda ",
+                    "needs a CUDA build of LibTorch 2.x with NCCL; this one has none (CUDA tensors then need Gloo)");
   auto store = rendezvous_store(env, options.timeout);
-  return make_gloo_process_group(store, env.rank, env.world_size, options);
+  auto group = make_gloo_process_group(store, env.rank, env.world_size, options);
+#if IAT_HAVE_NCCL
+  if (options.nccl_for_cuda) {
+    auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+    nccl_options->timeout = options.timeout;
+    // Its own key space in the store, apart from Gloo's (as PyTorch gives each backend a prefix).
+    auto nccl_store = c10::make_intrusive<c10d::PrefixStore>("nccl", store);
+    auto nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(nccl_store, env.rank, env.world_size, nccl_options);
+    iat::detail::add_cuda_backend(group, std::move(nccl));
+  }
+#endif
+  return group;
 }
 
 /// Sums each tensor over all ranks in place, in one collective, and waits for it.
