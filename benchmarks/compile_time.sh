@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Compile time (Release flags, one translation unit, compile only): LibTorch's <torch/torch.h> alone, iat's
+# <iat/iat.hpp> alone, and a one-file trainer using PGD + UIAT + AutoAttack (benchmarks/compile_time/),
+# interleaved ROUNDS times so that all see the same machine load; prints each time and the ratios of the
+# medians to <torch/torch.h> alone (docs/benchmarks.md, "Compile time").
+#   benchmarks/compile_time.sh [--torch debian|pypi] [ROUNDS]
+# debian (default): Debian's LibTorch 1.13.1 headers; pypi: the PyPI leg's wheel (scripts/torch_pypi.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+torch=debian
+if [ "${1:-}" = "--torch" ]; then torch=$2; shift 2; fi
+ROUNDS=${1:-3}
+CXX=${CXX:-c++}
+case "$torch" in
+  debian) inc=(-isystem /usr/include/torch/csrc/api/include); abi=1 ;;
+  pypi)
+    source scripts/torch_pypi.sh
+    root=$("$IAT_PYTHON" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+    inc=(-isystem "$root/include" -isystem "$root/include/torch/csrc/api/include")
+    abi=$("$IAT_PYTHON" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))') ;;
+  *) echo "compile_time.sh: --torch must be debian or pypi, got '$torch'" >&2; exit 2 ;;
+esac
+flags=(-std=gnu++17 -O3 -DNDEBUG "-D_GLIBCXX_USE_CXX11_ABI=$abi" -Iinclude "${inc[@]}" -c -o /dev/null)
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+for r in $(seq "$ROUNDS"); do
+  for f in torch_only iat_only trainer; do
+    start=$(date +%s%N)
+    "$CXX" "${flags[@]}" "benchmarks/compile_time/$f.cpp"
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    echo "round $r $f $ms ms"
+    echo "$f $ms" >> "$out"
+  done
+done
+/usr/bin/python3 - "$out" "$("$CXX" --version | head -1)" <<'PY'
+import statistics, sys
+times = {}
+for line in open(sys.argv[1]):
+    name, t = line.split()
+    times.setdefault(name, []).append(float(t) / 1000)
+base = statistics.median(times["torch_only"])
+print(f"compiler: {sys.argv[2]}")
+for name in ("torch_only", "iat_only", "trainer"):
+    m = statistics.median(times[name])
+    print(f"{name:10s} median {m:6.1f} s   x{m / base:.2f} of <torch/torch.h> alone")
+PY
