@@ -410,6 +410,7 @@ PY
     # tests/test_awp.cpp): off and warming up are the plain run bit for bit; on, it changes the weights; a
     # run stopped mid-epoch resumes to the uninterrupted AWP run's weights (the checkpoint holds w, not
     # w + v); methods it is not wired around, and several processes, are refused.
+    PYTHON=${3:?awp case: give the Python with torch}
     ARGS=("${TINY[@]}" --epochs 2)
     for m in pgd-at uiat; do
       "$BIN" "${ARGS[@]}" --method $m --out "$WORK/plain-$m" > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "$m: plain run failed"; }
@@ -418,7 +419,7 @@ PY
       cmp -s "$WORK/plain-$m/model.pt" "$WORK/warm-$m/model.pt" || fail "$m: AWP during its warm-up changed the weights"
       "$BIN" "${ARGS[@]}" --method $m --awp-gamma 0.005 --awp-warmup 0 --out "$WORK/awp-$m" > "$WORK/log" 2>&1 ||
         { cat "$WORK/log"; fail "$m: AWP run failed"; }
-      /usr/bin/python3 - "$WORK/plain-$m/model.pt" "$WORK/awp-$m/model.pt" <<'PY' || fail "$m: AWP did not change the weights"
+      "$PYTHON" - "$WORK/plain-$m/model.pt" "$WORK/awp-$m/model.pt" <<'PY' || fail "$m: AWP did not change the weights"
 import sys, torch
 a, b = (torch.load(p) for p in sys.argv[1:3])
 d = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
