@@ -63,8 +63,8 @@ inline std::pair<std::vector<double>, std::vector<double>> normalization_for(con
 
 inline iat::models::Activation parse_activation(const std::string& name) {
   if (name == "relu") return iat::models::Activation::kReLU;
-  if (name == "silu") return iat::models::Activation::kSiLU;
-  TORCH_CHECK_VALUE(false, "--activation must be relu or silu, got '", name, "'");
+  TORCH_CHECK_VALUE(name == "silu", "--activation must be relu or silu, got '", name, "'");
+  return iat::models::Activation::kSiLU;
 }
 
 /// Builds the model a spec names; unknown names get an error listing the valid ones.
@@ -83,15 +83,14 @@ inline AnyClassifier make_model(const ModelSpec& s) {
         iat::models::PreActResNetOptions(s.num_classes).in_channels(s.in_channels).mean(s.mean).std(s.std).activation(act)));
   }
   int depth = 0, width = 0;
-  if (std::sscanf(s.arch.c_str(), "wrn-%d-%d", &depth, &width) == 2) {
-    return AnyClassifier(iat::models::WideResNet(iat::models::WideResNetOptions(depth, width, s.num_classes)
-                                                     .in_channels(s.in_channels)
-                                                     .mean(s.mean)
-                                                     .std(s.std)
-                                                     .activation(act)));
-  }
-  TORCH_CHECK_VALUE(false, "--model must be small-cnn, prn18 or wrn-<depth>-<width> (wrn-34-10, wrn-28-10), got '",
-                    s.arch, "'");
+  TORCH_CHECK_VALUE(std::sscanf(s.arch.c_str(), "wrn-%d-%d", &depth, &width) == 2,
+                    "--model must be small-cnn, prn18 or wrn-<depth>-<width> (wrn-34-10, wrn-28-10), got '", s.arch,
+                    "'");
+  return AnyClassifier(iat::models::WideResNet(iat::models::WideResNetOptions(depth, width, s.num_classes)
+                                                   .in_channels(s.in_channels)
+                                                   .mean(s.mean)
+                                                   .std(s.std)
+                                                   .activation(act)));
 }
 
 }  // namespace iat_examples

@@ -49,9 +49,9 @@ inline iat::distributed::ProcessGroupPtr join_torchrun(const char* program, cons
   try {
     return iat::distributed::init_process_group(env, options);
   } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "rank ", env.rank, " of ", env.world_size, ": no process group with the others at ",
-                env.master_addr, ":", env.master_port, " within --dist-timeout ", timeout_s, " s: ",
-                e.what_without_backtrace());
+    C10_THROW_ERROR(Error, c10::str("rank ", env.rank, " of ", env.world_size, ": no process group with the others at ",
+                                    env.master_addr, ":", env.master_port, " within --dist-timeout ", timeout_s,
+                                    " s: ", e.what_without_backtrace()));
   }
 }
 

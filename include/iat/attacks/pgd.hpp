@@ -134,7 +134,7 @@ class PGD : public Attack {
         case Loss::kTargetedDLR: return functional::targeted_dlr_loss(logits, y, target);
         case Loss::kKL: return functional::kl_div(clean_log_p, torch::log_softmax(logits, 1));
       }
-      TORCH_INTERNAL_ASSERT(false, "unknown iat::Loss");
+      C10_THROW_ERROR(Error, "unknown iat::Loss");
     };
 
     const double step_size = o.effective_step_size();

@@ -37,8 +37,9 @@ inline Dataset load_dataset(const std::string& name, const std::string& dir, Spl
   if (key == "fashion-mnist" || key == "fashion_mnist" || key == "fmnist") {
     return read_fashion_mnist(dir.empty() ? default_fashion_mnist_dir() : dir, split);
   }
-  if (key == "mnist") return read_mnist(dir, split);
-  TORCH_CHECK_VALUE(false, "iat::data::load_dataset: unknown dataset '", name, "'; valid names: ", dataset_names());
+  TORCH_CHECK_VALUE(key == "mnist", "iat::data::load_dataset: unknown dataset '", name,
+                    "'; valid names: ", dataset_names());
+  return read_mnist(dir, split);
 }
 
 }  // namespace data

@@ -110,11 +110,11 @@ inline ChecksumState verify_checksum(const char* who, const std::string& bytes, 
     }
     return ChecksumState::kValid;
   }
-  if (n >= kZipEndRecord && is_zip_end_record(bytes, n - kZipEndRecord) && zip_comment_size(bytes, n - kZipEndRecord) == 0) {
-    return ChecksumState::kAbsent;
-  }
-  TORCH_CHECK_VALUE(false, who, ": '", path, "' is truncated or corrupt: it does not end with a complete archive (",
-                    n, " bytes)");
+  TORCH_CHECK_VALUE(n >= kZipEndRecord && is_zip_end_record(bytes, n - kZipEndRecord) &&
+                        zip_comment_size(bytes, n - kZipEndRecord) == 0,
+                    who, ": '", path, "' is truncated or corrupt: it does not end with a complete archive (", n,
+                    " bytes)");
+  return ChecksumState::kAbsent;
 }
 
 /// The whole content of a file; throws naming the file and the system's reason.

@@ -361,7 +361,7 @@ inline StepLoss one_off_loss(const ModelRef& model, const torch::Tensor& x, cons
                             x_adv);
     }
   }
-  TORCH_INTERNAL_ASSERT(false, "unknown iat::OneOffPhase");
+  C10_THROW_ERROR(Error, "unknown iat::OneOffPhase");  // unconditional: every path returns or throws, at -O0 too
 }
 
 /// Single-step adversarial training (docs/method.md §1, §6) without UIAT: CE(f(x̂), y) [+ GradAlign]. The attack
