@@ -103,6 +103,19 @@ TEST_CASE("DLR and targeted DLR values used by APGD", "[apgd][losses]") {
   CHECK(iat::detail::class_of_rank(logits, 1).equal(torch::tensor({0, 1}, torch::kLong)));
 }
 
+TEST_CASE("APGD and APGD-T options are fields, checked at perturb", "[apgd][options]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(8);
+  iat::APGD apgd;
+  apgd.options.steps(0);
+  REQUIRE_THROWS_WITH(apgd.perturb(net, x, y), Contains("iat::APGD") && Contains("steps"));
+  apgd.options.steps(5).loss(iat::Loss::kTargetedDLR);
+  REQUIRE_THROWS_WITH(apgd.perturb(net, x, y), Contains("loss must be kCE or kDLR"));
+  iat::APGDT apgdt;
+  apgdt.options.n_target_classes(0);
+  REQUIRE_THROWS_WITH(apgdt.perturb(net, x, y), Contains("iat::APGDT: n_target_classes must be >= 1, got 0"));
+}
+
 TEST_CASE("APGD stays within eps, returns misclassified points or the clean input", "[apgd]") {
   TinyNet net = trained_tiny_net();
   auto [x, y] = quadrant_data(48);

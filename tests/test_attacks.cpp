@@ -119,20 +119,20 @@ TEST_CASE("PGD warns once when steps x step_size cannot cross the ball", "[attac
 
 TEST_CASE("evaluation PGD: pgd20, cw_inf and pgd(eps, K) take the step size, eps/4 unless given", "[attacks][eval]") {
   namespace E = iat::eval;
-  CHECK(E::pgd20().options().effective_step_size() == Approx(2.0 / 255));
-  CHECK(E::pgd20(0.1).options().effective_step_size() == Approx(0.025));
-  CHECK(E::pgd20(8.0 / 255, 1.0 / 255).options().effective_step_size() == Approx(1.0 / 255));
-  CHECK(E::pgd20(0.1).options().steps() == 20);
-  CHECK(E::pgd20(0.1).options().eps() == Approx(0.1));
-  CHECK(E::pgd20().options().random_start());
-  CHECK(E::pgd20().options().loss() == iat::Loss::kCE);
-  CHECK(E::cw_inf(0.1).options().effective_step_size() == Approx(0.025));
-  CHECK(E::cw_inf(0.1, 30, 0.01).options().effective_step_size() == Approx(0.01));
-  CHECK(E::cw_inf(0.1, 30).options().steps() == 30);
-  CHECK(E::cw_inf().options().loss() == iat::Loss::kMargin);
+  CHECK(E::pgd20().options.effective_step_size() == Approx(2.0 / 255));
+  CHECK(E::pgd20(0.1).options.effective_step_size() == Approx(0.025));
+  CHECK(E::pgd20(8.0 / 255, 1.0 / 255).options.effective_step_size() == Approx(1.0 / 255));
+  CHECK(E::pgd20(0.1).options.steps() == 20);
+  CHECK(E::pgd20(0.1).options.eps() == Approx(0.1));
+  CHECK(E::pgd20().options.random_start());
+  CHECK(E::pgd20().options.loss() == iat::Loss::kCE);
+  CHECK(E::cw_inf(0.1).options.effective_step_size() == Approx(0.025));
+  CHECK(E::cw_inf(0.1, 30, 0.01).options.effective_step_size() == Approx(0.01));
+  CHECK(E::cw_inf(0.1, 30).options.steps() == 30);
+  CHECK(E::cw_inf().options.loss() == iat::Loss::kMargin);
   // iat-train's per-epoch check: the same attack with K steps; at K = 20 it is pgd20.
-  CHECK(E::pgd(0.1, 7).options().steps() == 7);
-  CHECK(E::pgd(0.1, 7).options().effective_step_size() == Approx(0.025));
+  CHECK(E::pgd(0.1, 7).options.steps() == 7);
+  CHECK(E::pgd(0.1, 7).options.effective_step_size() == Approx(0.025));
 
   // The step size given is the one the attack takes.
   TinyNet net = trained_tiny_net();
@@ -148,6 +148,59 @@ TEST_CASE("evaluation PGD: pgd20, cw_inf and pgd(eps, K) take the step size, eps
   CHECK(torch::equal(given, by_hand));
   CHECK(torch::equal(by_default, default_by_hand));
   CHECK_FALSE(torch::equal(given, by_default));
+}
+
+TEST_CASE("options are a public field: changes take effect, are checked at perturb, and the call form still works",
+          "[attacks][options]") {
+  using Catch::Contains;
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(32);
+
+  // Set after construction, the options are the ones the attack runs with: the same result as an attack
+  // built with them, and not the one built with the defaults.
+  iat::PGD changed;
+  changed.options.eps(0.1).steps(3).random_start(false);
+  CHECK(changed.options.effective_step_size() == Approx(0.025));  // α follows the new ε
+  auto by_field = changed.perturb(net, x, y);
+  auto built = iat::PGD(iat::PGDOptions().eps(0.1).steps(3).random_start(false)).perturb(net, x, y);
+  auto defaults = iat::PGD(iat::PGDOptions().random_start(false)).perturb(net, x, y);
+  CHECK(torch::equal(by_field, built));
+  CHECK_FALSE(torch::equal(by_field, defaults));
+  CHECK(linf(by_field, x) <= 0.1 + kTol);
+  CHECK(linf(by_field, x) > 8.0 / 255 + 1e-3);  // it used the new, larger ball
+
+  // Whole-struct assignment and copies through the field.
+  changed.options = iat::PGDOptions().eps(0.05);
+  CHECK(changed.options.eps() == Approx(0.05));
+  CHECK(changed.options.steps() == 10);
+  iat::PGD copy(changed.options);
+  CHECK(copy.options.eps() == Approx(0.05));
+
+  // A bad value set after construction gets the constructor's error, at the next perturb.
+  iat::PGD bad;
+  bad.options.steps(0);
+  REQUIRE_THROWS_WITH(bad.perturb(net, x, y), Contains("iat::PGD: steps must be >= 1, got 0"));
+  iat::FGSM fgsm;
+  fgsm.options.eps(-1.0);
+  REQUIRE_THROWS_WITH(fgsm.perturb(net, x, y), Contains("iat::FGSM") && Contains("eps"));
+  iat::NFGSM nfgsm;
+  nfgsm.options.noise_scale(-2.0);
+  REQUIRE_THROWS_WITH(nfgsm.perturb(net, x, y), Contains("iat::NFGSM") && Contains("noise_scale"));
+
+  // The call form of earlier versions reads and writes the same options (deprecated: it warns at compile time).
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
+  iat::PGD old_style;
+  old_style.options().steps(7);
+  CHECK(old_style.options.steps() == 7);
+  CHECK(old_style.options().eps() == Approx(8.0 / 255));
+  const iat::PGD& const_view = old_style;
+  CHECK(const_view.options().steps() == 7);
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
 }
 
 TEST_CASE("PGD without random start is deterministic and follows the signed-gradient formula", "[attacks][pgd]") {

@@ -77,6 +77,16 @@ TEST_CASE("AutoAttack: robust points are classified correctly on the returned ex
   CHECK(report.clean_accuracy > report.robust_accuracy);
 }
 
+TEST_CASE("AutoAttack's options are a field, checked at run", "[autoattack][options]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(8);
+  eval::AutoAttack aa(quick(0.25));
+  aa.options.batch_size(0);
+  REQUIRE_THROWS_WITH(aa.run(net, x, y), Contains("iat::eval::AutoAttack: batch_size must be >= 1, got 0"));
+  aa.options.batch_size(4).version(eval::AutoAttackVersion::kCustom).attacks({"apgd-cw"});
+  REQUIRE_THROWS_WITH(aa.run(net, x, y), Contains("unknown attack 'apgd-cw'"));
+}
+
 TEST_CASE("AutoAttack: a model that breaks under APGD-CE leaves nothing for later attacks", "[autoattack]") {
   // A linear model on the quadrant task with eps 0.5: every point can be pushed into another quadrant.
   TinyNet net = trained_tiny_net();
@@ -399,8 +409,8 @@ TEST_CASE("robust_accuracy counts correct predictions on the attack's output, ba
   TinyNet net = trained_tiny_net();
   auto [x, y] = quadrant_data(40);
   auto pgd = eval::pgd20(0.2);
-  CHECK(pgd.options().steps() == 20);
-  CHECK(pgd.options().effective_step_size() == Approx(0.2 / 4));  // α = ε/4
+  CHECK(pgd.options.steps() == 20);
+  CHECK(pgd.options.effective_step_size() == Approx(0.2 / 4));  // α = ε/4
   torch::manual_seed(5);
   auto r = eval::robust_accuracy(net, x, y, pgd, 16);
   // The same computation by hand, with the same random draws.
@@ -417,7 +427,7 @@ TEST_CASE("robust_accuracy counts correct predictions on the attack's output, ba
   CHECK(r.accuracy == Approx(correct / 40.0));
   CHECK(r.accuracy <= r.clean_accuracy);
   auto cw = eval::cw_inf(0.2);
-  CHECK(cw.options().loss() == iat::Loss::kMargin);
+  CHECK(cw.options.loss() == iat::Loss::kMargin);
   auto rc = eval::robust_accuracy(net, x, y, cw);
   CHECK(rc.accuracy <= rc.clean_accuracy);
   REQUIRE_THROWS_WITH(eval::robust_accuracy(net, x, y, pgd, 0), Contains("batch_size"));

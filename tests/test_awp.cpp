@@ -228,8 +228,8 @@ TEST_CASE("AWP warm-up: nothing before warmup_epochs, the ascent loss is not eva
   std::tie(x, y) = quadrant_data(16);
   iat::train::FixedExamples adv(shifted(x));
   iat::train::AWP awp(iat::train::AWPOptions().warmup_epochs(3));
-  CHECK(awp.options().gamma() == 5e-3);
-  CHECK(awp.options().proxy_lr() == 0.01);
+  CHECK(awp.options.gamma() == 5e-3);
+  CHECK(awp.options.proxy_lr() == 0.01);
   int calls = 0;
   auto loss_at = [&](const iat::ModelRef& m) {
     ++calls;
@@ -260,6 +260,10 @@ TEST_CASE("AWP warm-up: nothing before warmup_epochs, the ascent loss is not eva
   REQUIRE_THROWS_WITH(iat::train::AWP(iat::train::AWPOptions().proxy_lr(0)), Catch::Contains("proxy_lr"));
   iat::train::FixedExamples small(shifted(x).slice(0, 0, 4));
   REQUIRE_THROWS_WITH(small.perturb(net, x, y), Catch::Contains("FixedExamples"));
+  // The options are a field: a bad value set now is refused at the next perturb, before anything changes.
+  awp.options.proxy_lr(0.0);
+  REQUIRE_THROWS_WITH(awp.perturb(net, loss_at, 5), Catch::Contains("iat::train::AWP: proxy_lr must be > 0, got 0"));
+  CHECK(calls == 1);  // refused before the ascent loss
 }
 
 TEST_CASE("AWP with UIAT: ascent on the UIAT objective with a scratch delta, delta steps once at w + v", "[awp][uiat]") {

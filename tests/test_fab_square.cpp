@@ -192,3 +192,14 @@ TEST_CASE("Square stays within eps (L-inf and L2) and returns misclassified poin
   REQUIRE_THROWS_WITH(iat::Square(iat::SquareOptions().eps(8)), Contains("8/255"));
   REQUIRE_THROWS_WITH(iat::Square().perturb(net, x.flatten(1), y), Contains("[N, C, H, W]"));
 }
+
+TEST_CASE("FAB and Square options are fields, checked at perturb", "[fab][square][options]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(8);
+  iat::FAB fab;
+  fab.options.steps(0);
+  REQUIRE_THROWS_WITH(fab.perturb(net, x, y), Contains("iat::FAB: steps must be >= 1, got 0"));
+  iat::Square square;
+  square.options.p_init(2.0);
+  REQUIRE_THROWS_WITH(square.perturb(net, x, y), Contains("iat::Square: p_init must be in (0, 1]"));
+}

@@ -207,6 +207,20 @@ TEST_CASE("InverseAttack follows the attack conventions", "[inverse][attack]") {
   }
 }
 
+TEST_CASE("InverseAttack's options field: changes take effect and are checked at perturb", "[inverse][attack][options]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(16);
+  iat::InverseAttack inverse;
+  inverse.options.eps(0.1).steps(3).random_init(false);
+  CHECK(inverse.options.effective_step_size() == Approx(0.05));  // α' = ε'/2 of the new ε'
+  auto by_field = inverse.perturb(net, x, y);
+  auto built = iat::InverseAttack(iat::InverseAttackOptions().eps(0.1).steps(3).random_init(false)).perturb(net, x, y);
+  CHECK(torch::equal(by_field, built));
+  CHECK(max_abs_diff(by_field, x) > 4.0 / 255 + 1e-3);  // beyond the default ε' = 4/255
+  inverse.options.steps(0);
+  REQUIRE_THROWS_WITH(inverse.perturb(net, x, y), Catch::Contains("iat::InverseAttack: steps must be >= 1, got 0"));
+}
+
 TEST_CASE("UniversalInversePerturbation: state, forward and the signed step", "[inverse][uip]") {
   TinyNet net;
   auto [x, y] = quadrant_data(32);

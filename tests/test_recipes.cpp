@@ -64,8 +64,8 @@ TEST_CASE("baseline recipes: PGD-AT, TRADES, MART", "[recipes]") {
   }
   SECTION("TRADES: CE(f(x), y) + 6 KL(p(x) || p(x'))") {
     iat::PGD trades_pgd(iat::train::trades_attack_options().steps(3));
-    CHECK(trades_pgd.options().loss() == iat::Loss::kKL);
-    CHECK(trades_pgd.options().init_noise() == iat::InitNoise::kGaussian);
+    CHECK(trades_pgd.options.loss() == iat::Loss::kKL);
+    CHECK(trades_pgd.options.init_noise() == iat::InitNoise::kGaussian);
     torch::manual_seed(3);
     auto step = iat::train::trades_loss(net, x, y, trades_pgd);
     auto p = torch::softmax(net(x), 1), q = torch::softmax(net(step.x_adv), 1);

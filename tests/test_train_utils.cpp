@@ -30,6 +30,18 @@ TEST_CASE("OneCycleLR rises linearly to max_lr at 2/5 of training and falls to 0
   REQUIRE_THROWS_WITH(iat::train::OneCycleLR(opt, iat::train::OneCycleOptions(-1, 10)), Catch::Contains("max_lr"));
 }
 
+TEST_CASE("OneCycleLR's options are a field: a change takes effect at the next step, a bad one is refused",
+          "[train][schedule][options]") {
+  TinyNet net;
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(1.0));
+  iat::train::OneCycleLR schedule(opt, iat::train::OneCycleOptions(0.1, 100));
+  schedule.options.max_lr(0.2);
+  CHECK(schedule.lr_at(40) == Approx(0.2));
+  CHECK(schedule.set_step(20) == Approx(0.1));
+  schedule.options.total_steps(0);
+  REQUIRE_THROWS_WITH(schedule.lr_at(10), Catch::Contains("total_steps must be >= 1"));
+}
+
 namespace {
 struct BNNetImpl : torch::nn::Module {
   BNNetImpl() : fc(register_module("fc", torch::nn::Linear(4, 3))), bn(register_module("bn", torch::nn::BatchNorm1d(3))) {}
@@ -71,6 +83,14 @@ TEST_CASE("ModelEMA averages weights and batch-norm statistics", "[train][ema]")
     iat::train::ModelEMA warm(*live, *avg3, iat::train::ModelEMAOptions().decay(0.995).warmup(true));
     CHECK(warm.update() == Approx(0.1));
     CHECK(warm.update() == Approx(2.0 / 11.0));
+  }
+  SECTION("the options are a field: a new decay is the next update's, a bad one is refused there") {
+    BNNet avg4;
+    iat::train::ModelEMA changed(*live, *avg4);
+    changed.options.decay(0.5);
+    CHECK(changed.update() == Approx(0.5));
+    changed.options.decay(1.5);
+    REQUIRE_THROWS_WITH(changed.update(), Catch::Contains("decay must be in [0, 1), got 1.5"));
   }
   SECTION("a different architecture is refused") {
     TinyNet other;

@@ -11,6 +11,7 @@
 
 #include <iat/version.hpp>
 #include <iat/model_ref.hpp>
+#include <iat/options_field.hpp>
 #include <iat/precision.hpp>
 #include <iat/functional/losses.hpp>
 #include <iat/functional/grad_align.hpp>

@@ -6,6 +6,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/detail/autoattack.hpp>
+#include <iat/options_field.hpp>
 
 #include <torch/arg.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -270,29 +271,24 @@ struct APGDOptions {
 /// \endcode
 class APGD : public Attack {
  public:
-  explicit APGD(APGDOptions options = {}) : options_(options) {
-    const char* who = "iat::APGD";
-    detail::check_apgd_options(who, options_.norm(), options_.eps(), options_.steps(), options_.restarts(), options_.rho(),
-                               options_.eot_iter());
-    TORCH_CHECK_VALUE(options_.loss() == Loss::kCE || options_.loss() == Loss::kDLR, who,
-                      ": loss must be kCE or kDLR (use iat::APGDT for targeted DLR), got Loss value ",
-                      static_cast<int>(options_.loss()));
-  }
+  explicit APGD(APGDOptions o = {}) : options(std::move(o)) { check_options(); }
 
-  const APGDOptions& options() const { return options_; }
-  APGDOptions& options() { return options_; }
-  std::string name() const override { return options_.loss() == Loss::kCE ? "APGD-CE" : "APGD-DLR"; }
+  /// The options (docs/options.md): `apgd.options.seed(1)`; checked at each perturb.
+  OptionsField<APGDOptions> options;
+
+  std::string name() const override { return options.loss() == Loss::kCE ? "APGD-CE" : "APGD-DLR"; }
 
   /// The 0-based iterations at which a step-size checkpoint runs (see detail::apgd_checkpoints).
-  std::vector<int64_t> checkpoints() const { return detail::apgd_checkpoints(options_.steps()); }
+  std::vector<int64_t> checkpoints() const { return detail::apgd_checkpoints(options.steps()); }
 
   /// Points with an exactly zero gradient at the start of the last DLR run (AutoAttack warns about them).
   int64_t zero_gradient_points() const { return zero_gradient_points_; }
 
   torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) override {
     const char* who = "iat::APGD";
-    detail::AttackScope scope(who, model, x_in, y, options_.keep_train_mode());
-    const auto& o = options_;
+    check_options();
+    const APGDOptions& o = options;
+    detail::AttackScope scope(who, model, x_in, y, o.keep_train_mode());
     auto x = x_in.detach().to(torch::kFloat);
     torch::Tensor still_correct;
     {
@@ -321,7 +317,15 @@ class APGD : public Attack {
   }
 
  private:
-  APGDOptions options_;
+  void check_options() const {
+    const char* who = "iat::APGD";
+    const APGDOptions& o = options;
+    detail::check_apgd_options(who, o.norm(), o.eps(), o.steps(), o.restarts(), o.rho(), o.eot_iter());
+    TORCH_CHECK_VALUE(o.loss() == Loss::kCE || o.loss() == Loss::kDLR, who,
+                      ": loss must be kCE or kDLR (use iat::APGDT for targeted DLR), got Loss value ",
+                      static_cast<int>(o.loss()));
+  }
+
   int64_t zero_gradient_points_ = 0;
 };
 
@@ -366,15 +370,11 @@ struct APGDTOptions {
 /// \endcode
 class APGDT : public Attack {
  public:
-  explicit APGDT(APGDTOptions options = {}) : options_(options) {
-    const char* who = "iat::APGDT";
-    detail::check_apgd_options(who, options_.norm(), options_.eps(), options_.steps(), options_.restarts(), options_.rho(),
-                               options_.eot_iter());
-    detail::check_at_least(who, "n_target_classes", options_.n_target_classes(), 1);
-  }
+  explicit APGDT(APGDTOptions o = {}) : options(std::move(o)) { check_options(); }
 
-  const APGDTOptions& options() const { return options_; }
-  APGDTOptions& options() { return options_; }
+  /// The options (docs/options.md): `apgdt.options.n_target_classes(3)`; checked at each perturb.
+  OptionsField<APGDTOptions> options;
+
   std::string name() const override { return "APGD-T"; }
 
   /// Points with an exactly zero gradient at the start of a run, summed over the last call's runs.
@@ -382,8 +382,9 @@ class APGDT : public Attack {
 
   torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) override {
     const char* who = "iat::APGDT";
-    detail::AttackScope scope(who, model, x_in, y, options_.keep_train_mode());
-    const auto& o = options_;
+    check_options();
+    const APGDTOptions& o = options;
+    detail::AttackScope scope(who, model, x_in, y, o.keep_train_mode());
     auto x = x_in.detach().to(torch::kFloat);
     torch::Tensor still_correct;
     int64_t classes = 0;
@@ -422,7 +423,13 @@ class APGDT : public Attack {
   }
 
  private:
-  APGDTOptions options_;
+  void check_options() const {
+    const char* who = "iat::APGDT";
+    const APGDTOptions& o = options;
+    detail::check_apgd_options(who, o.norm(), o.eps(), o.steps(), o.restarts(), o.rho(), o.eot_iter());
+    detail::check_at_least(who, "n_target_classes", o.n_target_classes(), 1);
+  }
+
   int64_t zero_gradient_points_ = 0;
 };
 

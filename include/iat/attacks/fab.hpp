@@ -7,6 +7,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/detail/autoattack.hpp>
+#include <iat/options_field.hpp>
 
 #include <torch/arg.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -224,25 +225,18 @@ struct FABOptions {
 /// \endcode
 class FAB : public Attack {
  public:
-  explicit FAB(FABOptions options = {}) : options_(options) {
-    const char* who = "iat::FAB";
-    detail::check_radius(who, options_.norm(), options_.eps());
-    detail::check_at_least(who, "steps", options_.steps(), 1);
-    detail::check_at_least(who, "restarts", options_.restarts(), 1);
-    detail::check_at_least(who, "n_target_classes", options_.n_target_classes(), 1);
-    detail::check_non_negative(who, "alpha_max", options_.alpha_max());
-    detail::check_positive(who, "eta", options_.eta());
-    detail::check_positive(who, "beta", options_.beta());
-  }
+  explicit FAB(FABOptions o = {}) : options(std::move(o)) { check_options(); }
 
-  const FABOptions& options() const { return options_; }
-  FABOptions& options() { return options_; }
-  std::string name() const override { return options_.targeted() ? "FAB-T" : "FAB"; }
+  /// The options (docs/options.md): `fab.options.n_target_classes(3)`; checked at each perturb.
+  OptionsField<FABOptions> options;
+
+  std::string name() const override { return options.targeted() ? "FAB-T" : "FAB"; }
 
   torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) override {
     const char* who = "iat::FAB";
-    detail::AttackScope scope(who, model, x_in, y, options_.keep_train_mode());
-    const auto& o = options_;
+    check_options();
+    const FABOptions& o = options;
+    detail::AttackScope scope(who, model, x_in, y, o.keep_train_mode());
     auto x = x_in.detach().to(torch::kFloat);
     torch::NoGradGuard no_grad;
     auto logits = model(x);
@@ -304,7 +298,7 @@ class FAB : public Attack {
   // each point that was attacked and broken (any norm), the clean point elsewhere.
   torch::Tensor single_run(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, bool random_start,
                            int64_t target_rank) const {
-    const auto& o = options_;
+    const FABOptions& o = options;
     auto logits = model(x);
     auto attackable = detail::predicted_class(logits) == y;
     auto idx = detail::true_indices(attackable);
@@ -363,7 +357,17 @@ class FAB : public Attack {
     return out;
   }
 
-  FABOptions options_;
+  void check_options() const {
+    const char* who = "iat::FAB";
+    const FABOptions& o = options;
+    detail::check_radius(who, o.norm(), o.eps());
+    detail::check_at_least(who, "steps", o.steps(), 1);
+    detail::check_at_least(who, "restarts", o.restarts(), 1);
+    detail::check_at_least(who, "n_target_classes", o.n_target_classes(), 1);
+    detail::check_non_negative(who, "alpha_max", o.alpha_max());
+    detail::check_positive(who, "eta", o.eta());
+    detail::check_positive(who, "beta", o.beta());
+  }
 };
 
 /// FAB-T: iat::FAB with `targeted(true)` (AutoAttack standard's third attack).
@@ -375,7 +379,7 @@ class FAB : public Attack {
 /// \endcode
 class FABT : public FAB {
  public:
-  explicit FABT(FABOptions options = {}) : FAB(options.targeted(true)) {}
+  explicit FABT(FABOptions o = {}) : FAB(o.targeted(true)) {}
 };
 
 }  // namespace iat

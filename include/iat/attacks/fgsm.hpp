@@ -5,6 +5,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/detail/compat.hpp>
+#include <iat/options_field.hpp>
 
 #include <torch/arg.h>
 #include <torch/types.h>
@@ -49,31 +50,35 @@ struct FGSMOptions {
 /// \endcode
 class FGSM : public Attack {
  public:
-  explicit FGSM(FGSMOptions options = {}) : options_(std::move(options)) {
-    detail::check_budget("iat::FGSM", "eps", options_.eps());
-    detail::check_positive("iat::FGSM", "step_size", options_.effective_step_size());
-  }
+  explicit FGSM(FGSMOptions o = {}) : options(std::move(o)) { check_options(); }
 
-  const FGSMOptions& options() const { return options_; }
-  std::string name() const override { return options_.random_start() ? "FGSM-RS" : "FGSM"; }
+  /// The options (docs/options.md): `fgsm.options.random_start(true)`; checked at each perturb.
+  OptionsField<FGSMOptions> options;
+
+  std::string name() const override { return options.random_start() ? "FGSM-RS" : "FGSM"; }
 
   torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) override {
     const char* who = "iat::FGSM";
-    detail::AttackScope scope(who, model, x, y, options_.keep_train_mode());
-    const double eps = options_.eps();
+    check_options();
+    const FGSMOptions& o = options;
+    detail::AttackScope scope(who, model, x, y, o.keep_train_mode());
+    const double eps = o.eps();
     auto x0 = x.detach();
-    auto eta = options_.random_start() ? torch::empty_like(x0).uniform_(-eps, eps) : torch::zeros_like(x0);
-    if (options_.clamp_start()) eta = (x0 + eta).clamp(0.0, 1.0) - x0;
+    auto eta = o.random_start() ? torch::empty_like(x0).uniform_(-eps, eps) : torch::zeros_like(x0);
+    if (o.clamp_start()) eta = (x0 + eta).clamp(0.0, 1.0) - x0;
     auto grad = detail::input_gradient(model, x0 + eta, [&](const torch::Tensor& logits) {
                   detail::check_model_output(who, logits, y);
                   return functional::cross_entropy(logits, y, LogitsCheck::kOff);
                 }).first;
-    auto delta = (eta + options_.effective_step_size() * grad.sign()).clamp(-eps, eps);
+    auto delta = (eta + o.effective_step_size() * grad.sign()).clamp(-eps, eps);
     return (x0 + delta).clamp(0.0, 1.0);
   }
 
  private:
-  FGSMOptions options_;
+  void check_options() const {
+    detail::check_budget("iat::FGSM", "eps", options.eps());
+    detail::check_positive("iat::FGSM", "step_size", options.effective_step_size());
+  }
 };
 
 }  // namespace iat

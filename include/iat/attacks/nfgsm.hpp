@@ -4,6 +4,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/detail/compat.hpp>
+#include <iat/options_field.hpp>
 
 #include <torch/arg.h>
 #include <torch/types.h>
@@ -44,31 +45,35 @@ struct NFGSMOptions {
 /// \endcode
 class NFGSM : public Attack {
  public:
-  explicit NFGSM(NFGSMOptions options = {}) : options_(std::move(options)) {
-    detail::check_budget("iat::NFGSM", "eps", options_.eps());
-    detail::check_non_negative("iat::NFGSM", "noise_scale", options_.noise_scale());
-    detail::check_positive("iat::NFGSM", "step_size", options_.effective_step_size());
-  }
+  explicit NFGSM(NFGSMOptions o = {}) : options(std::move(o)) { check_options(); }
 
-  const NFGSMOptions& options() const { return options_; }
+  /// The options (docs/options.md): `nfgsm.options.noise_scale(3.0)`; checked at each perturb.
+  OptionsField<NFGSMOptions> options;
+
   std::string name() const override { return "N-FGSM"; }
 
   torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) override {
     const char* who = "iat::NFGSM";
-    detail::AttackScope scope(who, model, x, y, options_.keep_train_mode());
-    const double k_eps = options_.noise_scale() * options_.eps();
+    check_options();
+    const NFGSMOptions& o = options;
+    detail::AttackScope scope(who, model, x, y, o.keep_train_mode());
+    const double k_eps = o.noise_scale() * o.eps();
     auto x0 = x.detach();
     auto eta = torch::empty_like(x0).uniform_(-k_eps, k_eps);
-    if (options_.clamp_start()) eta = (x0 + eta).clamp(0.0, 1.0) - x0;
+    if (o.clamp_start()) eta = (x0 + eta).clamp(0.0, 1.0) - x0;
     auto grad = detail::input_gradient(model, x0 + eta, [&](const torch::Tensor& logits) {
                   detail::check_model_output(who, logits, y);
                   return functional::cross_entropy(logits, y, LogitsCheck::kOff);
                 }).first;
-    return (x0 + eta + options_.effective_step_size() * grad.sign()).clamp(0.0, 1.0);
+    return (x0 + eta + o.effective_step_size() * grad.sign()).clamp(0.0, 1.0);
   }
 
  private:
-  NFGSMOptions options_;
+  void check_options() const {
+    detail::check_budget("iat::NFGSM", "eps", options.eps());
+    detail::check_non_negative("iat::NFGSM", "noise_scale", options.noise_scale());
+    detail::check_positive("iat::NFGSM", "step_size", options.effective_step_size());
+  }
 };
 
 }  // namespace iat

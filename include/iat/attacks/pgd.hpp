@@ -4,6 +4,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/detail/compat.hpp>
+#include <iat/options_field.hpp>
 
 #include <torch/arg.h>
 #include <torch/types.h>
@@ -81,25 +82,18 @@ struct PGDOptions {
 /// \endcode
 class PGD : public Attack {
  public:
-  explicit PGD(PGDOptions options = {}) : options_(std::move(options)) {
-    const char* who = "iat::PGD";
-    detail::check_budget(who, "eps", options_.eps());
-    detail::check_positive(who, "step_size", options_.effective_step_size());
-    detail::check_at_least(who, "steps", options_.steps(), 1);
-    detail::check_at_least(who, "restarts", options_.restarts(), 1);
-    detail::check_positive(who, "init_std", options_.init_std());
-    detail::check_at_least(who, "target_rank", options_.target_rank(), 1);
-    detail::warn_if_steps_fall_short(who, "eps", options_.eps(), options_.steps(), options_.effective_step_size(),
-                                     options_.step_size().has_value(), "eps/4", options_.eps() / 4.0);
-  }
+  explicit PGD(PGDOptions o = {}) : options(std::move(o)) { check_options(); }
 
-  const PGDOptions& options() const { return options_; }
+  /// The options (docs/options.md): `pgd.options.steps(20)` changes the attack; checked at each perturb.
+  OptionsField<PGDOptions> options;
+
   std::string name() const override { return "PGD"; }
 
   torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) override {
     const char* who = "iat::PGD";
-    detail::AttackScope scope(who, model, x, y, options_.keep_train_mode());
-    const auto& o = options_;
+    check_options();
+    const PGDOptions& o = options;
+    detail::AttackScope scope(who, model, x, y, o.keep_train_mode());
     auto x0 = x.detach();
 
     // What the loss needs from the clean input: p(x) for KL, the target class for targeted DLR. Other
@@ -171,7 +165,18 @@ class PGD : public Attack {
   }
 
  private:
-  PGDOptions options_;
+  void check_options() const {
+    const char* who = "iat::PGD";
+    const PGDOptions& o = options;
+    detail::check_budget(who, "eps", o.eps());
+    detail::check_positive(who, "step_size", o.effective_step_size());
+    detail::check_at_least(who, "steps", o.steps(), 1);
+    detail::check_at_least(who, "restarts", o.restarts(), 1);
+    detail::check_positive(who, "init_std", o.init_std());
+    detail::check_at_least(who, "target_rank", o.target_rank(), 1);
+    detail::warn_if_steps_fall_short(who, "eps", o.eps(), o.steps(), o.effective_step_size(),
+                                     o.step_size().has_value(), "eps/4", o.eps() / 4.0);
+  }
 };
 
 }  // namespace iat

@@ -6,6 +6,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/detail/autoattack.hpp>
+#include <iat/options_field.hpp>
 
 #include <torch/arg.h>
 #include <torch/types.h>
@@ -123,24 +124,19 @@ struct SquareOptions {
 /// \endcode
 class Square : public Attack {
  public:
-  explicit Square(SquareOptions options = {}) : options_(options) {
-    const char* who = "iat::Square";
-    detail::check_radius(who, options_.norm(), options_.eps());
-    detail::check_at_least(who, "n_queries", options_.n_queries(), 0);
-    detail::check_at_least(who, "restarts", options_.restarts(), 1);
-    TORCH_CHECK_VALUE(options_.p_init() > 0.0 && options_.p_init() <= 1.0, who, ": p_init must be in (0, 1], got ",
-                      options_.p_init());
-  }
+  explicit Square(SquareOptions o = {}) : options(std::move(o)) { check_options(); }
 
-  const SquareOptions& options() const { return options_; }
-  SquareOptions& options() { return options_; }
+  /// The options (docs/options.md): `square.options.n_queries(1000)`; checked at each perturb.
+  OptionsField<SquareOptions> options;
+
   std::string name() const override { return "Square"; }
 
   torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) override {
     const char* who = "iat::Square";
-    detail::AttackScope scope(who, model, x_in, y, options_.keep_train_mode());
+    check_options();
+    const SquareOptions& o = options;
+    detail::AttackScope scope(who, model, x_in, y, o.keep_train_mode());
     TORCH_CHECK_VALUE(x_in.dim() == 4, who, ": x must be a batch of images [N, C, H, W], got shape ", x_in.sizes());
-    const auto& o = options_;
     auto x = x_in.detach().to(torch::kFloat);
     torch::NoGradGuard no_grad;
     auto logits = model(x);
@@ -177,7 +173,7 @@ class Square : public Attack {
     auto best_loss = best_margin.clone();
     if ((best_margin < 0.0).all().item<bool>()) return x_best;
     const auto shape = detail::per_example_shape(-1, x.dim());
-    for (int64_t it = 0; it < options_.n_queries(); ++it) {
+    for (int64_t it = 0; it < options.n_queries(); ++it) {
       auto idx = detail::true_indices(best_margin > 0.0);
       auto x_curr = x.index_select(0, idx);
       auto x_best_curr = x_best.index_select(0, idx);
@@ -197,7 +193,7 @@ class Square : public Attack {
   }
 
   torch::Tensor run_linf(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) const {
-    const auto& o = options_;
+    const SquareOptions& o = options;
     const int64_t c = x.size(1), h = x.size(2), w = x.size(3);
     const double eps = o.eps();
     // Vertical stripes: one sign per (example, channel, column).
@@ -216,7 +212,7 @@ class Square : public Attack {
   }
 
   torch::Tensor run_l2(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) const {
-    const auto& o = options_;
+    const SquareOptions& o = options;
     const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
     const double eps = o.eps();
     auto dev = x.device();
@@ -275,7 +271,14 @@ class Square : public Attack {
     });
   }
 
-  SquareOptions options_;
+  void check_options() const {
+    const char* who = "iat::Square";
+    const SquareOptions& o = options;
+    detail::check_radius(who, o.norm(), o.eps());
+    detail::check_at_least(who, "n_queries", o.n_queries(), 0);
+    detail::check_at_least(who, "restarts", o.restarts(), 1);
+    TORCH_CHECK_VALUE(o.p_init() > 0.0 && o.p_init() <= 1.0, who, ": p_init must be in (0, 1], got ", o.p_init());
+  }
 };
 
 }  // namespace iat

@@ -233,7 +233,8 @@ class Loader {
   int64_t index_range() const { return index_range_; }
   /// The dataset.
   const Dataset& dataset() const { return data_; }
-  /// The options.
+  /// The options, fixed at construction (the batches are planned then), so read-only: an accessor, not a
+  /// field as on the attacks (docs/options.md).
   const LoaderOptions& options() const { return options_; }
 
   /// The epoch of the running pass, or of the next one when none runs.

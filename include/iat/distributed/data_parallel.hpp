@@ -283,6 +283,8 @@ class DataParallel {
   int rank() const { return pg_->getRank(); }
   int world_size() const { return pg_->getSize(); }
   const ProcessGroupPtr& process_group() const { return pg_; }
+  /// The options, fixed at construction (the buckets and hooks are laid out then), so read-only: an
+  /// accessor, not a field as on the attacks (docs/options.md).
   const DataParallelOptions& options() const { return options_; }
 
   /// Overwrites the parameters and buffers with rank 0's (done at construction; again e.g. after loading a

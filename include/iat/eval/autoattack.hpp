@@ -15,6 +15,7 @@
 #include <iat/detail/compat.hpp>
 #include <iat/detail/file_io.hpp>
 #include <iat/model_ref.hpp>
+#include <iat/options_field.hpp>
 
 #include <torch/arg.h>
 #include <torch/serialize/input-archive.h>
@@ -430,42 +431,19 @@ struct AutoAttackState {
 /// \endcode
 class AutoAttack {
  public:
-  explicit AutoAttack(AutoAttackOptions options = {}) : options_(std::move(options)) {
-    const char* who = "iat::eval::AutoAttack";
-    iat::detail::check_radius(who, options_.norm(), options_.eps());
-    iat::detail::check_at_least(who, "batch_size", options_.batch_size(), 1);
-    iat::detail::check_at_least(who, "apgd_steps", options_.apgd_steps(), 1);
-    iat::detail::check_at_least(who, "fab_steps", options_.fab_steps(), 1);
-    iat::detail::check_at_least(who, "square_queries", options_.square_queries(), 0);
-    iat::detail::check_at_least(who, "n_target_classes", options_.n_target_classes(), 1);
-    iat::detail::check_at_least(who, "shard_count", options_.shard_count(), 1);
-    TORCH_CHECK_VALUE(options_.shard_index() >= 0 && options_.shard_index() < options_.shard_count(), who,
-                      ": shard_index must be in [0, shard_count), got ", options_.shard_index(), " of ",
-                      options_.shard_count());
-    TORCH_CHECK_VALUE(options_.shard_count() == 1 || options_.shard_merge(), who,
-                      ": shard_count > 1 needs a shard_merge function (iat::distributed::sharded_autoattack)");
-    TORCH_CHECK_VALUE(options_.shard_count() == 1 || options_.state_path().empty(), who,
-                      ": a state file (state_path) cannot be used by a sharded evaluation (shard_count ",
-                      options_.shard_count(), "): each process holds only its own batches");
-    const auto& known = autoattack_attack_names();
-    TORCH_CHECK_VALUE(options_.version() != AutoAttackVersion::kCustom || !options_.attacks().empty(), who,
-                      ": version kCustom needs a non-empty attack list (from ", detail::join(known, ", "), ")");
-    for (const auto& a : options_.attacks()) {
-      TORCH_CHECK_VALUE(std::find(known.begin(), known.end(), a) != known.end(), who, ": unknown attack '", a,
-                        "'; known attacks: ", detail::join(known, ", "));
-    }
-  }
+  explicit AutoAttack(AutoAttackOptions o = {}) : options(std::move(o)) { check_options(); }
 
-  const AutoAttackOptions& options() const { return options_; }
+  /// The options (docs/options.md): `aa.options.batch_size(500)`; checked at each run.
+  OptionsField<AutoAttackOptions> options;
 
   /// The attacks the configured version runs, in order.
   std::vector<std::string> attack_list() const {
-    if (!options_.attacks().empty()) return options_.attacks();
-    switch (options_.version()) {
+    if (!options.attacks().empty()) return options.attacks();
+    switch (options.version()) {
       case AutoAttackVersion::kStandard: return {"apgd-ce", "apgd-t", "fab-t", "square"};
       case AutoAttackVersion::kPlus: return {"apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"};
       case AutoAttackVersion::kRand: return {"apgd-ce", "apgd-dlr"};
-      case AutoAttackVersion::kCustom: return options_.attacks();
+      case AutoAttackVersion::kCustom: return options.attacks();
     }
     return {};
   }
@@ -475,7 +453,8 @@ class AutoAttack {
     const char* who = "iat::eval::AutoAttack";
     iat::detail::check_images(who, x_in);
     iat::detail::check_labels(who, x_in, y_in);
-    const auto& o = options_;
+    check_options();
+    const AutoAttackOptions& o = options;
     if (!o.state_path().empty()) iat::detail::check_writable(who, "state_path", o.state_path());
     const auto start = std::chrono::steady_clock::now();
     const torch::Device device = o.device() ? *o.device() : x_in.device();
@@ -730,17 +709,17 @@ class AutoAttack {
 
  private:
   void log(const std::string& s) const {
-    if (options_.log()) options_.log()(s);
+    if (options.log()) options.log()(s);
   }
 
   void save_state(const detail::AutoAttackState& state) const {
-    if (!options_.state_path().empty()) state.save(options_.state_path());
+    if (!options.state_path().empty()) state.save(options.state_path());
   }
 
   // Everything that changes the results, as the state file records it.
   std::vector<std::pair<std::string, std::string>> settings_of(const torch::Tensor& x, const torch::Tensor& y,
                                                                const std::vector<std::string>& attacks) const {
-    const auto& o = options_;
+    const auto& o = options;
     std::vector<std::pair<std::string, std::string>> s;
     s.emplace_back("model", o.model_id().empty() ? std::string("(not given)") : o.model_id());
     s.emplace_back("points", std::to_string(x.size(0)));
@@ -766,7 +745,7 @@ class AutoAttack {
                    const torch::Tensor& clean, const torch::Tensor& x, AutoAttackReport& report,
                    const std::function<void(const std::string&)>& warn) const {
     const char* who = "iat::eval::AutoAttack";
-    const auto& path = options_.state_path();
+    const auto& path = options.state_path();
     const int64_t n = clean.size(0);
     bool sizes_ok = state.robust.size(0) == n && state.clean.size(0) == n && state.nonfinite.size(0) == n &&
                     state.current_start.size(0) == n;
@@ -783,7 +762,7 @@ class AutoAttack {
       }
       if (saved != now) diffs.push_back(key + ": saved " + saved + ", now " + now);
     }
-    if (options_.version() != AutoAttackVersion::kRand) {
+    if (options.version() != AutoAttackVersion::kRand) {
       const int64_t differ = (state.clean != clean).sum().item<int64_t>();
       if (differ > 0) {
         const auto acc = [n](const torch::Tensor& f) {
@@ -794,7 +773,7 @@ class AutoAttack {
                         acc(clean) + ")");
       }
     }
-    TORCH_CHECK_VALUE(diffs.empty() || options_.state_mismatch_ok(), who, ": the state file '", path,
+    TORCH_CHECK_VALUE(diffs.empty() || options.state_mismatch_ok(), who, ": the state file '", path,
                       "' was written under other settings, and resuming from it would report another "
                       "evaluation's results as this one's: ",
                       detail::join(diffs, "; "),
@@ -817,12 +796,12 @@ class AutoAttack {
     if (rows.numel() > 0) {
       const auto xa = state.x_adv.index_select(0, rows).to(torch::kDouble);
       const auto xc = x.to(torch::kCPU).index_select(0, rows).to(torch::kDouble);
-      const double reach = iat::detail::per_example_norm(xa - xc, options_.norm()).max().item<double>();
+      const double reach = iat::detail::per_example_norm(xa - xc, options.norm()).max().item<double>();
       const double lo = xa.min().item<double>(), hi = xa.max().item<double>();
-      const double limit = options_.eps() * (1 + 1e-5) + 1e-6;
+      const double limit = options.eps() * (1 + 1e-5) + 1e-6;
       TORCH_CHECK_VALUE(std::isfinite(reach) && reach <= limit && lo >= 0 && hi <= 1, who, ": the state file '", path,
                         "' holds adversarial examples that this evaluation's threat model does not allow (largest ",
-                        options_.norm() == Norm::kLinf ? "Linf" : "L2", " distance ", reach, ", eps ", options_.eps(),
+                        options.norm() == Norm::kLinf ? "Linf" : "L2", " distance ", reach, ", eps ", options.eps(),
                         "; values in [", lo, ", ", hi, "], the box is [0, 1]): its broken points cannot be counted, "
                         "not even with state_mismatch_ok (delete it or use another state path)");
     }
@@ -830,20 +809,20 @@ class AutoAttack {
   }
 
   int64_t seed_now() const {
-    return options_.seed() >= 0 ? options_.seed() : static_cast<int64_t>(std::time(nullptr));
+    return options.seed() >= 0 ? options.seed() : static_cast<int64_t>(std::time(nullptr));
   }
 
   void set_seed(Attack& attack) const {
     const int64_t seed = seed_now();
-    if (auto* a = dynamic_cast<APGD*>(&attack)) a->options().seed(seed);
-    if (auto* a = dynamic_cast<APGDT*>(&attack)) a->options().seed(seed);
-    if (auto* a = dynamic_cast<FAB*>(&attack)) a->options().seed(seed);
-    if (auto* a = dynamic_cast<Square*>(&attack)) a->options().seed(seed);
+    if (auto* a = dynamic_cast<APGD*>(&attack)) a->options.seed(seed);
+    if (auto* a = dynamic_cast<APGDT*>(&attack)) a->options.seed(seed);
+    if (auto* a = dynamic_cast<FAB*>(&attack)) a->options.seed(seed);
+    if (auto* a = dynamic_cast<Square*>(&attack)) a->options.seed(seed);
   }
 
   // The attack object for a name, with the settings of the configured version (docs/evaluation.md, "The attacks").
   std::unique_ptr<Attack> make_attack(const std::string& name, int64_t targets) const {
-    const auto& o = options_;
+    const auto& o = options;
     const auto v = o.version();
     const int64_t apgd_restarts = (v == AutoAttackVersion::kStandard || v == AutoAttackVersion::kRand) ? 1 : 5;
     const int64_t eot = v == AutoAttackVersion::kRand ? 20 : 1;
@@ -888,9 +867,9 @@ class AutoAttack {
     if (classes < 4) {
       drop("apgd-t", "the targeted DLR loss needs at least 4 classes, the model has " + std::to_string(classes));
     }
-    if ((has("apgd-t") || has("fab-t")) && targets < options_.n_target_classes()) {
+    if ((has("apgd-t") || has("fab-t")) && targets < options.n_target_classes()) {
       warn("the model has " + std::to_string(classes) + " classes: apgd-t/fab-t use " + std::to_string(targets) +
-           " target classes instead of " + std::to_string(options_.n_target_classes()));
+           " target classes instead of " + std::to_string(options.n_target_classes()));
     }
   }
 
@@ -939,7 +918,31 @@ class AutoAttack {
     }
   }
 
-  AutoAttackOptions options_;
+  void check_options() const {
+    const char* who = "iat::eval::AutoAttack";
+    iat::detail::check_radius(who, options.norm(), options.eps());
+    iat::detail::check_at_least(who, "batch_size", options.batch_size(), 1);
+    iat::detail::check_at_least(who, "apgd_steps", options.apgd_steps(), 1);
+    iat::detail::check_at_least(who, "fab_steps", options.fab_steps(), 1);
+    iat::detail::check_at_least(who, "square_queries", options.square_queries(), 0);
+    iat::detail::check_at_least(who, "n_target_classes", options.n_target_classes(), 1);
+    iat::detail::check_at_least(who, "shard_count", options.shard_count(), 1);
+    TORCH_CHECK_VALUE(options.shard_index() >= 0 && options.shard_index() < options.shard_count(), who,
+                      ": shard_index must be in [0, shard_count), got ", options.shard_index(), " of ",
+                      options.shard_count());
+    TORCH_CHECK_VALUE(options.shard_count() == 1 || options.shard_merge(), who,
+                      ": shard_count > 1 needs a shard_merge function (iat::distributed::sharded_autoattack)");
+    TORCH_CHECK_VALUE(options.shard_count() == 1 || options.state_path().empty(), who,
+                      ": a state file (state_path) cannot be used by a sharded evaluation (shard_count ",
+                      options.shard_count(), "): each process holds only its own batches");
+    const auto& known = autoattack_attack_names();
+    TORCH_CHECK_VALUE(options.version() != AutoAttackVersion::kCustom || !options.attacks().empty(), who,
+                      ": version kCustom needs a non-empty attack list (from ", detail::join(known, ", "), ")");
+    for (const auto& a : options.attacks()) {
+      TORCH_CHECK_VALUE(std::find(known.begin(), known.end(), a) != known.end(), who, ": unknown attack '", a,
+                        "'; known attacks: ", detail::join(known, ", "));
+    }
+  }
 };
 
 }  // namespace eval

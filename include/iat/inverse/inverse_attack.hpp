@@ -6,6 +6,7 @@
 #include <iat/attacks/attack.hpp>
 #include <iat/detail/compat.hpp>
 #include <iat/inverse/inverse_loss.hpp>
+#include <iat/options_field.hpp>
 
 #include <torch/arg.h>
 #include <torch/types.h>
@@ -86,21 +87,11 @@ struct InverseAttackOptions {
 /// \endcode
 class InverseAttack {
  public:
-  explicit InverseAttack(InverseAttackOptions options = {}) : options_(std::move(options)) {
-    const char* who = "iat::InverseAttack";
-    detail::check_budget(who, "eps", options_.eps());
-    detail::check_positive(who, "step_size", options_.effective_step_size());
-    detail::check_at_least(who, "steps", options_.steps(), 1);
-    detail::check_non_negative(who, "beta", options_.beta());
-    detail::check_non_negative(who, "pull_weight", options_.pull_weight());
-    detail::check_non_negative(who, "push_weight", options_.push_weight());
-    detail::check_positive(who, "init_std", options_.init_std());
-    detail::warn_if_steps_fall_short(who, "eps", options_.eps(), options_.steps(), options_.effective_step_size(),
-                                     options_.step_size().has_value(), "eps/2", options_.eps() / 2.0);
-  }
+  explicit InverseAttack(InverseAttackOptions o = {}) : options(std::move(o)) { check_options(); }
 
-  /// The options in force.
-  const InverseAttackOptions& options() const { return options_; }
+  /// The options (docs/options.md): `inverse.options.steps(2)`; checked at each perturb.
+  OptionsField<InverseAttackOptions> options;
+
   /// "InverseAttack", for reports.
   std::string name() const { return "InverseAttack"; }
 
@@ -109,14 +100,15 @@ class InverseAttack {
   torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
                         const torch::Tensor& x_adv = {}) {
     const char* who = "iat::InverseAttack";
-    detail::AttackScope scope(who, model, x, y, options_.keep_train_mode());
+    check_options();
+    const InverseAttackOptions& o = options;
+    detail::AttackScope scope(who, model, x, y, o.keep_train_mode());
     if (x_adv.defined()) {
       TORCH_CHECK_VALUE(x_adv.sizes() == x.sizes(), who, ": x_adv must have x's shape ", x.sizes(), ", got ",
                         x_adv.sizes());
     }
-    const auto loss_options = options_.loss_options();
+    const auto loss_options = o.loss_options();
     detail::check_model_for_inverse_loss(who, model, loss_options);
-    const auto& o = options_;
     auto x0 = x.detach();
     auto targets = detail::inverse_targets(model, x0, x_adv, loss_options);
 
@@ -131,7 +123,19 @@ class InverseAttack {
   }
 
  private:
-  InverseAttackOptions options_;
+  void check_options() const {
+    const char* who = "iat::InverseAttack";
+    const InverseAttackOptions& o = options;
+    detail::check_budget(who, "eps", o.eps());
+    detail::check_positive(who, "step_size", o.effective_step_size());
+    detail::check_at_least(who, "steps", o.steps(), 1);
+    detail::check_non_negative(who, "beta", o.beta());
+    detail::check_non_negative(who, "pull_weight", o.pull_weight());
+    detail::check_non_negative(who, "push_weight", o.push_weight());
+    detail::check_positive(who, "init_std", o.init_std());
+    detail::warn_if_steps_fall_short(who, "eps", o.eps(), o.steps(), o.effective_step_size(), o.step_size().has_value(),
+                                     "eps/2", o.eps() / 2.0);
+  }
 };
 
 }  // namespace iat

@@ -24,6 +24,7 @@
 #include <iat/detail/checks.hpp>
 #include <iat/inverse/universal_perturbation.hpp>
 #include <iat/model_ref.hpp>
+#include <iat/options_field.hpp>
 
 #include <torch/arg.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -138,17 +139,13 @@ class AWP {
   /// The ascent loss: a scalar computed from the model it is given (the same model, at the current weights).
   using LossFn = std::function<torch::Tensor(const ModelRef&)>;
 
-  explicit AWP(AWPOptions options = {}) : options_(std::move(options)) {
-    const char* who = "iat::train::AWP";
-    iat::detail::check_non_negative(who, "gamma", options_.gamma());
-    iat::detail::check_positive(who, "proxy_lr", options_.proxy_lr());
-    iat::detail::check_at_least(who, "warmup_epochs", options_.warmup_epochs(), 0);
-  }
+  explicit AWP(AWPOptions o = {}) : options(std::move(o)) { check_options(); }
 
-  const AWPOptions& options() const { return options_; }
+  /// The options (docs/options.md): `awp.options.gamma(0.005)`; checked at each perturb.
+  OptionsField<AWPOptions> options;
 
   /// True when perturb() perturbs in `epoch` (counted from 0): epoch ≥ warmup_epochs and γ > 0.
-  bool active(int64_t epoch) const { return options_.gamma() > 0.0 && epoch >= options_.warmup_epochs(); }
+  bool active(int64_t epoch) const { return options.gamma() > 0.0 && epoch >= options.warmup_epochs(); }
 
   /// v at the current weights from `ascent_loss`, added to the weights (w ← w + v). `model` is a module
   /// holder (TORCH_MODULE), a std::shared_ptr to a module, or a torch::nn::Module. The loss runs in train
@@ -158,6 +155,7 @@ class AWP {
   template <typename Net>
   WeightPerturbation perturb(Net& model, const LossFn& ascent_loss, int64_t epoch) {
     const char* who = "iat::train::AWP::perturb";
+    check_options();
     if (!active(epoch)) return {};
     torch::nn::Module& module = module_of(model);
     WeightPerturbation out;
@@ -193,8 +191,8 @@ class AWP {
     for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(saved[i]);
     for (size_t i = 0; i < out.params.size(); ++i) {
       const auto& w = out.params[i];
-      auto d = grads[i].defined() ? options_.proxy_lr() * grads[i].detach() : torch::zeros_like(w);
-      auto scale = options_.gamma() * w.norm() / (d.norm() + kNormGuard);
+      auto d = grads[i].defined() ? options.proxy_lr() * grads[i].detach() : torch::zeros_like(w);
+      auto scale = options.gamma() * w.norm() / (d.norm() + kNormGuard);
       out.v.push_back(scale * d);
     }
     for (size_t i = 0; i < out.params.size(); ++i) out.params[i].add_(out.v[i]);
@@ -226,7 +224,12 @@ class AWP {
     }
   }
 
-  AWPOptions options_;
+  void check_options() const {
+    const char* who = "iat::train::AWP";
+    iat::detail::check_non_negative(who, "gamma", options.gamma());
+    iat::detail::check_positive(who, "proxy_lr", options.proxy_lr());
+    iat::detail::check_at_least(who, "warmup_epochs", options.warmup_epochs(), 0);
+  }
 };
 
 }  // namespace train

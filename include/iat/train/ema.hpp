@@ -3,6 +3,7 @@
 /// iat::train::ModelEMA: an exponential moving average of a model's weights (docs/method.md §8.3, decay 0.995).
 
 #include <iat/detail/checks.hpp>
+#include <iat/options_field.hpp>
 
 #include <torch/arg.h>
 #include <torch/nn/module.h>
@@ -47,11 +48,10 @@ struct ModelEMAOptions {
 /// \endcode
 class ModelEMA {
  public:
-  ModelEMA(torch::nn::Module& live, torch::nn::Module& average, ModelEMAOptions options = {})
-      : live_(live), average_(average), options_(options) {
+  ModelEMA(torch::nn::Module& live, torch::nn::Module& average, ModelEMAOptions o = {})
+      : options(std::move(o)), live_(live), average_(average) {
     const char* who = "iat::train::ModelEMA";
-    TORCH_CHECK_VALUE(options_.decay() >= 0.0 && options_.decay() < 1.0, who, ": decay must be in [0, 1), got ",
-                      options_.decay());
+    check_options();
     auto lp = live_.named_parameters(), ap = average_.named_parameters();
     auto lb = live_.named_buffers(), ab = average_.named_buffers();
     TORCH_CHECK_VALUE(lp.size() == ap.size() && lb.size() == ab.size(), who,
@@ -64,6 +64,9 @@ class ModelEMA {
     }
     copy_from_live();
   }
+
+  /// The options (docs/options.md): `ema.options.decay(0.999)`; checked at each update.
+  OptionsField<ModelEMAOptions> options;
 
   /// Makes the average an exact copy of the live model (the state at construction).
   void copy_from_live() {
@@ -78,14 +81,15 @@ class ModelEMA {
   /// One averaging step; returns the decay used.
   double update() {
     torch::NoGradGuard no_grad;
-    double d = options_.decay();
-    if (options_.warmup()) d = std::min(d, (1.0 + static_cast<double>(updates_)) / (10.0 + static_cast<double>(updates_)));
+    check_options();
+    double d = options.decay();
+    if (options.warmup()) d = std::min(d, (1.0 + static_cast<double>(updates_)) / (10.0 + static_cast<double>(updates_)));
     auto ap = average_.named_parameters();
     for (const auto& item : live_.named_parameters()) ap[item.key()].mul_(d).add_(item.value().detach(), 1.0 - d);
     auto ab = average_.named_buffers();
     for (const auto& item : live_.named_buffers()) {
       auto& avg = ab[item.key()];
-      if (options_.average_buffers() && avg.is_floating_point()) {
+      if (options.average_buffers() && avg.is_floating_point()) {
         avg.mul_(d).add_(item.value(), 1.0 - d);
       } else {
         avg.copy_(item.value());
@@ -100,9 +104,13 @@ class ModelEMA {
   void set_updates(int64_t n) { updates_ = n; }
 
  private:
+  void check_options() const {
+    TORCH_CHECK_VALUE(options.decay() >= 0.0 && options.decay() < 1.0, "iat::train::ModelEMA: decay must be in [0, 1), got ",
+                      options.decay());
+  }
+
   torch::nn::Module& live_;
   torch::nn::Module& average_;
-  ModelEMAOptions options_;
   int64_t updates_ = 0;
 };
 

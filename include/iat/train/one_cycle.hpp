@@ -3,6 +3,7 @@
 /// iat::train::OneCycleLR: the "cyclic" learning-rate schedule of the supplement (docs/method.md §8.1).
 
 #include <iat/detail/checks.hpp>
+#include <iat/options_field.hpp>
 
 #include <torch/arg.h>
 #include <torch/optim/optimizer.h>
@@ -43,25 +44,23 @@ struct OneCycleOptions {
 /// \endcode
 class OneCycleLR {
  public:
-  OneCycleLR(torch::optim::Optimizer& optimizer, OneCycleOptions options)
-      : optimizer_(optimizer), options_(options) {
-    const char* who = "iat::train::OneCycleLR";
-    iat::detail::check_positive(who, "max_lr", options_.max_lr());
-    iat::detail::check_at_least(who, "total_steps", options_.total_steps(), 1);
-    TORCH_CHECK_VALUE(options_.peak_fraction() >= 0.0 && options_.peak_fraction() <= 1.0, who,
-                      ": peak_fraction must be in [0, 1], got ", options_.peak_fraction());
-    iat::detail::check_non_negative(who, "start_lr", options_.start_lr());
-    iat::detail::check_non_negative(who, "final_lr", options_.final_lr());
+  OneCycleLR(torch::optim::Optimizer& optimizer, OneCycleOptions o) : options(std::move(o)), optimizer_(optimizer) {
+    check_options();
   }
+
+  /// The options (docs/options.md): `schedule.options.total_steps(n)`; checked at each lr_at / set_step.
+  OptionsField<OneCycleOptions> options;
 
   /// The learning rate at optimiser step `step` (0-based; steps past the end keep final_lr).
   double lr_at(int64_t step) const {
-    const double t = static_cast<double>(step) / static_cast<double>(options_.total_steps());
-    const double peak = options_.peak_fraction();
-    if (t >= 1.0) return options_.final_lr();
-    if (t < peak) return options_.start_lr() + (options_.max_lr() - options_.start_lr()) * t / peak;
-    if (peak >= 1.0) return options_.max_lr();
-    return options_.max_lr() + (options_.final_lr() - options_.max_lr()) * (t - peak) / (1.0 - peak);
+    check_options();
+    const OneCycleOptions& o = options;
+    const double t = static_cast<double>(step) / static_cast<double>(o.total_steps());
+    const double peak = o.peak_fraction();
+    if (t >= 1.0) return o.final_lr();
+    if (t < peak) return o.start_lr() + (o.max_lr() - o.start_lr()) * t / peak;
+    if (peak >= 1.0) return o.max_lr();
+    return o.max_lr() + (o.final_lr() - o.max_lr()) * (t - peak) / (1.0 - peak);
   }
 
   /// Writes lr_at(step) into every parameter group and returns it.
@@ -71,11 +70,20 @@ class OneCycleLR {
     return lr;
   }
 
-  const OneCycleOptions& options() const { return options_; }
 
  private:
+  void check_options() const {
+    const char* who = "iat::train::OneCycleLR";
+    const OneCycleOptions& o = options;
+    iat::detail::check_positive(who, "max_lr", o.max_lr());
+    iat::detail::check_at_least(who, "total_steps", o.total_steps(), 1);
+    TORCH_CHECK_VALUE(o.peak_fraction() >= 0.0 && o.peak_fraction() <= 1.0, who,
+                      ": peak_fraction must be in [0, 1], got ", o.peak_fraction());
+    iat::detail::check_non_negative(who, "start_lr", o.start_lr());
+    iat::detail::check_non_negative(who, "final_lr", o.final_lr());
+  }
+
   torch::optim::Optimizer& optimizer_;
-  OneCycleOptions options_;
 };
 
 }  // namespace train
