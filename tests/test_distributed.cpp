@@ -7,6 +7,7 @@
 #include <iat/attacks/pgd.hpp>
 #include <iat/distributed/data_parallel.hpp>
 #include <iat/distributed/sharded_eval.hpp>
+#include <iat/train/awp.hpp>
 #include <iat/train/recipes.hpp>
 
 #include <torch/cuda.h>
@@ -88,7 +89,9 @@ struct TrainResult {
 };
 
 // `pg` null: one process takes the whole global batch. Otherwise this rank takes its slice, random starts
-// are the global draw's slice, gradients and UIAT's class sums are reduced over ranks.
+// are the global draw's slice, gradients, UIAT's class sums and AWP's ascent gradients are reduced over
+// ranks. "awp": PGD-AT inside AWP (γ = 0.05, larger than the paper's 5e-3 so that v visibly matters);
+// "awp-local": the same without AWP's reducer, each rank forming v from its own slice.
 TrainResult train(const std::string& method, const dist::ProcessGroupPtr& pg) {
   auto net = make_net(11);
   auto [x_all, y_all] = dataset();
@@ -96,10 +99,12 @@ TrainResult train(const std::string& method, const dist::ProcessGroupPtr& pg) {
   iat::PGD pgd(method == "trades" ? iat::train::trades_attack_options().steps(3) : iat::PGDOptions().steps(3));
   iat::UniversalInversePerturbation uip(iat::UniversalInversePerturbationOptions(kClasses, {3, 8, 8}));
   iat::AlignmentLoss align;
+  iat::train::AWP awp(iat::train::AWPOptions().gamma(0.05).warmup_epochs(0));
   std::unique_ptr<dist::DataParallel> dp;
   if (pg) {
     dp = std::make_unique<dist::DataParallel>(pg, net.ptr(), dist::DataParallelOptions().bucket_mb(0.001));
     uip->set_gradient_reducer(dist::uiat_gradient_reducer(pg));
+    if (method != "awp-local") awp.set_gradient_reducer(dist::awp_gradient_reducer(pg));
   }
   const int rank = pg ? pg->getRank() : 0, world = pg ? pg->getSize() : 1;
   torch::manual_seed(5);  // the same generator on every rank: random starts are drawn for the global batch
@@ -110,21 +115,36 @@ TrainResult train(const std::string& method, const dist::ProcessGroupPtr& pg) {
     auto y = y_all.narrow(0, step * kGlobalBatch + s.begin, s.size());
     if (dp) dp->begin_step();
     torch::Tensor loss;
+    iat::train::WeightPerturbation v;
     {
       dist::GlobalDrawSlice draw(rank, world, x.numel());
       if (method == "pgd-at") loss = iat::train::pgd_at_loss(net, x, y, pgd).loss;
       if (method == "trades") loss = iat::train::trades_loss(net, x, y, pgd).loss;
       if (method == "uiat") loss = iat::train::uiat_loss(net, x, y, pgd, uip, align).loss;
+      if (method == "awp" || method == "awp-local") {
+        iat::train::FixedExamples adv(pgd.perturb(net, x, y));
+        v = awp.perturb(net, [&](const iat::ModelRef& m) { return iat::train::pgd_at_loss(m, x, y, adv).loss; }, step);
+        loss = iat::train::pgd_at_loss(net, x, y, adv).loss;
+      }
+      if (method == "uiat-awp") {  // UIAT inside AWP: the ascent steps a scratch copy of δ (its sums reduced too)
+        iat::train::FixedExamples adv(pgd.perturb(net, x, y));
+        v = awp.perturb(net, [&](const iat::ModelRef& m) {
+          auto scratch = iat::train::scratch_copy(uip);
+          return iat::train::uiat_loss(m, x, y, adv, scratch, align).loss;
+        }, step);
+        loss = iat::train::uiat_loss(net, x, y, adv, uip, align).loss;
+      }
     }
     opt.zero_grad();
     loss.backward();
     if (dp) dp->synchronize_gradients();
     opt.step();
+    awp.restore(net, v);
   }
   return {flat_parameters(*net), uip->delta().clone(), uip->momentum_buffer().clone()};
 }
 
-const std::vector<std::string> kMethods{"pgd-at", "trades", "uiat"};
+const std::vector<std::string> kMethods{"pgd-at", "trades", "uiat", "awp", "awp-local", "uiat-awp"};
 
 // Sharded evaluation: 41 points in batches of 9 (5 batches: ranks 0 and 1 run 3 and 2 of them).
 constexpr int64_t kEvalPoints = 41;
@@ -434,18 +454,28 @@ TEST_CASE("distributed: bucketed gradient averaging equals the mean of the ranks
   fs::remove_all(dir);
 }
 
-TEST_CASE("distributed: N steps of PGD-AT, TRADES and UIAT on 2 processes equal 1 process at the global batch",
+TEST_CASE("distributed: N steps of PGD-AT, TRADES, UIAT and AWP on 2 processes equal 1 process at the global batch",
           "[distributed]") {
   if (skip_without_gloo()) return;
   auto dir = run_workers("train");
+  const auto awp_one = train("awp", {});
   for (const auto& method : kMethods) {
     auto one = train(method, {});
     auto r0 = load(dir, "train_" + method, 0), r1 = load(dir, "train_" + method, 1);
     INFO(method << ": max |2 processes - 1 process| = " << max_abs_diff(r0[0], one.weights));
+    if (method == "awp-local") {
+      // Without its reducer each rank forms v from its own half of the batch: the step's gradients are still
+      // averaged and v is taken back, so the ranks agree up to the rounding of (w + v_r − step) − v_r, but
+      // the weights are no longer one process's (measured 1.4e-2).
+      CHECK(max_abs_diff(r0[0], one.weights) > 1e-3);
+      CHECK(max_abs_diff(r0[0], r1[0]) <= 1e-6);
+      continue;
+    }
     CHECK(max_abs_diff(r0[0], one.weights) <= 1e-5);
     CHECK(torch::equal(r0[0], r1[0]));  // the ranks' weights agree bit for bit
     CHECK(max_abs_diff(one.weights, flat_parameters(*make_net(11))) > 1e-3);  // training moved the weights
-    if (method == "uiat") {
+    if (method == "pgd-at") CHECK(max_abs_diff(awp_one.weights, one.weights) > 1e-4);  // and AWP changes it
+    if (method == "uiat" || method == "uiat-awp") {
       CHECK(torch::equal(r0[1], r1[1]));  // δ_y bitwise equal on both ranks
       CHECK(torch::equal(r0[2], r1[2]));  // and its momentum
       CHECK(torch::equal(r0[1], one.delta));

@@ -132,9 +132,11 @@ class Method {
   }
 
   /// Under data parallelism: UIAT's per-class gradient sums are all-reduced before the sign step, so δ_y and
-  /// its momentum are the global batch's on every rank.
+  /// its momentum are the global batch's on every rank, and AWP's ascent gradients are averaged before v is
+  /// formed, so v is the global batch's too.
   void distribute(const iat::distributed::ProcessGroupPtr& pg) {
     if (uip_) uip_->set_gradient_reducer(iat::distributed::uiat_gradient_reducer(pg));
+    if (awp_) awp_->set_gradient_reducer(iat::distributed::awp_gradient_reducer(pg));
   }
 
   /// Whether the method keeps a one-off cache whose rows the ranks must share (share_cache_rows).

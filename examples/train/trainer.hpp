@@ -252,9 +252,6 @@ class Trainer {
   void start_distributed() {
     env_ = iat::distributed::environment_from_torchrun();
     if (env_.world_size == 1) return;
-    TORCH_CHECK_VALUE(cfg_.awp_gamma == 0, "--awp-gamma ", cfg_.awp_gamma, " with WORLD_SIZE = ", env_.world_size,
-                      ": AWP's ascent step is not averaged over the ranks yet, so they would train at different "
-                      "weights (docs/awp.md); run AWP in one process");
     TORCH_CHECK_VALUE(cfg_.batch_size % env_.world_size == 0, "--batch-size ", cfg_.batch_size,
                       " is the global batch and must be a multiple of the number of processes (WORLD_SIZE = ",
                       env_.world_size, "); each rank trains on --batch-size / WORLD_SIZE examples of it");

@@ -9,6 +9,7 @@
 #include <iat/distributed/process_group.hpp>
 #include <iat/inverse/one_off_cache.hpp>
 #include <iat/inverse/universal_perturbation.hpp>
+#include <iat/train/awp.hpp>
 
 #include <torch/arg.h>
 #include <torch/csrc/autograd/function.h>
@@ -150,6 +151,22 @@ inline UniversalInversePerturbationImpl::GradientReducer uiat_gradient_reducer(P
   return [pg](torch::Tensor& class_grad, torch::Tensor& class_count) {
     all_reduce_sum(pg, class_grad);
     all_reduce_sum(pg, class_count);
+  };
+}
+
+/// The data-parallel hook of iat::train::AWP: averages the ascent gradients over the ranks before the weight
+/// perturbation v is formed, so that v is identical on every rank and equal to one process's at the global
+/// batch.
+///
+/// **Example**
+/// \code
+/// awp.set_gradient_reducer(iat::distributed::awp_gradient_reducer(pg));
+/// \endcode
+inline train::AWP::GradientReducer awp_gradient_reducer(ProcessGroupPtr pg) {
+  return [pg](std::vector<torch::Tensor>& grads) {
+    all_reduce_sum_coalesced(pg, grads);
+    const double ranks = static_cast<double>(pg->getSize());
+    for (auto& g : grads) g.div_(ranks);
   };
 }
 

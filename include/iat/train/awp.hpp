@@ -144,6 +144,17 @@ class AWP {
   /// The options (docs/options.md): `awp.options.gamma(0.005)`; checked at each perturb.
   OptionsField<AWPOptions> options;
 
+  /// Data-parallel training: a hook called in perturb() with the ascent gradients ∇_{w_l} of the perturbed
+  /// weights (in the model's parameter order; zeros for a weight the ascent loss does not reach), before v is
+  /// formed from them. It must replace them by their mean over the ranks, as
+  /// `iat::distributed::awp_gradient_reducer(pg)` does: each rank's ascent loss is the mean over its equal
+  /// slice of the global batch, so the mean of the ranks' gradients is the global batch's, and v, like the
+  /// weights, is the same on every rank and equal to one process's (docs/distributed.md).
+  using GradientReducer = std::function<void(std::vector<torch::Tensor>& grads)>;
+
+  /// Installs the hook (see GradientReducer); an empty function removes it.
+  void set_gradient_reducer(GradientReducer reducer) { reducer_ = std::move(reducer); }
+
   /// True when perturb() perturbs in `epoch` (counted from 0): epoch ≥ warmup_epochs and γ > 0.
   bool active(int64_t epoch) const { return options.gamma() > 0.0 && epoch >= options.warmup_epochs(); }
 
@@ -190,8 +201,12 @@ class AWP {
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < buffers.size(); ++i) buffers[i].copy_(saved[i]);
     for (size_t i = 0; i < out.params.size(); ++i) {
+      grads[i] = grads[i].defined() ? grads[i].detach() : torch::zeros_like(out.params[i]);
+    }
+    if (reducer_) reducer_(grads);
+    for (size_t i = 0; i < out.params.size(); ++i) {
       const auto& w = out.params[i];
-      auto d = grads[i].defined() ? options.proxy_lr() * grads[i].detach() : torch::zeros_like(w);
+      auto d = options.proxy_lr() * grads[i];
       auto scale = options.gamma() * w.norm() / (d.norm() + kNormGuard);
       out.v.push_back(scale * d);
     }
@@ -223,6 +238,8 @@ class AWP {
       return *model;
     }
   }
+
+  GradientReducer reducer_;
 
   void check_options() const {
     const char* who = "iat::train::AWP";
