@@ -18,10 +18,11 @@
 #include <iat/eval/robust_accuracy.hpp>
 #include <iat/detail/file_io.hpp>
 #include <iat/models/state_dict.hpp>
+#include <iat/models/zoo.hpp>
 #include <iat/train/checkpoint.hpp>
+#include <iat/train/run_model.hpp>
 #include <iat/version.hpp>
 
-#include "model_zoo.hpp"
 #include "torchrun.hpp"
 
 #include <ATen/Parallel.h>
@@ -206,10 +207,11 @@ std::pair<torch::Tensor, torch::Tensor> load_points(const std::string& path) {
   return {x.to(torch::kFloat).contiguous(), y.contiguous()};
 }
 
-// The model of an iat-train checkpoint: the architecture from its identity record, the weights of
-// `ema_model` when the run kept an EMA (what is evaluated), `model` otherwise.
-iat_examples::AnyClassifier load_iat_checkpoint(const std::string& path, const torch::Device& device,
-                                                std::string& weights) {
+// The model of an iat-train checkpoint (iat::train::load_run_model): the weights of `ema_model` when the
+// run kept an EMA (what it evaluated), `model` otherwise. The identity record says it is an iat-train
+// checkpoint and, for one written before the model_spec record existed, which architecture it holds.
+iat::models::AnyClassifier load_iat_checkpoint(const std::string& path, const torch::Device& device,
+                                               std::string& weights) {
   torch::serialize::InputArchive archive;
   try {
     archive = iat::train::load_checkpoint(path, device);  // verifies the checkpoint's CRC-32 first
@@ -229,31 +231,25 @@ iat_examples::AnyClassifier load_iat_checkpoint(const std::string& path, const t
   if (id.value("format", std::string()) != "iat-train checkpoint 1") {
     fail("'" + path + "': unknown checkpoint format '" + id.value("format", std::string("?")) + "'");
   }
-  iat_examples::ModelSpec spec;
-  try {
-    spec.arch = id.at("model").get<std::string>();
-    spec.activation = id.at("activation").get<std::string>();
-    spec.num_classes = id.at("num_classes").get<int64_t>();
-    spec.in_channels = id.at("in_channels").get<int64_t>();
-    spec.image_size = id.at("image_size").get<int64_t>();
-    spec.mean = id.at("mean").get<std::vector<double>>();
-    spec.std = id.at("std").get<std::vector<double>>();
-  } catch (const std::exception& e) {
-    fail("'" + path + "': incomplete identity record: " + e.what());
+  iat::optional<iat::models::ModelSpec> spec;
+  iat::models::ModelSpec recorded;
+  if (!iat::models::read_model_spec(archive, recorded)) {
+    try {
+      spec = iat::models::ModelSpec{id.at("model").get<std::string>(),       id.at("activation").get<std::string>(),
+                                    id.at("num_classes").get<int64_t>(),     id.at("in_channels").get<int64_t>(),
+                                    id.at("image_size").get<int64_t>(),      id.at("mean").get<std::vector<double>>(),
+                                    id.at("std").get<std::vector<double>>()};
+    } catch (const std::exception& e) {
+      fail("'" + path + "': incomplete identity record: " + e.what());
+    }
   }
-  auto net = iat_examples::make_model(spec);
-  const bool ema = id.value("ema", false);
-  weights = ema ? "ema_model" : "model";
-  torch::serialize::InputArchive sub;
   try {
-    archive.read(weights, sub);
-    net->load(sub);
+    auto run = iat::train::load_run_model(archive, path, device, iat::train::RunWeights::kAuto, spec);
+    weights = run.weights;
+    return run.model;
   } catch (const c10::Error& e) {
-    fail("'" + path + "': cannot read the weights '" + weights + "': " + e.what_without_backtrace());
+    fail(e.what_without_backtrace());
   }
-  net->to(device);
-  net->eval();
-  return net;
 }
 
 // Every rank must evaluate the same model on the same points: their hashes are gathered and compared, and
@@ -448,7 +444,7 @@ int run(int argc, char** argv) {
   }
   torch::jit::setGraphExecutorOptimize(a.jit_optimize);
   torch::jit::script::Module module;
-  iat_examples::AnyClassifier net{nullptr};
+  iat::models::AnyClassifier net{nullptr};
   std::string weights = "torchscript";
   std::function<torch::Tensor(const torch::Tensor&)> forward;
   if (!a.checkpoint.empty()) {

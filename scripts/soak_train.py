@@ -97,6 +97,8 @@ class _ArchiveUnpickler(pickle.Unpickler):
             return name  # the storage's dtype, inside persistent ids
         if (module, name) == ("collections", "OrderedDict"):
             return dict  # a tensor's (empty) backward hooks
+        if (module, name) == ("torch.jit._pickle", "build_doublelist"):
+            return list  # a typed list of floats (the model_spec record's mean and std)
         raise pickle.UnpicklingError(f"unexpected global {module}.{name}")
 
     def persistent_load(self, pid):

@@ -6,6 +6,9 @@
 #include <iat/models/small_cnn.hpp>
 #include <iat/models/state_dict.hpp>
 #include <iat/models/wide_resnet.hpp>
+#include <iat/models/zoo.hpp>
+#include <iat/train/checkpoint.hpp>
+#include <iat/train/run_model.hpp>
 
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/pickle.h>
@@ -17,6 +20,7 @@
 #include <fstream>
 #include <iterator>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -587,4 +591,127 @@ TEST_CASE("PreAct ResNet-18 and WideResNet state dicts travel between C++ and Py
   CHECK(max_abs_diff(prn_py(x), py.logits("prn_py_out.pt")) < 1e-4);
   CHECK(max_abs_diff(wrn_py(x), py.logits("wrn_py_out.pt")) < 1e-4);
   CHECK(max_abs_diff(prn_py(x), prn(x)) > 1e-3);
+}
+
+TEST_CASE("models by name: make_model builds each architecture with its normalisation", "[models][zoo]") {
+  M::ModelSpec cnn{"small-cnn", "relu", 10, 1, 28, {0.5}, {0.25}};
+  auto a = M::make_model(cnn);
+  CHECK(M::count_parameters(*a) == 421642);
+  CHECK(dynamic_cast<M::SmallCNNImpl*>(&a->inner()) != nullptr);
+  CHECK(a(torch::rand({2, 1, 28, 28})).sizes() == torch::IntArrayRef({2, 10}));
+  // The normalisation reaches the model: its buffers hold the spec's constants.
+  auto buffers = a->named_buffers();
+  CHECK(buffers["net.normalize.mean"].flatten().item<double>() == Approx(0.5));
+  CHECK(buffers["net.normalize.std"].flatten().item<double>() == Approx(0.25));
+
+  auto [mean, std] = M::normalization_for("cifar10");
+  CHECK(mean == M::cifar10_mean());
+  CHECK(std == M::cifar10_std());
+  CHECK(M::normalization_for("synthetic").first == std::vector<double>{0.0});
+  auto prn = M::make_model({"prn18", "relu", 10, 3, 32, mean, std});
+  CHECK(M::count_parameters(prn->inner()) == 11172170);
+  auto wrn = M::make_model({"wrn-16-2", "silu", 4, 3, 32, {0.0}, {1.0}});
+  CHECK(dynamic_cast<M::WideResNetImpl*>(&wrn->inner()) != nullptr);
+  auto lf = wrn->forward_features(torch::rand({2, 3, 8, 8}));
+  CHECK(lf.logits.sizes() == torch::IntArrayRef({2, 4}));
+  CHECK(lf.features.size(1) == 128);  // 64 x width 2
+  CHECK(iat::ModelRef(wrn).has_features());
+
+  CHECK(M::architecture_problem("prn18").empty());
+  CHECK(M::architecture_problem("wrn-34-10").empty());
+  CHECK_FALSE(M::architecture_problem("wrn-34").empty());
+  CHECK_FALSE(M::architecture_problem("wrn-34-10x").empty());
+  CHECK_FALSE(M::architecture_problem("resnet50").empty());
+  REQUIRE_THROWS_WITH(M::make_model({"resnet50", "relu", 10, 3, 32, {0.0}, {1.0}}),
+                      Catch::Contains("make_model: the architecture must be small-cnn, prn18 or wrn-<depth>-<width>") &&
+                          Catch::Contains("got 'resnet50'"));
+  REQUIRE_THROWS_WITH(M::make_model({"prn18", "gelu", 10, 3, 32, {0.0}, {1.0}}),
+                      Catch::Contains("activation must be relu or silu, got 'gelu'"));
+}
+
+TEST_CASE("an iat-train run's model: load_run_model rebuilds it from the checkpoint", "[models][zoo][checkpoint]") {
+  TempDir dir;
+  const M::ModelSpec spec{"small-cnn", "silu", 4, 1, 12, {0.3}, {0.2}};
+  torch::manual_seed(1);
+  auto live = M::make_model(spec), average = M::make_model(spec);
+  // A checkpoint as iat-train writes one: the spec's record, the live weights and the weight average.
+  auto write = [&](const std::string& file, bool with_spec, bool with_ema) {
+    torch::serialize::OutputArchive archive, a, b;
+    if (with_spec) M::write_model_spec(archive, spec);
+    live->save(a);
+    archive.write("model", a);
+    if (with_ema) {
+      average->save(b);
+      archive.write("ema_model", b);
+    }
+    iat::train::save_atomically(archive, file);
+  };
+  write(dir.file("checkpoint.pt"), true, true);
+  auto x = torch::rand({3, 1, 12, 12});
+  torch::NoGradGuard no_grad;
+  live->eval();
+  average->eval();
+
+  auto run = iat::train::load_run_model(dir.path.string());  // the run folder: its checkpoint.pt
+  CHECK(run.weights == "ema_model");                          // a run with EMA evaluates the average
+  CHECK(run.spec.arch == "small-cnn");
+  CHECK(run.spec.activation == "silu");
+  CHECK(run.spec.image_size == 12);
+  CHECK(run.spec.mean == std::vector<double>{0.3});
+  CHECK_FALSE(run.model->is_training());
+  CHECK(torch::equal(run.model(x), average(x)));
+  CHECK_FALSE(torch::equal(run.model(x), live(x)));
+  auto trained = iat::train::load_run_model(dir.file("checkpoint.pt"), torch::kCPU, iat::train::RunWeights::kLive);
+  CHECK(trained.weights == "model");
+  CHECK(torch::equal(trained.model(x), live(x)));
+
+  // Without a weight average: kAuto gives the live weights, kEMA is refused.
+  write(dir.file("plain.pt"), true, false);
+  CHECK(iat::train::load_run_model(dir.file("plain.pt")).weights == "model");
+  REQUIRE_THROWS_WITH(iat::train::load_run_model(dir.file("plain.pt"), torch::kCPU, iat::train::RunWeights::kEMA),
+                      Catch::Contains("holds no weight average"));
+  // Without the spec's record (an older iat-train): refused unless the spec is given.
+  write(dir.file("old.pt"), false, false);
+  REQUIRE_THROWS_WITH(iat::train::load_run_model(dir.file("old.pt")), Catch::Contains("has no model_spec record"));
+  CHECK(torch::equal(iat::train::load_run_model(dir.file("old.pt"), torch::kCPU, iat::train::RunWeights::kAuto, spec)
+                         .model(x),
+                     live(x)));
+  // A spec the weights do not fit, a file that is not a checkpoint.
+  M::ModelSpec other = spec;
+  other.num_classes = 10;
+  REQUIRE_THROWS_WITH(iat::train::load_run_model(dir.file("old.pt"), torch::kCPU, iat::train::RunWeights::kAuto, other),
+                      Catch::Contains("do not fit a small-cnn with 10 classes"));
+  REQUIRE_THROWS_WITH(iat::train::load_run_model(dir.file("missing.pt")), Catch::Contains("missing.pt"));
+}
+
+TEST_CASE("the model spec's record: round trip and damaged entries named", "[models][zoo]") {
+  const M::ModelSpec spec{"wrn-28-10", "silu", 100, 3, 32, M::cifar100_mean(), M::cifar100_std()};
+  torch::serialize::OutputArchive out;
+  M::write_model_spec(out, spec);
+  std::ostringstream bytes;
+  out.save_to(bytes);
+  std::istringstream in_bytes(bytes.str());
+  torch::serialize::InputArchive in;
+  in.load_from(in_bytes);
+  M::ModelSpec back;
+  REQUIRE(M::read_model_spec(in, back));
+  CHECK(back.arch == spec.arch);
+  CHECK(back.activation == spec.activation);
+  CHECK(back.num_classes == 100);
+  CHECK(back.in_channels == 3);
+  CHECK(back.image_size == 32);
+  CHECK(back.mean == spec.mean);
+  CHECK(back.std == spec.std);
+  CHECK_FALSE(M::read_model_spec(in, back, "no_such_record"));
+
+  torch::serialize::OutputArchive bad, record;
+  record.write("arch", c10::IValue(std::string("prn18")));
+  record.write("activation", c10::IValue(int64_t{3}));
+  bad.write("model_spec", record);
+  std::ostringstream bad_bytes;
+  bad.save_to(bad_bytes);
+  std::istringstream bad_in(bad_bytes.str());
+  torch::serialize::InputArchive damaged;
+  damaged.load_from(bad_in);
+  REQUIRE_THROWS_WITH(M::read_model_spec(damaged, back), Catch::Contains("'model_spec/activation' must be a string"));
 }

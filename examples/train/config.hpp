@@ -1,6 +1,8 @@
 #pragma once
 // iat-train's configuration: every flag, its default, and the presets that name the paper's experiments.
 
+#include <iat/models/zoo.hpp>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -302,19 +304,9 @@ inline CLI::Validator recordable_text() {
       "TEXT");
 }
 
-/// An architecture make_model() builds: small-cnn, prn18 or wrn-<depth>-<width>.
+/// An architecture iat::models::make_model() builds: small-cnn, prn18 or wrn-<depth>-<width>.
 inline CLI::Validator model_name() {
-  return CLI::Validator(
-      [](std::string& text) -> std::string {
-        int depth = 0, width = 0;
-        char rest = 0;
-        if (text == "small-cnn" || text == "prn18" ||
-            (std::sscanf(text.c_str(), "wrn-%d-%d%c", &depth, &width, &rest) == 2 && depth > 0 && width > 0)) {
-          return std::string();
-        }
-        return "must be small-cnn, prn18 or wrn-<depth>-<width> (wrn-34-10, wrn-28-10), got '" + text + "'";
-      },
-      "MODEL");
+  return CLI::Validator([](std::string& text) { return iat::models::architecture_problem(text); }, "MODEL");
 }
 
 /// auto, cpu, cuda or cuda:N.

@@ -5,7 +5,6 @@
 
 #include "config.hpp"
 
-#include "../common/model_zoo.hpp"
 #include "../common/plot.hpp"
 
 #include <iat/attacks/fgsm.hpp>
@@ -18,6 +17,7 @@
 #include <iat/inverse/inverse_attack.hpp>
 #include <iat/inverse/one_off_cache.hpp>
 #include <iat/inverse/universal_perturbation.hpp>
+#include <iat/models/zoo.hpp>
 #include <iat/train/awp.hpp>
 #include <iat/train/recipes.hpp>
 
@@ -87,7 +87,7 @@ class Method {
   /// The step's loss of `module` (seen through `model`, its precision view). With AWP active in `epoch`
   /// (docs/awp.md): x' found once at w, the weights moved to w + v by an ascent step of this same recipe on
   /// x', and the loss returned at w + v; restore_weights() after the optimiser step takes v away again.
-  iat::train::StepLoss loss(AnyClassifier& module, const iat::ModelRef& model, const iat::data::Batch& b,
+  iat::train::StepLoss loss(iat::models::AnyClassifier& module, const iat::ModelRef& model, const iat::data::Batch& b,
                             int64_t epoch) {
     if (!awp_ || !awp_->active(epoch)) return recipe(model, b, epoch, *attack_, uip_);
     iat::train::FixedExamples adv(attack_->perturb(model, b.x, b.y));  // what the recipe's own call would find
@@ -100,7 +100,7 @@ class Method {
   }
 
   /// After the optimiser step: w ← w − v when AWP perturbed this step's weights.
-  void restore_weights(AnyClassifier& module) {
+  void restore_weights(iat::models::AnyClassifier& module) {
     if (awp_) awp_->restore(module, perturbation_);
   }
 
@@ -150,7 +150,7 @@ class Method {
 
   /// The supplement's Figure 1 for this model: one test image per class, its inverse adversary, and
   /// (for UIAT methods) the class's universal inverse perturbation amplified ×10, with p_y captions.
-  void write_figure(AnyClassifier& model, const iat::data::Dataset& test, torch::Device device,
+  void write_figure(iat::models::AnyClassifier& model, const iat::data::Dataset& test, torch::Device device,
                     const std::string& path) {
     std::vector<int64_t> picks;
     for (int64_t c = 0; c < test.num_classes && picks.size() < 10; ++c) {

@@ -5,7 +5,6 @@
 #include "config.hpp"
 #include "methods.hpp"
 
-#include "../common/model_zoo.hpp"
 #include "../common/plot.hpp"
 #include "../common/progress.hpp"
 #include "../common/torchrun.hpp"
@@ -18,6 +17,7 @@
 #include <iat/distributed/data_parallel.hpp>
 #include <iat/eval/robust_accuracy.hpp>
 #include <iat/models/state_dict.hpp>
+#include <iat/models/zoo.hpp>
 #include <iat/precision.hpp>
 #include <iat/train/checkpoint.hpp>
 #include <iat/train/ema.hpp>
@@ -360,9 +360,9 @@ class Trainer {
     examples_ = loader_->index_range();
 
     // Model, optimiser, schedule, weight averaging.
-    const auto [mean, std] = normalization_for(cfg_.dataset);
-    spec_ = ModelSpec{cfg_.model, cfg_.activation, train_.num_classes, train_.channels(), train_.height(), mean, std};
-    model_ = make_model(spec_);
+    const auto [mean, std] = iat::models::normalization_for(cfg_.dataset);
+    spec_ = iat::models::ModelSpec{cfg_.model, cfg_.activation, train_.num_classes, train_.channels(), train_.height(), mean, std};
+    model_ = iat::models::make_model(spec_);
     model_->to(device_);
     if (cfg_.channels_last) iat::to_channels_last(*model_);
     optimizer_ = std::make_unique<torch::optim::SGD>(
@@ -373,7 +373,7 @@ class Trainer {
     schedule_ = std::make_unique<iat::train::OneCycleLR>(
         *optimizer_, iat::train::OneCycleOptions(cfg_.max_lr, cfg_.epochs * loader_->size()));
     if (cfg_.ema_decay > 0) {
-      ema_model_ = make_model(spec_);
+      ema_model_ = iat::models::make_model(spec_);
       ema_model_->to(device_);
       if (cfg_.channels_last) iat::to_channels_last(*ema_model_);
       ema_model_->eval();
@@ -391,7 +391,7 @@ class Trainer {
   }
 
   // ---- evaluation ---------------------------------------------------------------------------------
-  std::pair<double, double> evaluate_model(AnyClassifier& model) {
+  std::pair<double, double> evaluate_model(iat::models::AnyClassifier& model) {
     // The library's evaluation PGD (iat::eval::pgd, α = ε/4): at --eval-pgd-steps 20 it is iat::eval::pgd20.
     iat::PGD pgd = iat::eval::pgd(cfg_.eps, cfg_.eval_pgd_steps);
     const bool was_training = model->is_training();
@@ -445,6 +445,7 @@ class Trainer {
   void write_checkpoint(int64_t epoch, int64_t batch_in_epoch) {
     torch::serialize::OutputArchive archive;
     archive.write("identity", c10::IValue(identity().dump()));
+    iat::models::write_model_spec(archive, spec_);  // what iat::train::load_run_model rebuilds the model from
     archive.write("settings", c10::IValue(settings().dump()));
     archive.write("resume_log", c10::IValue(resume_log_.dump()));
     archive.write("epoch", c10::IValue(epoch));
@@ -729,8 +730,8 @@ class Trainer {
   iat::data::Dataset train_, test_;
   std::unique_ptr<iat::data::Loader> loader_;
   int64_t examples_ = 0;
-  ModelSpec spec_;
-  AnyClassifier model_{nullptr}, ema_model_{nullptr};
+  iat::models::ModelSpec spec_;
+  iat::models::AnyClassifier model_{nullptr}, ema_model_{nullptr};
   std::unique_ptr<torch::optim::SGD> optimizer_;
   std::unique_ptr<iat::train::OneCycleLR> schedule_;
   std::unique_ptr<iat::train::ModelEMA> ema_;

@@ -34,11 +34,13 @@
 #include <iat/train/one_cycle.hpp>
 #include <iat/train/recipes.hpp>
 #include <iat/train/awp.hpp>
+#include <iat/train/run_model.hpp>
 #include <iat/models/common.hpp>
 #include <iat/models/preact_resnet.hpp>
 #include <iat/models/wide_resnet.hpp>
 #include <iat/models/small_cnn.hpp>
 #include <iat/models/state_dict.hpp>
+#include <iat/models/zoo.hpp>
 #include <iat/data/dataset.hpp>
 #include <iat/data/cifar.hpp>
 #include <iat/data/svhn.hpp>

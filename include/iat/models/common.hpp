@@ -104,7 +104,7 @@ inline std::vector<double> fashion_mnist_std() { return {0.3530}; }
 /// **Example**
 /// \code
 /// iat::models::PreActResNet18 net(10);
-/// int64_t n = iat::models::count_parameters(*net);  // 11,171,146
+/// int64_t n = iat::models::count_parameters(*net);  // 11,172,170 for PreActResNet18(10)
 /// \endcode
 inline int64_t count_parameters(const torch::nn::Module& module) {
   int64_t n = 0;
