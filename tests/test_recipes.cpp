@@ -5,6 +5,7 @@
 #include <iat/attacks/fgsm.hpp>
 #include <iat/attacks/nfgsm.hpp>
 #include <iat/attacks/pgd.hpp>
+#include <iat/train/awp.hpp>
 #include <iat/train/recipes.hpp>
 
 using namespace iat_test;
@@ -92,6 +93,46 @@ TEST_CASE("baseline recipes: PGD-AT, TRADES, MART", "[recipes]") {
     expected /= static_cast<double>(x.size(0));
     CHECK(step.loss.item<double>() == Approx(expected).epsilon(1e-5));
   }
+}
+
+TEST_CASE("HAT recipe: TRADES + 0.5 CE(f(x + 2 (x' - x)), argmax f_std(x'))", "[recipes][hat]") {
+  TinyNet net;
+  CountingNet helper;  // a different model: the helper's labels are not the model's
+  auto [x, y] = quadrant_data(32);
+  torch::manual_seed(5);
+  auto x_adv_fixed = (x + 0.2 * torch::randn_like(x)).clamp(0, 1);  // far enough that the helper example leaves [0, 1]
+  iat::train::FixedExamples adv(x_adv_fixed);
+  helper->train(true);
+  auto step = iat::train::hat_loss(net, x, y, adv, helper);
+  CHECK(helper->is_training());             // its mode is restored
+  CHECK(helper->plain_forwards == 1);       // one forward, without autograd
+  CHECK(helper->graph_forwards == 0);
+  no_param_grads(*helper);
+
+  // Written out: CE(f(x), y) + 2.5 KL(p(x) || p(x')) + 0.5 CE(f(x + 2 (x' - x)), argmax helper(x')), the
+  // helper example not clipped.
+  torch::NoGradGuard no_grad;
+  auto x_help = x + 2.0 * (x_adv_fixed - x);
+  CHECK((x_help.min().item<double>() < 0 || x_help.max().item<double>() > 1));
+  helper->eval();
+  auto labels = helper(x_adv_fixed).argmax(1);
+  CHECK_FALSE(torch::equal(labels, y));  // the helper's labels are what the term uses, not y
+  auto p = torch::softmax(net(x), 1), q = torch::softmax(net(x_adv_fixed), 1);
+  const double kl = kl_rows(p, q).mean().item<double>();
+  const double help = ce_of(net(x_help), labels);
+  CHECK(step.loss.item<double>() == Approx(ce_of(net(x), y) + 2.5 * kl + 0.5 * help).epsilon(1e-6));
+  CHECK(step.regularizer.item<double>() == Approx(2.5 * kl + 0.5 * help).epsilon(1e-6));
+  CHECK(max_abs_diff(step.ref_probs, p) < kTol);
+
+  // Other weights and scale, and the refusals.
+  auto other = iat::train::hat_loss(net, x, y, adv, helper, iat::train::HATOptions().beta(1).gamma(2).helper_scale(3));
+  auto x_help3 = x + 3.0 * (x_adv_fixed - x);
+  CHECK(other.loss.item<double>() ==
+        Approx(ce_of(net(x), y) + kl + 2.0 * ce_of(net(x_help3), helper(x_adv_fixed).argmax(1))).epsilon(1e-6));
+  REQUIRE_THROWS_WITH(iat::train::hat_loss(net, x, y, adv, helper, iat::train::HATOptions().gamma(-1)),
+                      Catch::Contains("iat::train::hat_loss: gamma"));
+  REQUIRE_THROWS_WITH(iat::train::hat_loss(net, x, y, adv, [](const torch::Tensor& in) { return torch::zeros({in.size(0), 7}); }),
+                      Catch::Contains("the helper model has 7 classes, the model 4"));
 }
 
 TEST_CASE("IAT recipe: CE(f(x'), y) + 3.5 KL(p(x_inv) || p(x'))", "[recipes]") {

@@ -107,6 +107,13 @@ inline int parse_command_line(int argc, const char* const* argv, TrainConfig& cf
   app.add_option("--one-off-epoch", cfg.one_off_epoch, "Epoch T' of the one-off strategy")->check(integer_at_least(0))->capture_default_str();
   app.add_option("--trades-beta", cfg.trades_beta, "TRADES beta")->check(number_in(0, kInf))->capture_default_str();
   app.add_option("--mart-beta", cfg.mart_beta, "MART beta")->check(number_in(0, kInf))->capture_default_str();
+  app.add_option("--helper", cfg.helper,
+                 "HAT: the standard model whose predictions label the helper examples, an iat-train run (folder or "
+                 "checkpoint.pt) of --method standard on the same data");
+  app.add_option("--hat-beta", cfg.hat_beta, "HAT: weight of the TRADES term")->check(number_in(0, kInf))->capture_default_str();
+  app.add_option("--hat-gamma", cfg.hat_gamma, "HAT: weight of the helper term")->check(number_in(0, kInf))->capture_default_str();
+  app.add_option("--hat-scale", cfg.hat_scale, "HAT: h of the helper examples x + h (x' - x)")
+      ->check(number_in(0, kInf))->capture_default_str();
   app.add_option("--grad-align-lambda", cfg.grad_align_lambda, "GradAlign weight")->check(number_in(0, kInf))->capture_default_str();
   app.add_option("--awp-gamma", cfg.awp_gamma,
                  "AWP around the method (docs/awp.md): relative size ||v_l|| / ||w_l|| of the weight perturbation "
@@ -204,6 +211,13 @@ inline int parse_command_line(int argc, const char* const* argv, TrainConfig& cf
   if (print_config) {
     out << cfg.to_json().dump(2) << "\n";
     return 0;
+  }
+  if ((cfg.method == "hat") != !cfg.helper.empty()) {
+    err << (cfg.method == "hat" ? "iat-train: --method hat needs --helper RUN: the standard model that labels its helper "
+                                  "examples (train it first with --method standard on the same data)\n"
+                                : "iat-train: --helper is the standard model of --method hat; --method " + cfg.method +
+                                      " does not use it\n");
+    return kExitUsage;
   }
   return kRunTraining;
 }

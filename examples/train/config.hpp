@@ -55,6 +55,11 @@ struct TrainConfig {
   int64_t one_off_epoch = 80;        // T' of the one-off strategy
   double trades_beta = 6.0;
   double mart_beta = 6.0;
+  // HAT (docs/method.md §7.2): the standard model giving the helper labels, and the weights.
+  std::string helper;                // an iat-train run (folder or checkpoint) of --method standard
+  double hat_beta = 2.5;
+  double hat_gamma = 0.5;
+  double hat_scale = 2.0;            // h: helper examples x + h (x' - x)
   double grad_align_lambda = 0.2;
   // Adversarial weight perturbation around the method (docs/awp.md): 0 = off.
   double awp_gamma = 0.0;
@@ -91,6 +96,8 @@ struct TrainConfig {
             {"momentum_epoch", momentum_epoch}, {"gamma", gamma},   {"one_off_epoch", one_off_epoch},
             {"trades_beta", trades_beta}, {"mart_beta", mart_beta}, {"grad_align_lambda", grad_align_lambda},
             {"awp_gamma", awp_gamma}, {"awp_warmup", awp_warmup},   {"awp_proxy_lr", awp_proxy_lr},
+            {"helper", helper},       {"hat_beta", hat_beta},       {"hat_gamma", hat_gamma},
+            {"hat_scale", hat_scale},
             {"eval_pgd_steps", eval_pgd_steps}, {"seed", seed},     {"preset", preset},
             {"bf16", bf16},           {"channels_last", channels_last}};
   }
@@ -104,12 +111,13 @@ inline void resolve_defaults(TrainConfig& cfg) {
 }
 
 /// Settings in to_json() that do not change a run's results, so a checkpoint does not bind them: the
-/// preset's name (its values are bound one by one) and the path of --generated (its content is bound).
+/// preset's name (its values are bound one by one) and the paths of --generated and --helper (their content
+/// is bound).
 /// The operational flags (--out, --data-dir, --threads, --plain-progress, --resume, --overwrite, the
 /// testing flags) are not in to_json() at all. Everything else a checkpoint binds: `--resume` refuses a
 /// run whose values differ.
 inline const std::vector<std::string>& unbound_settings() {
-  static const std::vector<std::string> keys = {"preset", "generated"};
+  static const std::vector<std::string> keys = {"preset", "generated", "helper"};
   return keys;
 }
 
@@ -123,7 +131,8 @@ inline nlohmann::json bound_settings(const TrainConfig& cfg) {
 /// Settings added to to_json() after checkpoints were first written, with the value that older checkpoints,
 /// which do not record them, ran with (AWP off): --resume compares with these instead of "not recorded".
 inline const nlohmann::json& settings_added_later() {
-  static const nlohmann::json j = {{"awp_gamma", 0.0}, {"awp_warmup", 10}, {"awp_proxy_lr", 0.01}};
+  static const nlohmann::json j = {{"awp_gamma", 0.0}, {"awp_warmup", 10}, {"awp_proxy_lr", 0.01},
+                                   {"hat_beta", 2.5}, {"hat_gamma", 0.5},  {"hat_scale", 2.0}};
   return j;
 }
 
@@ -142,11 +151,13 @@ inline std::string flag_of(const std::string& key) {
   return flag;
 }
 
-/// The training methods, each one of the library's loss recipes.
+/// The training methods, each one of the library's loss recipes ("standard": no adversary, the helper model
+/// "hat" needs).
 inline const std::vector<std::string>& methods() {
   static const std::vector<std::string> m = {"pgd-at",  "trades",    "mart",         "iat",
                                              "uiat",    "uiat-one-off", "fgsm-rs",  "n-fgsm",
-                                             "gradalign", "fgsm-rs-uiat", "n-fgsm-uiat", "gradalign-uiat"};
+                                             "gradalign", "fgsm-rs-uiat", "n-fgsm-uiat", "gradalign-uiat",
+                                             "standard", "hat"};
   return m;
 }
 
@@ -189,6 +200,8 @@ inline std::vector<Preset> presets() {
     if (!d.step.empty()) p.values["step-size"] = d.step;
     if (d.name == "svhn") p.values["augment"] = "false";
     if (awp) p.values["awp-gamma"] = "5e-3";
+    if (m == "hat") p.description += "; needs --helper RUN, a run of the " + d.name + "-standard-" + short_name + " preset";
+    if (m == "standard") p.description = "standard (natural) training on " + d.name + " with " + arch + ", HAT's helper model";
     return p;
   };
   for (const auto& d : datasets) {

@@ -20,6 +20,7 @@
 #include <iat/models/zoo.hpp>
 #include <iat/train/awp.hpp>
 #include <iat/train/recipes.hpp>
+#include <iat/train/run_model.hpp>
 
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
@@ -41,7 +42,7 @@ class Method {
                         name_.rfind("gradalign-", 0) == 0;
     uses_uip_ = name_ == "uiat" || (single && name_.find("-uiat") != std::string::npos);
     // The adversary.
-    if (name_ == "trades") {
+    if (name_ == "trades" || name_ == "hat") {
       attack_ = std::make_unique<iat::PGD>(
           iat::train::trades_attack_options().eps(cfg.eps).step_size(cfg.step_size).steps(cfg.steps));
     } else if (name_.rfind("fgsm-rs", 0) == 0) {
@@ -73,6 +74,7 @@ class Method {
       cache_->to(device);
     }
     align_->to(device);
+    if (name_ == "hat") load_helper(cfg.helper, num_classes, input_shape, device);
     if (cfg.awp_gamma > 0) {
       awp_ = std::make_unique<iat::train::AWP>(
           iat::train::AWPOptions().gamma(cfg.awp_gamma).proxy_lr(cfg.awp_proxy_lr).warmup_epochs(cfg.awp_warmup));
@@ -185,6 +187,22 @@ class Method {
   }
 
  private:
+  // HAT's standard model (iat::train::load_run_model: CRC-checked, eval mode), refused unless it classifies
+  // this run's inputs into this run's classes.
+  void load_helper(const std::string& path, int64_t num_classes, const std::vector<int64_t>& input_shape,
+                   torch::Device device) {
+    auto run = iat::train::load_run_model(path, device);
+    const auto& s = run.spec;
+    TORCH_CHECK_VALUE(s.num_classes == num_classes && s.in_channels == input_shape.at(0) &&
+                          s.image_size == input_shape.at(1),
+                      "--helper '", path, "' is a ", s.arch, " for ", s.num_classes, " classes of ", s.in_channels,
+                      "x", s.image_size, "x", s.image_size, " images; this run trains ", num_classes, " classes of ",
+                      input_shape.at(0), "x", input_shape.at(1), "x", input_shape.at(2),
+                      " images (train the helper with --method standard on the same data)");
+    helper_ = run.model;
+    for (auto& p : helper_->parameters()) p.requires_grad_(false);
+  }
+
   // The method's recipe on batch b, with the adversary and universal perturbation given (AWP's ascent passes
   // the fixed x' and a scratch copy of δ).
   iat::train::StepLoss recipe(const iat::ModelRef& model, const iat::data::Batch& b, int64_t epoch, iat::Attack& attack,
@@ -193,6 +211,11 @@ class Method {
     if (name_ == "pgd-at") return T::pgd_at_loss(model, b.x, b.y, attack);
     if (name_ == "trades") return T::trades_loss(model, b.x, b.y, attack, cfg_.trades_beta);
     if (name_ == "mart") return T::mart_loss(model, b.x, b.y, attack, cfg_.mart_beta);
+    if (name_ == "standard") return T::natural_loss(model, b.x, b.y);
+    if (name_ == "hat") {
+      return T::hat_loss(model, b.x, b.y, attack, helper_,
+                         T::HATOptions().beta(cfg_.hat_beta).gamma(cfg_.hat_gamma).helper_scale(cfg_.hat_scale));
+    }
     if (name_ == "iat") return T::iat_loss(model, b.x, b.y, attack, *inverse_, align_);
     if (name_ == "uiat") return T::uiat_loss(model, b.x, b.y, attack, uip, align_);
     if (name_ == "uiat-one-off") return T::one_off_loss(model, b.x, b.y, b.index, epoch, attack, *inverse_, cache_, align_);
@@ -210,6 +233,7 @@ class Method {
   iat::AlignmentLoss align_;
   iat::train::SingleStepOptions single_options_;
   std::unique_ptr<iat::train::AWP> awp_;           // with --awp-gamma > 0
+  iat::models::AnyClassifier helper_{nullptr};     // --method hat
   iat::train::WeightPerturbation perturbation_;    // v of the running step, between loss() and restore_weights()
 };
 

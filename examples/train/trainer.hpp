@@ -22,6 +22,7 @@
 #include <iat/train/checkpoint.hpp>
 #include <iat/train/ema.hpp>
 #include <iat/train/one_cycle.hpp>
+#include <iat/train/run_model.hpp>
 
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
@@ -472,7 +473,8 @@ class Trainer {
   }
 
   // Everything that changes a run's results, bound by its checkpoint: every setting of config.json but the
-  // preset's name and the --generated path (bound_settings), the device type, and the content of the data.
+  // preset's name and the --generated and --helper paths (bound_settings), the device type, and the content
+  // of the data and of the helper model.
   nlohmann::json settings() {
     if (data_fingerprint_.is_null()) {
       auto crc_of = [](const iat::data::Dataset& d) {
@@ -483,9 +485,9 @@ class Trainer {
         return fmt::format("{} images {:08x}, labels {:08x}", d.size(), a, b);
       };
       data_fingerprint_ = {{"train_data", crc_of(train_)}, {"test_data", crc_of(test_)}};
-      if (!cfg_.generated.empty()) {
-        std::ifstream in(cfg_.generated, std::ios::binary);
-        TORCH_CHECK_VALUE(in, "--generated: cannot read '", cfg_.generated, "'");
+      auto file_crc = [](const char* flag, const std::string& path) {
+        std::ifstream in(path, std::ios::binary);
+        TORCH_CHECK_VALUE(in, flag, ": cannot read '", path, "'");
         std::vector<char> buf(1 << 20);
         uLong crc = ::crc32(0L, Z_NULL, 0);
         size_t total = 0;
@@ -495,7 +497,11 @@ class Trainer {
           crc = ::crc32(crc, reinterpret_cast<const Bytef*>(buf.data()), static_cast<uInt>(got));
           total += got;
         }
-        data_fingerprint_["generated_data"] = fmt::format("{} bytes, CRC-32 {:08x}", total, static_cast<unsigned>(crc));
+        return fmt::format("{} bytes, CRC-32 {:08x}", total, static_cast<unsigned>(crc));
+      };
+      if (!cfg_.generated.empty()) data_fingerprint_["generated_data"] = file_crc("--generated", cfg_.generated);
+      if (!cfg_.helper.empty()) {
+        data_fingerprint_["helper_model"] = file_crc("--helper", iat::train::run_checkpoint_file(cfg_.helper));
       }
     }
     auto j = bound_settings(cfg_);
@@ -509,6 +515,7 @@ class Trainer {
     if (key == "train_data") return "training data (--data, --data-dir, --train-subset)";
     if (key == "test_data") return "test data (--data, --data-dir, --test-subset)";
     if (key == "generated_data") return "generated data (the --generated file's content)";
+    if (key == "helper_model") return "HAT's standard model (the --helper checkpoint's content)";
     return flag_of(key);
   }
 

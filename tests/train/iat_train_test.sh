@@ -447,6 +447,34 @@ PY
     grep -q -- "--method iat is not one of them yet" "$WORK/log" || { cat "$WORK/log"; fail "AWP around iat: unclear refusal"; }
     expect_rc 2 "$WORK/log" "$BIN" "${ARGS[@]}" --awp-gamma 2 --out "$WORK/big"
     ;;
+  hat)
+    # HAT (docs/method.md §7.2): a standard model first, then HAT with it as --helper; the helper is bound by
+    # the checkpoint (another one is refused on --resume, naming it); HAT without a helper, a helper for
+    # another method, a missing one and one trained on other images are refused.
+    "$BIN" "${TINY[@]}" --method standard --epochs 2 --out "$WORK/std" > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "standard run failed"; }
+    "$BIN" "${TINY[@]}" --method standard --epochs 1 --seed 5 --out "$WORK/std2" > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "second standard run failed"; }
+    "$BIN" "${TINY[@]}" --method hat --helper "$WORK/std" --epochs 2 --out "$WORK/hat" > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "HAT run failed"; }
+    grep -q '^epoch 2/2: loss [0-9.]*, natural' "$WORK/log" || fail "HAT: no epoch summary line"
+    /usr/bin/python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); assert (c["method"], c["hat_beta"], c["hat_gamma"], c["hat_scale"]) == ("hat", 2.5, 0.5, 2.0), c' \
+      "$WORK/hat/config.json" || fail "HAT: config.json does not record its settings"
+    # Stopped and resumed with the same helper: the uninterrupted run's weights; another helper is refused.
+    set +e
+    "$BIN" "${TINY[@]}" --method hat --helper "$WORK/std" --epochs 2 --out "$WORK/cut" --stop-after-steps 3 > "$WORK/log" 2>&1
+    set -e
+    "$BIN" "${TINY[@]}" --method hat --helper "$WORK/std/checkpoint.pt" --epochs 2 --out "$WORK/cut" --resume > "$WORK/log" 2>&1 ||
+      { cat "$WORK/log"; fail "HAT resume failed"; }
+    cmp "$WORK/hat/model.pt" "$WORK/cut/model.pt" || fail "HAT: resumed weights differ from the uninterrupted run"
+    expect_rc 1 "$WORK/log" "$BIN" "${TINY[@]}" --method hat --helper "$WORK/std2" --epochs 2 --out "$WORK/cut" --resume
+    grep -q "HAT's standard model" "$WORK/log" || { cat "$WORK/log"; fail "another helper on --resume: not named"; }
+    expect_rc 2 "$WORK/log" "$BIN" "${TINY[@]}" --method hat --out "$WORK/nohelper"
+    grep -q -- "--method hat needs --helper RUN" "$WORK/log" || { cat "$WORK/log"; fail "HAT without a helper: unclear refusal"; }
+    expect_rc 2 "$WORK/log" "$BIN" "${TINY[@]}" --method uiat --helper "$WORK/std" --out "$WORK/uiat"
+    grep -q -- "--method uiat does not use it" "$WORK/log" || { cat "$WORK/log"; fail "--helper with uiat: unclear refusal"; }
+    expect_rc 1 "$WORK/log" "$BIN" "${TINY[@]}" --method hat --helper "$WORK/nothere" --out "$WORK/missing"
+    grep -q "nothere" "$WORK/log" || { cat "$WORK/log"; fail "missing helper: not named"; }
+    expect_rc 1 "$WORK/log" "$BIN" "${TINY[@]}" --method hat --helper "$WORK/std" --data fashion-mnist --out "$WORK/other"
+    grep -q "this run trains 10 classes of 1x28x28 images" "$WORK/log" || { cat "$WORK/log"; fail "helper of other images: unclear refusal"; }
+    ;;
   outdir)
     # --out a file; --out below a file; --out not writable: refused (exit 1) before training, nothing changed.
     echo "precious" > "$WORK/file"

@@ -81,6 +81,22 @@ struct SingleStepOptions {
   TORCH_ARG(double, grad_align_eps) = 8.0 / 255;
 };
 
+/// Options of hat_loss (docs/method.md §7.2): β and γ of the authors' CIFAR-10 ResNet-18 command, h of their
+/// parser.
+///
+/// **Example**
+/// \code
+/// auto hat = iat::train::HATOptions().beta(3.5).gamma(0.5);   // the authors' setting with generated data
+/// \endcode
+struct HATOptions {
+  /// β: weight of the TRADES term KL(p(x) ‖ p(x')).
+  TORCH_ARG(double, beta) = 2.5;
+  /// γ: weight of the helper term CE(f(x + h·(x' − x)), ŷ).
+  TORCH_ARG(double, gamma) = 0.5;
+  /// h: the helper example is x + h·(x' − x), twice as far from x as x' at the default.
+  TORCH_ARG(double, helper_scale) = 2.0;
+};
+
 /// PGD options of the TRADES inner maximisation: KL(p(x) ‖ p(x')) from x + 0.001·N(0, 1), ε = 8/255,
 /// α = ε/4 unless set (2/255 at 8/255), 10 steps.
 ///
@@ -224,6 +240,20 @@ inline StepLoss pgd_at_loss(const ModelRef& model, const torch::Tensor& x, const
   return detail::finish(detail::mean_ce(adv_logits, y), {}, adv_logits, {}, x_adv);
 }
 
+/// Standard training (docs/method.md §7): CE(f(x), y) on the clean batch, no adversary; what trains HAT's
+/// helper model, or a clean baseline. `adv_logits` are the clean logits and `x_adv` is x, so a loop's
+/// accuracy on "adversarial" examples reads as clean accuracy.
+///
+/// **Example**
+/// \code
+/// auto step = iat::train::natural_loss(net, x, y);
+/// \endcode
+inline StepLoss natural_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) {
+  auto logits = model(x);
+  auto ce = detail::mean_ce(logits, y);
+  return detail::finish(ce, torch::Tensor(), logits, torch::Tensor(), x.detach());
+}
+
 /// TRADES (docs/method.md §7): CE(f(x), y) + β·KL(p(x) ‖ p(x')), β = 6; attack with trades_attack_options().
 /// `ref_probs` is p(x).
 ///
@@ -240,6 +270,49 @@ inline StepLoss trades_loss(const ModelRef& model, const torch::Tensor& x, const
   auto adv_logits = model(x_adv);
   auto ce = detail::mean_ce(nat_logits, y);
   auto reg = beta * functional::kl_div(torch::log_softmax(nat_logits, 1), torch::log_softmax(adv_logits, 1)).mean();
+  return detail::finish(ce, reg, adv_logits, torch::softmax(nat_logits, 1), x_adv);
+}
+
+/// HAT, helper-based adversarial training (docs/method.md §7.2; Rade & Moosavi-Dezfooli, ICLR 2022), on
+/// TRADES: CE(f(x), y) + β·KL(p(x) ‖ p(x')) + γ·CE(f(x_h), ŷ), with the helper example x_h = x + h·(x' − x)
+/// (not clipped to [0, 1], as the authors) and its label ŷ = argmax f_std(x') from `helper`, a model trained
+/// without adversaries (run in eval mode, without gradients; its mode is restored). β = 2.5, γ = 0.5, h = 2;
+/// attack with trades_attack_options(). Forwards in train mode: x, x', x_h (the authors' order, so batch
+/// norm's running statistics follow theirs). `regularizer` is β·KL + γ·CE(f(x_h), ŷ), `ref_probs` p(x).
+///
+/// **Example**
+/// \code
+/// iat::PGD trades_pgd(iat::train::trades_attack_options());
+/// auto standard = iat::train::load_run_model("runs/c10-standard").model;   // trained with --method standard
+/// auto step = iat::train::hat_loss(net, x, y, trades_pgd, standard);
+/// \endcode
+inline StepLoss hat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                         const ModelRef& helper, const HATOptions& options = {}) {
+  const char* who = "iat::train::hat_loss";
+  iat::detail::check_non_negative(who, "beta", options.beta());
+  iat::detail::check_non_negative(who, "gamma", options.gamma());
+  iat::detail::check_non_negative(who, "helper_scale", options.helper_scale());
+  auto x_adv = attack.perturb(model, x, y);
+  torch::Tensor helper_labels;
+  int64_t helper_classes = 0;
+  {
+    torch::NoGradGuard no_grad;
+    ModeGuard eval_mode(helper, false);
+    auto helper_logits = helper(x_adv);
+    iat::detail::check_model_output("iat::train::hat_loss (helper model)", helper_logits, y);
+    helper_classes = helper_logits.size(1);
+    helper_labels = helper_logits.argmax(1);
+  }
+  auto x_help = x + options.helper_scale() * (x_adv - x);
+  auto nat_logits = model(x);
+  auto adv_logits = model(x_adv);
+  auto help_logits = model(x_help);
+  auto ce = detail::mean_ce(nat_logits, y);
+  TORCH_CHECK_VALUE(helper_classes == nat_logits.size(1), who, ": the helper model has ", helper_classes,
+                    " classes, the model ", nat_logits.size(1));
+  auto kl = functional::kl_div(torch::log_softmax(nat_logits, 1), torch::log_softmax(adv_logits, 1)).mean();
+  auto help = functional::cross_entropy(help_logits, helper_labels, LogitsCheck::kOff).mean();
+  auto reg = options.beta() * kl + options.gamma() * help;
   return detail::finish(ce, reg, adv_logits, torch::softmax(nat_logits, 1), x_adv);
 }
 

@@ -33,6 +33,17 @@ struct RunModel {
   std::string weights;
 };
 
+/// The checkpoint file of `path`: its checkpoint.pt when `path` is a folder (an iat-train run's --out),
+/// `path` itself otherwise.
+///
+/// **Example**
+/// \code
+/// std::string file = iat::train::run_checkpoint_file("runs/c10-uiat");   // "runs/c10-uiat/checkpoint.pt"
+/// \endcode
+inline std::string run_checkpoint_file(const std::string& path) {
+  return std::filesystem::is_directory(path) ? (std::filesystem::path(path) / "checkpoint.pt").string() : path;
+}
+
 /// The model of an iat-train checkpoint already read (by load_checkpoint): the architecture from its
 /// `model_spec` record (or `spec`, which replaces the record), built with make_model, with the weights
 /// `which` names. `file` names the checkpoint in error messages.
@@ -113,8 +124,7 @@ inline RunModel load_run_model(torch::serialize::InputArchive& archive, const st
 /// \endcode
 inline RunModel load_run_model(const std::string& path, const torch::Device& device = torch::kCPU,
                                RunWeights which = RunWeights::kAuto, const optional<models::ModelSpec>& spec = {}) {
-  const std::string file = std::filesystem::is_directory(path) ? (std::filesystem::path(path) / "checkpoint.pt").string()
-                                                                : path;
+  const std::string file = run_checkpoint_file(path);
   auto archive = load_checkpoint(file, device);
   return load_run_model(archive, file, device, which, spec);
 }
