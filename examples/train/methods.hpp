@@ -200,7 +200,6 @@ class Method {
                       input_shape.at(0), "x", input_shape.at(1), "x", input_shape.at(2),
                       " images (train the helper with --method standard on the same data)");
     helper_ = run.model;
-    for (auto& p : helper_->parameters()) p.requires_grad_(false);
   }
 
   // The method's recipe on batch b, with the adversary and universal perturbation given (AWP's ascent passes
