@@ -144,6 +144,8 @@ int main(int argc, char** argv) {
              {"--resume", "--resume-force", "--device", "cuda:1", "--threads", "2", "--print-config"},
              {"--overwrite", "--resume"},
              {"--eps", "8", "--max-lr", "1e309"},
+             {"--preset=", "cifar10-uiat-prn18", "--print-config"},  // a finding once: the name went unapplied
+             {"--method", "hat", "--helper", "runs/std", "--hat-beta", "2.5", "--awp-gamma", "0.005"},
              {"--list-presets"},
              {"--help"}}) {
       std::string bytes;

@@ -57,7 +57,16 @@ inline int parse_command_line(int argc, const char* const* argv, TrainConfig& cf
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a later flag wins
 
   bool list_presets = false;
-  app.add_option("--preset", cfg.preset, "Start from a named experiment (see --list-presets); flags override it");
+  const auto all_presets = presets();
+  // The loop below applies the presets before CLI11 parses; this check makes CLI11 refuse the same names.
+  const CLI::Validator known_preset(
+      [&all_presets](std::string& name) -> std::string {
+        const bool known = std::any_of(all_presets.begin(), all_presets.end(), [&](const auto& p) { return p.name == name; });
+        return known ? "" : "unknown preset; `iat-train --list-presets` lists them";
+      },
+      "PRESET");
+  app.add_option("--preset", cfg.preset, "Start from a named experiment (see --list-presets); flags override it")
+      ->check(known_preset);
   app.add_flag("--list-presets", list_presets, "Print every preset with what it runs, and exit");
   const double kInf = std::numeric_limits<double>::infinity();
   app.add_option("--method", cfg.method, "Training method")
@@ -168,12 +177,17 @@ inline int parse_command_line(int argc, const char* const* argv, TrainConfig& cf
       return false;
     }
   };
-  const auto all_presets = presets();
   for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
+    const std::string a = argv[i];
     std::string name;
     if (a == "--preset" && i + 1 < argc) name = argv[i + 1];
     if (a.rfind("--preset=", 0) == 0) name = a.substr(9);
+    // "--preset=" with nothing after it would make CLI11 take the next argument as the name, one this loop
+    // never applied: the run would record a preset whose values it does not hold.
+    if (name.empty() && (a == "--preset=" || (a == "--preset" && i + 1 < argc))) {
+      err << "iat-train: --preset needs a preset's name; `iat-train --list-presets` lists them\n";
+      return kExitUsage;
+    }
     if (name.empty()) continue;
     auto it = std::find_if(all_presets.begin(), all_presets.end(), [&](const auto& p) { return p.name == name; });
     if (it == all_presets.end()) {

@@ -157,6 +157,15 @@ PY
     rc=$?
     set -e
     [ $rc = 2 ] && grep -q "unknown preset 'no-such-preset'" "$WORK/log" || fail "unknown presets must be refused"
+    # "--preset=" with no name made CLI11 take the next argument as the recorded name, never applied (fuzz finding).
+    for args in "--preset=|cifar10-uiat-prn18" "--preset=|--print-config" "--preset||--print-config"; do
+      IFS='|' read -r -a argv <<<"$args"
+      set +e
+      "$BIN" "${argv[@]}" > "$WORK/log" 2>&1
+      rc=$?
+      set -e
+      [ $rc = 2 ] && grep -q "\-\-preset needs a preset's name" "$WORK/log" || { cat "$WORK/log"; fail "an empty --preset ($args) must be refused"; }
+    done
     ;;
   precision)
     # --bf16 runs every forward pass under bf16 autocast on the CPU too: finite losses that differ from the
