@@ -4,6 +4,7 @@
 #include <iat/attacks/fab.hpp>
 #include <iat/attacks/square.hpp>
 
+#include <cstring>
 #include <vector>
 
 using namespace iat_test;
@@ -57,6 +58,52 @@ TEST_CASE("FAB's L-inf projection: on the hyperplane, in the box, no smaller ste
   CHECK((reached_short < need).all().item<bool>());
   // And every coordinate moves by at most the common magnitude ‖d‖∞.
   CHECK((d.abs() <= d.abs().amax(1, true) + 1e-7).all().item<bool>());
+}
+
+TEST_CASE("FAB's fused L-inf projection equals the tensor-op one bit for bit", "[fab]") {
+  using iat::detail::fab_projection_linf_cpu;
+  using iat::detail::fab_projection_linf_ops;
+  // The last bit matters: the agreement with the reference AutoAttack is checked on the adversarial
+  // examples themselves. Rows like FAB's (pixels on a 1/255 grid, many exactly 0 or 1, so the sorted
+  // rooms are full of ties; zero weights; hyperplanes reachable, out of the box's reach and already
+  // crossed), at the size of a FAB-T batch and at tiny sizes.
+  auto bits_equal = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return a.sizes() == b.sizes() && std::memcmp(a.data_ptr<float>(), b.data_ptr<float>(), a.numel() * 4) == 0;
+  };
+  for (int64_t cols : {1, 2, 7, 784}) {
+    for (int kind = 0; kind < 4; ++kind) {
+      const int64_t rows = cols == 784 ? 362 : 50;
+      auto t = kind == 1 ? torch::rand({rows, cols}) : (torch::rand({rows, cols}) * 1.6 - 0.3).clamp(0, 1).mul(255).round() / 255;
+      auto w = torch::randn({rows, cols}) * torch::rand({rows, 1}).pow(4);
+      if (kind >= 2) w = w * (torch::rand({rows, cols}) > 0.3).to(torch::kFloat);  // zero weights
+      if (kind == 3) w = w.round();                                                  // ties in w too
+      auto reach = (w * torch::rand({rows, cols})).sum(1);
+      auto far = (w.abs().sum(1) + 1) * (torch::rand({rows}) > 0.5).to(torch::kFloat) * 2 - 1;
+      auto b = torch::where(torch::rand({rows}) > 0.3, reach, far);  // reachable, or beyond the box
+      auto fused = fab_projection_linf_cpu(t, w, b);
+      auto ops = fab_projection_linf_ops(t, w, b);
+      INFO("cols " << cols << ", kind " << kind << ", largest difference " << (fused - ops).abs().max().item<double>());
+      CHECK(bits_equal(fused, ops));
+    }
+  }
+  // The sort behind it orders equal rooms as torch::argsort does (ascending, then flipped), NaN last.
+  auto room = (torch::rand({200, 784}) * 4).floor() / 4;
+  room.index_put_({torch::rand({200, 784}) > 0.98}, NAN);
+  room.index_put_({torch::rand({200, 784}) > 0.9}, -0.0f);  // −0 ties with +0
+  auto expected = room.argsort(1, /*descending=*/false).flip({1}).to(torch::kInt);
+  auto desc = torch::empty_like(expected);
+  std::vector<iat::detail::FabKeyed> scratch;
+  for (int64_t r = 0; r < 200; ++r)
+    iat::detail::fab_rooms_descending(room[r].data_ptr<float>(), 784, desc[r].data_ptr<int32_t>(), scratch);
+  CHECK(desc.equal(expected));
+  // The dispatcher takes the fused path for float CPU rows and the tensor ops for doubles, alike in value.
+  auto t = torch::rand({9, 30}), w = torch::randn({9, 30}), b = (w * torch::rand({9, 30})).sum(1);
+  CHECK(bits_equal(iat::detail::fab_projection_linf(t, w, b), fab_projection_linf_ops(t, w, b)));
+  CHECK(torch::allclose(iat::detail::fab_projection_linf(t.to(torch::kDouble), w.to(torch::kDouble), b.to(torch::kDouble)).to(torch::kFloat),
+                        fab_projection_linf_ops(t, w, b), 1e-5, 1e-6));
+  // A non-contiguous view goes through the fused path as its contiguous copy.
+  auto tt = torch::rand({30, 9}).t(), wt = torch::randn({30, 9}).t();
+  CHECK(bits_equal(iat::detail::fab_projection_linf(tt, wt, b), fab_projection_linf_ops(tt.contiguous(), wt.contiguous(), b)));
 }
 
 TEST_CASE("FAB's L2 projection onto a hyperplane inside the box, hand-checked", "[fab]") {
@@ -159,6 +206,34 @@ TEST_CASE("Square starts from vertical stripes and changes one square window per
     CHECK(rows_changed.max().item<int64_t>() - rows_changed.min().item<int64_t>() < s);
     CHECK(cols_changed.max().item<int64_t>() - cols_changed.min().item<int64_t>() < s);
     CHECK(max_abs_diff(queries[q], x) <= eps + 1e-6);
+  }
+}
+
+TEST_CASE("Square's L-inf candidate, computed on the window only, equals the whole-image formula bit for bit",
+          "[square]") {
+  // The reference's formula over the whole image, with a window that is zero outside the square.
+  auto whole = [](const torch::Tensor& x, const torch::Tensor& x_best, double eps, int64_t vh, int64_t vw, int64_t s,
+                  const torch::Tensor& step) {
+    const int64_t c = x.size(1), h = x.size(2), w = x.size(3);
+    auto window = torch::zeros({c, h, w});
+    window.slice(1, vh, vh + s).slice(2, vw, vw + s).copy_(step.expand({c, s, s}));
+    return torch::min(torch::max(x_best + window, x - eps), x + eps).clamp(0.0, 1.0);
+  };
+  for (double eps : {0.1, 8.0 / 255, 0.3}) {
+    // Images on the 1/255 grid with pixels at 0 and 1, as real data has (where the box binds).
+    auto x = (torch::rand({6, 3, 12, 12}) * 1.4 - 0.2).clamp(0, 1).mul(255).round() / 255;
+    auto x_best = (x + iat::detail::cpu_random_signs({6, 3, 1, 12}, x.device()) * eps).clamp(0.0, 1.0);
+    for (int it = 0; it < 60; ++it) {
+      const int64_t s = 1 + it % 12;
+      const int64_t vh = iat::detail::square_random_offset(12 - s), vw = iat::detail::square_random_offset(12 - s);
+      auto step = iat::detail::cpu_random_signs({3, 1, 1}, x.device()) * (2.0 * eps);
+      auto fast = iat::detail::square_linf_candidate(x, x_best, eps, vh, vw, s, step);
+      auto ref = whole(x, x_best, eps, vh, vw, s, step);
+      REQUIRE(std::memcmp(fast.data_ptr<float>(), ref.data_ptr<float>(), fast.numel() * sizeof(float)) == 0);
+      // Accept about half of the candidates, as the search does, so that later x_best mix both.
+      auto accept = torch::rand({6, 1, 1, 1}) > 0.5;
+      x_best = torch::where(accept, fast, x_best);
+    }
   }
 }
 

@@ -9,13 +9,17 @@
 #include <iat/detail/autoattack.hpp>
 #include <iat/options_field.hpp>
 
+#include <ATen/Parallel.h>
 #include <torch/arg.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/types.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <string>
+#include <vector>
 
 namespace iat {
 
@@ -52,7 +56,7 @@ torch::Tensor fab_bisect(int64_t rows, int64_t cols, const torch::TensorOptions&
 /// auto d = iat::detail::fab_projection_linf(torch::tensor({{0.5f, 0.5f}}), torch::tensor({{1.f, 1.f}}),
 ///                                            torch::tensor({0.5f}));
 /// \endcode
-inline torch::Tensor fab_projection_linf(const torch::Tensor& t, const torch::Tensor& w_in, const torch::Tensor& b_in) {
+inline torch::Tensor fab_projection_linf_ops(const torch::Tensor& t, const torch::Tensor& w_in, const torch::Tensor& b_in) {
   const int64_t cols = t.size(1);
   auto orient = ((w_in * t).sum(1) - b_in >= 0).to(t.scalar_type()) * 2 - 1;
   auto w = w_in * orient.unsqueeze(1);
@@ -106,6 +110,150 @@ inline torch::Tensor fab_projection_linf(const torch::Tensor& t, const torch::Te
     d.index_copy_(0, rows, torch::where(moves_up.index_select(0, rows), torch::min(lambda, d_b), torch::max(-lambda, d_b)));
   }
   return d * moving;
+}
+
+// Scalar helpers of the fused projection below, with the tensor ops' semantics: a product rounded to float
+// before it is used (never contracted into an FMA with the next operation, whatever -march says), and
+// min / max / clamp that propagate NaN as torch::min, torch::max and clamp_min do.
+inline float fab_rounded_product(float a, float b) {
+  volatile float p = a * b;
+  return p;
+}
+inline float fab_nan_min(float a, float b) { return (std::isnan(a) || std::isnan(b)) ? NAN : std::min(a, b); }
+inline float fab_nan_max(float a, float b) { return (std::isnan(a) || std::isnan(b)) ? NAN : std::max(a, b); }
+inline float fab_clamp_min0(float a) { return std::isnan(a) ? a : std::max(a, 0.0f); }
+
+/// One room as an unsigned key in the order of LibTorch's CPU sort comparator, `(!isnan(a) && isnan(b)) ||
+/// a < b`: every NaN is one largest key, −0 and +0 are one key, the rest keep their order. Integer keys
+/// compare faster than that comparator and give std::sort the same comparison outcomes, so the same order.
+inline uint32_t fab_sort_key(float f) {
+  if (std::isnan(f)) return 0xFFFFFFFFu;
+  if (f == 0) f = 0.0f;
+  uint32_t u = 0;
+  std::memcpy(&u, &f, sizeof u);
+  return (u & 0x80000000u) != 0 ? ~u : (u | 0x80000000u);
+}
+
+/// A room's sort key and its index.
+struct FabKeyed {
+  uint32_t key;
+  int32_t index;
+};
+
+/// The indices of `room[0..cols)` by descending room, into `desc`, in the order torch::argsort (ascending,
+/// not stable) and then flip give: std::sort, as LibTorch's CPU sort runs it, on (key, index) pairs
+/// compared by key alone orders equal rooms as LibTorch does (the tests check it on rows full of ties).
+/// `keyed` is scratch space.
+inline void fab_rooms_descending(const float* room, int64_t cols, int32_t* desc, std::vector<FabKeyed>& keyed) {
+  keyed.resize(static_cast<size_t>(cols));
+  for (int64_t i = 0; i < cols; ++i) keyed[static_cast<size_t>(i)] = {fab_sort_key(room[i]), static_cast<int32_t>(i)};
+  std::sort(keyed.begin(), keyed.end(), [](const FabKeyed& a, const FabKeyed& b) { return a.key < b.key; });
+  for (int64_t k = 0; k < cols; ++k) desc[k] = keyed[static_cast<size_t>(cols - 1 - k)].index;
+}
+
+/// fab_projection_linf for contiguous float32 CPU tensors: the same arithmetic, value for value and bit for
+/// bit, as fab_projection_linf_ops (the tests compare the two), in three passes over each row instead of
+/// some forty tensor operations over the whole batch. The reductions whose order of summation decides the
+/// last bit (the two row sums and the two cumulative sums) stay LibTorch's own kernels; the rooms are
+/// sorted with std::sort on (room, index) pairs and the comparator of LibTorch's CPU sort, which gives
+/// the same order among equal rooms as torch::argsort (checked by the tests on rows full of ties).
+inline torch::Tensor fab_projection_linf_cpu(const torch::Tensor& t, const torch::Tensor& w_in, const torch::Tensor& b_in) {
+  const int64_t rows = t.size(0), cols = t.size(1);
+  auto s1 = (w_in * t).sum(1);
+  auto w = torch::empty_like(t), full_step = torch::empty_like(t), room = torch::empty_like(t);
+  auto abs_w_desc = torch::empty_like(t), gain_desc = torch::empty_like(t);
+  auto order = torch::empty({rows, cols}, t.options().dtype(torch::kInt));
+  auto orient = torch::empty({rows}, t.options());
+  const float *tp = t.data_ptr<float>(), *wip = w_in.data_ptr<float>(), *bp = b_in.data_ptr<float>();
+  const float* s1p = s1.data_ptr<float>();
+  float *wp = w.data_ptr<float>(), *fp = full_step.data_ptr<float>(), *rp = room.data_ptr<float>();
+  float* op = orient.data_ptr<float>();
+  at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float o = (s1p[r] - bp[r] >= 0) ? 1.0f : -1.0f;
+      op[r] = o;
+      for (int64_t i = r * cols; i < (r + 1) * cols; ++i) {
+        const float wi = wip[i] * o;
+        const bool up = wi < 0;
+        wp[i] = wi;
+        fp[i] = ((up ? 1.0f : 0.0f) - tp[i]) * (wi != 0 ? 1.0f : 0.0f);
+        rp[i] = up ? 1 - tp[i] : tp[i];
+      }
+    }
+  });
+  auto all_the_way = (w * full_step).sum(1);
+  int32_t* ordp = order.data_ptr<int32_t>();
+  float *ap = abs_w_desc.data_ptr<float>(), *gp = gain_desc.data_ptr<float>();
+  at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
+    std::vector<FabKeyed> keyed;
+    for (int64_t r = r0; r < r1; ++r) {
+      fab_rooms_descending(rp + r * cols, cols, ordp + r * cols, keyed);
+      for (int64_t k = 0; k < cols; ++k) {
+        const int32_t i = ordp[r * cols + k];
+        const float wi = wp[r * cols + i];
+        ap[r * cols + k] = std::abs(wi);
+        gp[r * cols + k] = -wi * fp[r * cols + i];
+      }
+    }
+  });
+  auto abs_w_cum = abs_w_desc.cumsum(1), gain_part = gain_desc.cumsum(1);
+  auto d = torch::empty_like(t);
+  const float *acp = abs_w_cum.data_ptr<float>(), *gcp = gain_part.data_ptr<float>();
+  const float* atwp = all_the_way.data_ptr<float>();
+  float* dp = d.data_ptr<float>();
+  const auto halvings = static_cast<int64_t>(std::ceil(std::log2(static_cast<double>(cols))));
+  at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t base = r * cols;
+      const float needed = bp[r] * op[r] - op[r] * s1p[r];  // b − (w·t).sum: the sign flip is exact
+      const float atw = atwp[r];
+      auto gain = [&](int64_t k) { return gcp[base + k] + atw; };
+      const float smallest_room = rp[base + ordp[base + cols - 1]];
+      const float change_at_smallest = gain(cols - 1) - fab_rounded_product(acp[base + cols - 1], smallest_room);
+      const bool below_all = needed - change_at_smallest > 0;
+      const bool bracketed = needed - atw > 0 && !below_all;
+      float lambda = 0;
+      if (below_all) {
+        lambda = fab_clamp_min0((needed - gain(cols - 1)) / (-acp[base + cols - 1]));
+      } else if (bracketed) {
+        float lo = 0, hi = static_cast<float>(cols - 1);
+        for (int64_t it = 0; it < halvings; ++it) {
+          const float mid = std::floor((lo + hi) / 2);
+          const auto k = static_cast<int64_t>(mid);
+          const float change = gain(k) - fab_rounded_product(acp[base + k], rp[base + ordp[base + k]]);
+          if (needed - change > 0) lo = mid; else hi = mid;
+        }
+        const auto j = static_cast<int64_t>(lo);
+        lambda = fab_clamp_min0((needed - gain(j)) / (-acp[base + j]));
+      }
+      for (int64_t i = base; i < base + cols; ++i) {
+        const bool up = wp[i] < 0;
+        const float moving = wp[i] != 0 ? 1.0f : 0.0f;
+        float di = fp[i];
+        if (below_all) di = (up ? 1.0f : -1.0f) * lambda;
+        else if (bracketed) di = up ? fab_nan_min(lambda, di) : fab_nan_max(-lambda, di);
+        dp[i] = di * moving;
+      }
+    }
+  });
+  return d;
+}
+
+/// FAB's L∞ projection (see fab_projection_linf_ops for the method): the fused CPU path for contiguous
+/// float32 inputs, the tensor operations everywhere else (CUDA, other dtypes).
+///
+/// **Example**
+/// \code
+/// auto d = iat::detail::fab_projection_linf(torch::tensor({{0.5f, 0.5f}}), torch::tensor({{1.f, 1.f}}),
+///                                            torch::tensor({0.5f}));  // (-0.25, -0.25)
+/// \endcode
+inline torch::Tensor fab_projection_linf(const torch::Tensor& t, const torch::Tensor& w, const torch::Tensor& b) {
+  const bool fused = t.device().is_cpu() && t.scalar_type() == torch::kFloat && w.scalar_type() == torch::kFloat &&
+                     b.scalar_type() == torch::kFloat && t.dim() == 2 && t.sizes() == w.sizes() && b.dim() == 1 &&
+                     b.size(0) == t.size(0) && t.size(1) > 0 && t.size(1) < (int64_t{1} << 31) &&
+                     !t.requires_grad() && !w.requires_grad() && !b.requires_grad();
+  if (!fused) return fab_projection_linf_ops(t, w, b);
+  return fab_projection_linf_cpu(t.contiguous(), w.contiguous(), b.contiguous());
 }
 
 /// The smallest-L2 step d, per row, that moves t [R, D] onto the hyperplane w·u = b inside [0,1]^D

@@ -56,6 +56,27 @@ inline int64_t square_random_offset(int64_t span) {
   return (torch::rand({1}) * span).to(torch::kLong).item<int64_t>();
 }
 
+/// Square's L∞ candidate: x_best with the s×s window at (vh, vw) of every channel moved by
+/// `step` [C, 1, 1] (±2ε per channel), projected onto the ε-ball around x and the [0,1] box. The
+/// reference computes min(max(x_best + window, x − ε), x + ε) clamped to [0,1] over the whole image with
+/// a window that is zero outside the square; outside it that expression gives x_best back bit for bit
+/// (x_best already is such a projection, and min, max and clamp are idempotent), so only the window is
+/// computed here (the tests compare the two).
+///
+/// **Example**
+/// \code
+/// auto step = torch::tensor({2 * 0.03f}).view({1, 1, 1});
+/// auto cand = iat::detail::square_linf_candidate(x, x_best, 0.03, 4, 7, 3, step);
+/// \endcode
+inline torch::Tensor square_linf_candidate(const torch::Tensor& x, const torch::Tensor& x_best, double eps, int64_t vh,
+                                           int64_t vw, int64_t s, const torch::Tensor& step) {
+  auto out = x_best.clone();
+  auto window = [&](const torch::Tensor& t) { return t.slice(2, vh, vh + s).slice(3, vw, vw + s); };
+  auto x_w = window(x);
+  window(out).copy_(torch::min(torch::max(window(x_best) + step, x_w - eps), x_w + eps).clamp(0.0, 1.0));
+  return out;
+}
+
 /// Square's L2 building block: an h×w array of nested rectangles around the centre, rings weighted
 /// 1/(k+1)², normalised to unit L2 norm.
 inline torch::Tensor square_rectangles(int64_t h, int64_t w) {
@@ -173,20 +194,28 @@ class Square : public Attack {
     auto best_loss = best_margin.clone();
     if ((best_margin < 0.0).all().item<bool>()) return x_best;
     const auto shape = detail::per_example_shape(-1, x.dim());
+    const int64_t n = x.size(0);
     for (int64_t it = 0; it < options.n_queries(); ++it) {
+      // The examples still correctly classified; while that is all of them (a robust model: most queries),
+      // the whole tensors are used as they are instead of gathered and scattered back.
       auto idx = detail::true_indices(best_margin > 0.0);
-      auto x_curr = x.index_select(0, idx);
-      auto x_best_curr = x_best.index_select(0, idx);
-      auto y_curr = y.index_select(0, idx);
-      auto margin_curr = best_margin.index_select(0, idx);
-      auto loss_curr = best_loss.index_select(0, idx);
+      const bool all = idx.numel() == n;
+      auto pick = [&](const torch::Tensor& t) { return all ? t : t.index_select(0, idx); };
+      auto put = [&](torch::Tensor& t, const torch::Tensor& v) {
+        if (all) t = v;
+        else t.index_copy_(0, idx, v);
+      };
+      auto x_curr = pick(x);
+      auto x_best_curr = pick(x_best);
+      auto margin_curr = pick(best_margin);
+      auto loss_curr = pick(best_loss);
       auto x_new = propose(x_curr, x_best_curr, it);
-      auto m = margin(model, x_new, y_curr);
+      auto m = margin(model, x_new, pick(y));
       auto lower = m < loss_curr;  // the loss is the margin itself
-      best_loss.index_copy_(0, idx, torch::where(lower, m, loss_curr));
+      put(best_loss, torch::where(lower, m, loss_curr));
       auto accept = lower.logical_or(m <= 0.0);
-      best_margin.index_copy_(0, idx, torch::where(accept, m, margin_curr));
-      x_best.index_copy_(0, idx, torch::where(accept.view(shape), x_new, x_best_curr));
+      put(best_margin, torch::where(accept, m, margin_curr));
+      put(x_best, torch::where(accept.view(shape), x_new, x_best_curr));
       if ((best_margin <= 0.0).all().item<bool>()) break;
     }
     return x_best;
@@ -203,11 +232,8 @@ class Square : public Attack {
       const int64_t s = detail::square_side(p, c, h, w);
       const int64_t vh = detail::square_random_offset(h - s);
       const int64_t vw = detail::square_random_offset(w - s);
-      auto window = torch::zeros({c, h, w}, x.options());
-      window.slice(1, vh, vh + s).slice(2, vw, vw + s).copy_(
-          (detail::cpu_random_signs({c, 1, 1}, x.device()) * (2.0 * eps)).expand({c, s, s}));
-      auto x_new = torch::min(torch::max(x_best_curr + window, x_curr - eps), x_curr + eps);
-      return x_new.clamp(0.0, 1.0);
+      auto step = detail::cpu_random_signs({c, 1, 1}, x.device()) * (2.0 * eps);
+      return detail::square_linf_candidate(x_curr, x_best_curr, eps, vh, vw, s, step);
     });
   }
 
