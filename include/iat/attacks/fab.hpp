@@ -151,89 +151,139 @@ inline void fab_rooms_descending(const float* room, int64_t cols, int32_t* desc,
   for (int64_t k = 0; k < cols; ++k) desc[k] = keyed[static_cast<size_t>(cols - 1 - k)].index;
 }
 
+/// `c ? a : b` without a branch (the signs of FAB's weights are random, so a branch mispredicts half the
+/// time): an exact bitwise select.
+inline float fab_select(bool c, float a, float b) {
+  uint32_t ua = 0, ub = 0;
+  std::memcpy(&ua, &a, sizeof ua);
+  std::memcpy(&ub, &b, sizeof ub);
+  const uint32_t mask = 0u - static_cast<uint32_t>(c);
+  const uint32_t r = (ua & mask) | (ub & ~mask);
+  float out = 0;
+  std::memcpy(&out, &r, sizeof out);
+  return out;
+}
+
+// Per coordinate of fab_projection_linf, as its tensor ops compute them, from t_i and the oriented weight
+// w_i: 1 where the lowering direction is up (w_i < 0), 1 where the coordinate moves (w_i ≠ 0), the full
+// step to the box face ((up − t)·moving) and the room to that face (1 − t going up, t going down).
+inline float fab_up(float w) { return fab_select(w < 0, 1.0f, 0.0f); }
+inline float fab_moving(float w) { return fab_select(w != 0, 1.0f, 0.0f); }
+inline float fab_full_step(float t, float w) { return (fab_up(w) - t) * fab_moving(w); }
+inline float fab_room(float t, float w) { return fab_select(w < 0, 1 - t, t); }
+
+// Row passes of fab_projection_linf_cpu (restrict-qualified so that the compiler vectorises them).
+inline void fab_row_step_gain(const float* __restrict t, const float* __restrict w_in, float o, int64_t cols,
+                              float* __restrict gain) {
+  for (int64_t i = 0; i < cols; ++i) {
+    const float w = w_in[i] * o;
+    gain[i] = w * fab_full_step(t[i], w);
+  }
+}
+// The cumulative sums, by descending room, of |w_i| and of −w_i·full_step_i, as torch::cumsum on the CPU
+// computes them: a double accumulator rounded to float at each element (the tests compare with it).
+inline void fab_row_sorted_cumsums(const float* __restrict t, const float* __restrict w_in, float o, int64_t cols,
+                                   const int32_t* __restrict desc, float* __restrict abs_w_cum,
+                                   float* __restrict gain_cum) {
+  double abs_acc = 0, gain_acc = 0;
+  for (int64_t k = 0; k < cols; ++k) {
+    const int32_t i = desc[k];
+    const float w = w_in[i] * o;
+    abs_acc += static_cast<double>(std::abs(w));
+    gain_acc += static_cast<double>(-w * fab_full_step(t[i], w));
+    abs_w_cum[k] = static_cast<float>(abs_acc);
+    gain_cum[k] = static_cast<float>(gain_acc);
+  }
+}
+inline void fab_row_step(const float* __restrict t, const float* __restrict w_in, float o, int64_t cols, int mode,
+                         float lambda, float* __restrict d) {
+  for (int64_t i = 0; i < cols; ++i) {
+    const float w = w_in[i] * o;
+    const float fs = fab_full_step(t[i], w);
+    float di = fs;  // mode 0: the full step (the hyperplane is out of the box's reach)
+    if (mode == 1) di = (fab_up(w) * 2 - 1) * lambda;  // λ below every room
+    if (mode == 2) di = fab_select(w < 0, fab_nan_min(lambda, fs), fab_nan_max(-lambda, fs));
+    d[i] = di * fab_moving(w);
+  }
+}
+
 /// fab_projection_linf for contiguous float32 CPU tensors: the same arithmetic, value for value and bit for
 /// bit, as fab_projection_linf_ops (the tests compare the two), in three passes over each row instead of
-/// some forty tensor operations over the whole batch. The reductions whose order of summation decides the
-/// last bit (the two row sums and the two cumulative sums) stay LibTorch's own kernels; the rooms are
-/// sorted with std::sort on (room, index) pairs and the comparator of LibTorch's CPU sort, which gives
-/// the same order among equal rooms as torch::argsort (checked by the tests on rows full of ties).
+/// some forty tensor operations over the whole batch. The two row sums, whose order of summation decides
+/// the last bit, stay LibTorch's kernels; the cumulative sums follow torch::cumsum's CPU arithmetic, and
+/// the rooms are sorted in the order torch::argsort gives them (fab_rooms_descending).
 inline torch::Tensor fab_projection_linf_cpu(const torch::Tensor& t, const torch::Tensor& w_in, const torch::Tensor& b_in) {
   const int64_t rows = t.size(0), cols = t.size(1);
   auto s1 = (w_in * t).sum(1);
-  auto w = torch::empty_like(t), full_step = torch::empty_like(t), room = torch::empty_like(t);
-  auto abs_w_desc = torch::empty_like(t), gain_desc = torch::empty_like(t);
-  auto order = torch::empty({rows, cols}, t.options().dtype(torch::kInt));
   auto orient = torch::empty({rows}, t.options());
-  const float *tp = t.data_ptr<float>(), *wip = w_in.data_ptr<float>(), *bp = b_in.data_ptr<float>();
+  auto step_gain = torch::empty_like(t);  // w·full_step per coordinate, summed by LibTorch below
+  const float* tp = t.data_ptr<float>();
+  const float* wp = w_in.data_ptr<float>();
+  const float* bp = b_in.data_ptr<float>();
   const float* s1p = s1.data_ptr<float>();
-  float *wp = w.data_ptr<float>(), *fp = full_step.data_ptr<float>(), *rp = room.data_ptr<float>();
   float* op = orient.data_ptr<float>();
+  float* sgp = step_gain.data_ptr<float>();
   at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const float o = (s1p[r] - bp[r] >= 0) ? 1.0f : -1.0f;
-      op[r] = o;
-      for (int64_t i = r * cols; i < (r + 1) * cols; ++i) {
-        const float wi = wip[i] * o;
-        const bool up = wi < 0;
-        wp[i] = wi;
-        fp[i] = ((up ? 1.0f : 0.0f) - tp[i]) * (wi != 0 ? 1.0f : 0.0f);
-        rp[i] = up ? 1 - tp[i] : tp[i];
-      }
+      op[r] = (s1p[r] - bp[r] >= 0) ? 1.0f : -1.0f;
+      fab_row_step_gain(tp + r * cols, wp + r * cols, op[r], cols, sgp + r * cols);
     }
   });
-  auto all_the_way = (w * full_step).sum(1);
+  auto all_the_way = step_gain.sum(1);
+  auto order = torch::empty({rows, cols}, t.options().dtype(torch::kInt));
+  auto abs_w_cum = torch::empty_like(t), gain_part = torch::empty_like(t);
   int32_t* ordp = order.data_ptr<int32_t>();
-  float *ap = abs_w_desc.data_ptr<float>(), *gp = gain_desc.data_ptr<float>();
+  float* ap = abs_w_cum.data_ptr<float>();
+  float* gp = gain_part.data_ptr<float>();
   at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
+    std::vector<float> rooms(static_cast<size_t>(cols));
     std::vector<FabKeyed> keyed;
     for (int64_t r = r0; r < r1; ++r) {
-      fab_rooms_descending(rp + r * cols, cols, ordp + r * cols, keyed);
-      for (int64_t k = 0; k < cols; ++k) {
-        const int32_t i = ordp[r * cols + k];
-        const float wi = wp[r * cols + i];
-        ap[r * cols + k] = std::abs(wi);
-        gp[r * cols + k] = -wi * fp[r * cols + i];
-      }
+      const int64_t base = r * cols;
+      for (int64_t i = 0; i < cols; ++i) rooms[static_cast<size_t>(i)] = fab_room(tp[base + i], wp[base + i] * op[r]);
+      fab_rooms_descending(rooms.data(), cols, ordp + base, keyed);
+      fab_row_sorted_cumsums(tp + base, wp + base, op[r], cols, ordp + base, ap + base, gp + base);
     }
   });
-  auto abs_w_cum = abs_w_desc.cumsum(1), gain_part = gain_desc.cumsum(1);
   auto d = torch::empty_like(t);
-  const float *acp = abs_w_cum.data_ptr<float>(), *gcp = gain_part.data_ptr<float>();
+  const float* acp = abs_w_cum.data_ptr<float>();
+  const float* gcp = gain_part.data_ptr<float>();
   const float* atwp = all_the_way.data_ptr<float>();
   float* dp = d.data_ptr<float>();
   const auto halvings = static_cast<int64_t>(std::ceil(std::log2(static_cast<double>(cols))));
   at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t base = r * cols;
-      const float needed = bp[r] * op[r] - op[r] * s1p[r];  // b − (w·t).sum: the sign flip is exact
+      const float o = op[r];
+      const float needed = bp[r] * o - o * s1p[r];  // b − (w·t).sum: the sign flip is exact
       const float atw = atwp[r];
       auto gain = [&](int64_t k) { return gcp[base + k] + atw; };
-      const float smallest_room = rp[base + ordp[base + cols - 1]];
-      const float change_at_smallest = gain(cols - 1) - fab_rounded_product(acp[base + cols - 1], smallest_room);
+      auto room_at = [&](int64_t k) {
+        const int64_t i = base + ordp[base + k];
+        return fab_room(tp[i], wp[i] * o);
+      };
+      const float change_at_smallest = gain(cols - 1) - fab_rounded_product(acp[base + cols - 1], room_at(cols - 1));
       const bool below_all = needed - change_at_smallest > 0;
       const bool bracketed = needed - atw > 0 && !below_all;
+      int mode = 0;
       float lambda = 0;
       if (below_all) {
+        mode = 1;
         lambda = fab_clamp_min0((needed - gain(cols - 1)) / (-acp[base + cols - 1]));
       } else if (bracketed) {
+        mode = 2;
         float lo = 0, hi = static_cast<float>(cols - 1);
         for (int64_t it = 0; it < halvings; ++it) {
           const float mid = std::floor((lo + hi) / 2);
           const auto k = static_cast<int64_t>(mid);
-          const float change = gain(k) - fab_rounded_product(acp[base + k], rp[base + ordp[base + k]]);
-          if (needed - change > 0) lo = mid; else hi = mid;
+          const float change = gain(k) - fab_rounded_product(acp[base + k], room_at(k));
+          if (needed - change > 0) lo = mid;
+          else hi = mid;
         }
         const auto j = static_cast<int64_t>(lo);
         lambda = fab_clamp_min0((needed - gain(j)) / (-acp[base + j]));
       }
-      for (int64_t i = base; i < base + cols; ++i) {
-        const bool up = wp[i] < 0;
-        const float moving = wp[i] != 0 ? 1.0f : 0.0f;
-        float di = fp[i];
-        if (below_all) di = (up ? 1.0f : -1.0f) * lambda;
-        else if (bracketed) di = up ? fab_nan_min(lambda, di) : fab_nan_max(-lambda, di);
-        dp[i] = di * moving;
-      }
+      fab_row_step(tp + base, wp + base, o, cols, mode, lambda, dp + base);
     }
   });
   return d;
@@ -469,12 +519,20 @@ class FAB : public Attack {
     }
     for (int64_t it = 0; it < o.steps(); ++it) {
       auto [f, g] = linearise(model, x1, y0, target);
-      auto g_flat = g.reshape({g.size(0), g.size(1), -1});
-      auto dual = o.norm() == Norm::kLinf ? g_flat.abs().sum(-1) : g_flat.pow(2).sum(-1).sqrt();
-      auto closest = std::get<1>((f.abs() / (1e-12 + dual)).min(1));
-      auto rows = torch::arange(n, closest.options());
-      auto w4 = g.index({rows, closest});
-      auto b = -f.index({rows, closest}) + (w4 * x1).reshape({n, -1}).sum(-1);
+      // The closest linearised boundary; with one logit difference (FAB-T) it is that one.
+      torch::Tensor w4, f_closest;
+      if (f.size(1) == 1) {
+        w4 = g.select(1, 0);
+        f_closest = f.select(1, 0);
+      } else {
+        auto g_flat = g.reshape({g.size(0), g.size(1), -1});
+        auto dual = o.norm() == Norm::kLinf ? g_flat.abs().sum(-1) : g_flat.pow(2).sum(-1).sqrt();
+        auto closest = std::get<1>((f.abs() / (1e-12 + dual)).min(1));
+        auto rows = torch::arange(n, closest.options());
+        w4 = g.index({rows, closest});
+        f_closest = f.index({rows, closest});
+      }
+      auto b = -f_closest + (w4 * x1).reshape({n, -1}).sum(-1);
       auto w = w4.reshape({n, -1});
       auto points = torch::cat({x1.reshape({n, -1}), x0_flat}, 0);
       auto ww = torch::cat({w, w}, 0);
