@@ -38,7 +38,7 @@ bin="$BUILD_DIR/benchmarks/bench_pgd_step"
 blas=$(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu 2>/dev/null || echo unknown)
 echo "LibTorch leg: $torch; Python: $PYTHON ($($PYTHON -c 'import torch; print(torch.__version__)'))"
 echo "BLAS (Debian's LibTorch and python3-torch): $blas"
-echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads 1"
+echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc --all) cores; threads 1"
 out=$(mktemp)
 for r in $(seq "$ROUNDS"); do
   "$bin" --threads 1 | tee -a "$out"

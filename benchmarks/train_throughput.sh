@@ -12,7 +12,7 @@ MODEL=${4:-prn18}
 BATCH=${5:-32}
 bin="$BUILD_DIR/examples/iat-train"
 [ -x "$bin" ] || { echo "train_throughput.sh: $bin not built" >&2; exit 1; }
-echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; 1 thread; BLAS $(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu 2>/dev/null)"
+echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc --all) cores; 1 thread; BLAS $(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu 2>/dev/null)"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 results=()
