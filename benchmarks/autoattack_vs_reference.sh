@@ -6,8 +6,9 @@
 #   benchmarks/autoattack_vs_reference.sh /path/to/auto-attack [repetitions]
 #   AUTOATTACK_REF=... IAT_EVAL=build/examples/iat-eval benchmarks/autoattack_vs_reference.sh
 #
-# Runs alternate (iat, reference, iat, ...) so that both see the same machine load; wall time and CPU time
-# (user + sys, from /usr/bin/time) are printed per run, then the medians and the ratios reference/iat.
+# Runs alternate (iat, reference, iat, ...) so that both see the same machine load; wall time, CPU time
+# (user + sys) and peak resident memory (all from /usr/bin/time) are printed per run, then the medians and
+# the ratios reference/iat.
 # Both sides use 1 intra-op thread and TorchScript graph optimisation off.
 set -euo pipefail
 # One thread everywhere: intra-op (set by both programs), and OpenBLAS's own pool, which otherwise grabs
@@ -32,17 +33,17 @@ echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(lscpu | grep 'Model name' | sed 
 echo "BLAS: $(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu 2>/dev/null || echo unknown)"
 echo "threads: 1 (iat-eval --threads 1, torch.set_num_threads(1), OPENBLAS_NUM_THREADS=1); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 common=(--eps 0.1 --norm Linf --seed 0 --threads 1)
-iat_wall=(); iat_cpu=(); ref_wall=(); ref_cpu=()
+iat_wall=(); iat_cpu=(); ref_wall=(); ref_cpu=(); iat_rss=(); ref_rss=()
 for r in $(seq 1 "$reps"); do
-  /usr/bin/time -f "%e %U %S" -o "$WORK_DIR/time_iat" "$IAT_EVAL" --model "$WORK_DIR/model.pt" \
+  /usr/bin/time -f "%e %U %S %M" -o "$WORK_DIR/time_iat" "$IAT_EVAL" --model "$WORK_DIR/model.pt" \
     --data "$WORK_DIR/points.pt" "${common[@]}" --batch-size 250 --quiet --out "$WORK_DIR/iat.json" > /dev/null
-  /usr/bin/time -f "%e %U %S" -o "$WORK_DIR/time_ref" "$PYTHON" "$root/scripts/aa_agreement/run_reference.py" \
+  /usr/bin/time -f "%e %U %S %M" -o "$WORK_DIR/time_ref" "$PYTHON" "$root/scripts/aa_agreement/run_reference.py" \
     --ref "$ref" --model "$WORK_DIR/model.pt" --data "$WORK_DIR/points.pt" "${common[@]}" --bs 250 \
     --out "$WORK_DIR/ref.json" > /dev/null 2>&1
-  read -r w u s < "$WORK_DIR/time_iat"; iw=$w; ic=$(awk -v a="$u" -v b="$s" 'BEGIN {print a + b}')
-  read -r w u s < "$WORK_DIR/time_ref"; rw=$w; rc=$(awk -v a="$u" -v b="$s" 'BEGIN {print a + b}')
-  iat_wall+=("$iw"); iat_cpu+=("$ic"); ref_wall+=("$rw"); ref_cpu+=("$rc")
-  echo "run $r: iat wall ${iw} s cpu ${ic} s | reference wall ${rw} s cpu ${rc} s | robust: iat" \
+  read -r w u s m < "$WORK_DIR/time_iat"; iw=$w; ic=$(awk -v a="$u" -v b="$s" 'BEGIN {print a + b}'); im=$((m / 1024))
+  read -r w u s m < "$WORK_DIR/time_ref"; rw=$w; rc=$(awk -v a="$u" -v b="$s" 'BEGIN {print a + b}'); rm=$((m / 1024))
+  iat_wall+=("$iw"); iat_cpu+=("$ic"); ref_wall+=("$rw"); ref_cpu+=("$rc"); iat_rss+=("$im"); ref_rss+=("$rm")
+  echo "run $r: iat wall ${iw} s cpu ${ic} s peak ${im} MiB | reference wall ${rw} s cpu ${rc} s peak ${rm} MiB | robust: iat" \
        "$("$PYTHON" -c "import json;print(json.load(open('$WORK_DIR/iat.json'))['robust_count'])")," \
        "reference $("$PYTHON" -c "import json;print(json.load(open('$WORK_DIR/ref.json'))['robust_count'])")"
 done
@@ -50,4 +51,6 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(
 mi=$(median "${iat_wall[@]}"); mr=$(median "${ref_wall[@]}"); ci=$(median "${iat_cpu[@]}"); cr=$(median "${ref_cpu[@]}")
 echo "median wall: iat ${mi} s, reference ${mr} s, reference/iat $(awk -v a="$mr" -v b="$mi" 'BEGIN {printf "%.2f", a / b}')"
 echo "median cpu:  iat ${ci} s, reference ${cr} s, reference/iat $(awk -v a="$cr" -v b="$ci" 'BEGIN {printf "%.2f", a / b}')"
+mm_i=$(median "${iat_rss[@]}"); mm_r=$(median "${ref_rss[@]}")
+echo "median peak resident memory: iat ${mm_i} MiB, reference ${mm_r} MiB, iat/reference $(awk -v a="$mm_i" -v b="$mm_r" 'BEGIN {printf "%.2f", a / b}')"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
