@@ -2,7 +2,10 @@
 // backward, SGD step), run side by side in one process, interleaved repetition by repetition so that
 // machine load hits every method alike. Prints a table of median step times and their ratio to PGD-AT.
 //
-//   bench_step_cost [--model cnn|preact|both] [--batch 32] [--reps 5] [--threads 1]
+//   bench_step_cost [--model cnn|preact|both] [--batch 32] [--reps 5] [--threads 1] [--only METHOD]
+//
+// --only runs one method (its name as the table prints it, e.g. "PGD-AT" or "UIAT (fused, beta=1)") and
+// nothing else in the process, so that /usr/bin/time's peak resident memory is that method's.
 //
 // The accounting (forwards+backwards of the model, PGD-10 attack): PGD-AT = 11 units; UIAT (fused) adds one
 // forward of x̌ with its backward share and one input-gradient backward (~1.1×), plus a no-grad forward of
@@ -28,6 +31,7 @@
 #include <chrono>
 #include <ctime>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -80,7 +84,7 @@ Times time_ms(F&& f) {
 }
 
 template <typename Net>
-void run(const char* model_name, Net net, int64_t batch, int64_t reps) {
+void run(const char* model_name, Net net, int64_t batch, int64_t reps, const std::string& only) {
   torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
   auto x = torch::rand({batch, 3, 32, 32});
   auto y = torch::randint(0, 10, {batch}, torch::kLong);
@@ -124,6 +128,15 @@ void run(const char* model_name, Net net, int64_t batch, int64_t reps) {
                      {},
                      {}});
 
+  if (!only.empty()) {
+    auto keep = std::find_if(methods.begin(), methods.end(), [&](const Method& m) { return m.name == only; });
+    if (keep == methods.end()) {
+      std::fprintf(stderr, "bench_step_cost: --only names no method; the methods are:\n");
+      for (const auto& m : methods) std::fprintf(stderr, "  %s\n", m.name.c_str());
+      std::exit(2);
+    }
+    methods = {*keep};
+  }
   net->train();
   auto train_step = [&](Method& m) {
     return time_ms([&] {
@@ -157,14 +170,15 @@ void run(const char* model_name, Net net, int64_t batch, int64_t reps) {
 int main(int argc, char** argv) {
   int64_t batch = 32, reps = 5;
   int threads = 1;
-  std::string model = "both";
+  std::string model = "both", only;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batch")) batch = std::stoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--reps")) reps = std::stoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--threads")) threads = std::stoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--model")) model = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
     else {
-      std::fprintf(stderr, "bench_step_cost: unknown flag %s (use --model, --batch, --reps, --threads)\n", argv[i]);
+      std::fprintf(stderr, "bench_step_cost: unknown flag %s (use --model, --batch, --reps, --threads, --only)\n", argv[i]);
       return 2;
     }
   }
@@ -174,7 +188,7 @@ int main(int argc, char** argv) {
   }
   at::set_num_threads(threads);
   torch::manual_seed(0);
-  if (model != "preact") run("small CNN (3x32x32)", BenchCNN(), batch, reps);
-  if (model != "cnn") run("PreAct ResNet-18 (3x32x32)", iat::models::PreActResNet18(iat::models::PreActResNetOptions(10)), batch, reps);
+  if (model != "preact") run("small CNN (3x32x32)", BenchCNN(), batch, reps, only);
+  if (model != "cnn") run("PreAct ResNet-18 (3x32x32)", iat::models::PreActResNet18(iat::models::PreActResNetOptions(10)), batch, reps, only);
   return 0;
 }
