@@ -118,7 +118,8 @@ inline int parse_command_line(int argc, const char* const* argv, TrainConfig& cf
   app.add_option("--mart-beta", cfg.mart_beta, "MART beta")->check(number_in(0, kInf))->capture_default_str();
   app.add_option("--helper", cfg.helper,
                  "HAT: the standard model whose predictions label the helper examples, an iat-train run (folder or "
-                 "checkpoint.pt) of --method standard on the same data");
+                 "checkpoint.pt) of --method standard on the same data")
+      ->check(recordable_text());
   app.add_option("--hat-beta", cfg.hat_beta, "HAT: weight of the TRADES term")->check(number_in(0, kInf))->capture_default_str();
   app.add_option("--hat-gamma", cfg.hat_gamma, "HAT: weight of the helper term")->check(number_in(0, kInf))->capture_default_str();
   app.add_option("--hat-scale", cfg.hat_scale, "HAT: h of the helper examples x + h (x' - x)")

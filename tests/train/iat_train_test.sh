@@ -335,6 +335,9 @@ ARGS
     # A value config.json cannot record (not UTF-8) is a usage error, even with --print-config.
     expect_rc 2 "$WORK/log" "$BIN" --print-config --generated "$(printf 'g\377.npz')"
     grep -qF -- "--generated: must be UTF-8 text" "$WORK/log" || { cat "$WORK/log"; fail "unclear refusal of non-UTF-8 text"; }
+    # Every text option config.json records is checked alike (--helper was not: a fuzz finding).
+    expect_rc 2 "$WORK/log" "$BIN" --print-config --method hat --helper "$(printf 'runs/std\301')"
+    grep -qF -- "--helper: must be UTF-8 text" "$WORK/log" || { cat "$WORK/log"; fail "unclear refusal of a non-UTF-8 --helper"; }
     ;;
   torchrun)
     # Several processes (docs/distributed.md): 2 ranks at global batch B equal 1 process at B (weights within
