@@ -79,7 +79,7 @@ inline int parse_command_line(int argc, const char* const* argv, TrainConfig& cf
                  "Folder with the dataset's files (CIFAR binary version, SVHN .mat, IDX); fashion-mnist defaults "
                  "to Debian's /usr/share/datasets/fashion-mnist");
   app.add_option("--generated", cfg.generated, "A .npz of generated images (keys image, label) mixed into training")
-      ->check(recordable_text());
+      ->check(recordable_text("config.json"));
   app.add_option("--gen-ratio", cfg.gen_ratio, "Original-to-generated ratio of a batch with --generated (0.3 = 3 original per 7 generated)")
       ->check(number_in(0, 1))->capture_default_str();
   app.add_option("--model", cfg.model, "Architecture: small-cnn, prn18, wrn-34-10, wrn-28-10 (any wrn-D-W)")
@@ -119,7 +119,7 @@ inline int parse_command_line(int argc, const char* const* argv, TrainConfig& cf
   app.add_option("--helper", cfg.helper,
                  "HAT: the standard model whose predictions label the helper examples, an iat-train run (folder or "
                  "checkpoint.pt) of --method standard on the same data")
-      ->check(recordable_text());
+      ->check(recordable_text("config.json"));
   app.add_option("--hat-beta", cfg.hat_beta, "HAT: weight of the TRADES term")->check(number_in(0, kInf))->capture_default_str();
   app.add_option("--hat-gamma", cfg.hat_gamma, "HAT: weight of the helper term")->check(number_in(0, kInf))->capture_default_str();
   app.add_option("--hat-scale", cfg.hat_scale, "HAT: h of the helper examples x + h (x' - x)")

@@ -3,6 +3,8 @@
 
 #include <iat/models/zoo.hpp>
 
+#include "../common/recordable_text.hpp"
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -300,21 +302,6 @@ inline CLI::Validator one_of(std::vector<std::string> names) {
         return fmt::format("must be one of {}; got '{}'", fmt::join(names, ", "), text);
       },
       fmt::format("{{{}}}", fmt::join(names, ",")));
-}
-
-/// Text that config.json and the checkpoint can record (valid UTF-8, which JSON requires): a path given
-/// in another encoding is refused here rather than failing the run when config.json is written.
-inline CLI::Validator recordable_text() {
-  return CLI::Validator(
-      [](std::string& text) -> std::string {
-        try {
-          (void)nlohmann::json(text).dump();
-          return std::string();
-        } catch (const nlohmann::json::type_error&) {
-          return "must be UTF-8 text (it is recorded in config.json), got bytes that are not";
-        }
-      },
-      "TEXT");
 }
 
 /// An architecture iat::models::make_model() builds: small-cnn, prn18 or wrn-<depth>-<width>.

@@ -113,7 +113,13 @@ EOF
     expect_rc 2 "$WORK/e.log" "$BIN" --model "$M" --data "$P" --no-such-flag
     expect_rc 2 "$WORK/f.log" "$BIN" --model "$WORK/absent.pt" --data "$P"
     expect_in "$WORK/f.log" "absent.pt"
-    for log in a b c d e f; do
+    # A path the report cannot record (not UTF-8) is refused before the evaluation, not after it (where
+    # writing the report failed and the result was lost).
+    ln -s "$M" "$WORK/$(printf 'm\301.pt')"
+    expect_rc 2 "$WORK/g.log" "$BIN" --model "$WORK/$(printf 'm\301.pt')" --data "$P" --eps 0.05 "${QUICK[@]}" --out "$WORK/g.json"
+    expect_in "$WORK/g.log" "--model: must be UTF-8 text"
+    [ ! -e "$WORK/g.json" ] || fail "a report was written for a refused model path"
+    for log in a b c d e f g; do
       grep -q "terminate called\|Aborted\|core dumped" "$WORK/$log.log" && fail "$log: an abort"
       [ "$(grep -c . "$WORK/$log.log")" -le 3 ] || { cat "$WORK/$log.log"; fail "$log: more than a short message"; }
     done
