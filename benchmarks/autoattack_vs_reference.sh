@@ -40,10 +40,10 @@ for r in $(seq 1 "$reps"); do
   /usr/bin/time -f "%e %U %S %M" -o "$WORK_DIR/time_ref" "$PYTHON" "$root/scripts/aa_agreement/run_reference.py" \
     --ref "$ref" --model "$WORK_DIR/model.pt" --data "$WORK_DIR/points.pt" "${common[@]}" --bs 250 \
     --out "$WORK_DIR/ref.json" > /dev/null 2>&1
-  read -r w u s m < "$WORK_DIR/time_iat"; iw=$w; ic=$(awk -v a="$u" -v b="$s" 'BEGIN {print a + b}'); im=$((m / 1024))
-  read -r w u s m < "$WORK_DIR/time_ref"; rw=$w; rc=$(awk -v a="$u" -v b="$s" 'BEGIN {print a + b}'); rm=$((m / 1024))
-  iat_wall+=("$iw"); iat_cpu+=("$ic"); ref_wall+=("$rw"); ref_cpu+=("$rc"); iat_rss+=("$im"); ref_rss+=("$rm")
-  echo "run $r: iat wall ${iw} s cpu ${ic} s peak ${im} MiB | reference wall ${rw} s cpu ${rc} s peak ${rm} MiB | robust: iat" \
+  read -r w u s m < "$WORK_DIR/time_iat"; iw=$w; ic=$(awk -v a="$u" -v b="$s" 'BEGIN {print a + b}'); iat_mib=$((m / 1024))
+  read -r w u s m < "$WORK_DIR/time_ref"; rw=$w; rc=$(awk -v a="$u" -v b="$s" 'BEGIN {print a + b}'); ref_mib=$((m / 1024))
+  iat_wall+=("$iw"); iat_cpu+=("$ic"); ref_wall+=("$rw"); ref_cpu+=("$rc"); iat_rss+=("$iat_mib"); ref_rss+=("$ref_mib")
+  echo "run $r: iat wall ${iw} s cpu ${ic} s peak ${iat_mib} MiB | reference wall ${rw} s cpu ${rc} s peak ${ref_mib} MiB | robust: iat" \
        "$("$PYTHON" -c "import json;print(json.load(open('$WORK_DIR/iat.json'))['robust_count'])")," \
        "reference $("$PYTHON" -c "import json;print(json.load(open('$WORK_DIR/ref.json'))['robust_count'])")"
 done

@@ -12,7 +12,7 @@
 # when it is not there yet, and the benchmark targets are built. Environment: AUTOATTACK_REF (a
 # fra31/auto-attack checkout; without one that row is left out, with a note), SKIP (names to leave out:
 # pgd models step-cost autoattack data-parallel), WORK_DIR (logs; default a temporary folder, kept).
-# Takes about 6 minutes on a 2-core machine (9 with AUTOATTACK_REF). The full-size runs behind
+# Took 3 minutes with AUTOATTACK_REF on the 2-core Debian VM (2026-12-04). The full-size runs behind
 # docs/benchmarks.md are the single scripts with their defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."

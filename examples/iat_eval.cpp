@@ -305,16 +305,17 @@ int run(int argc, char** argv) {
 #endif
   Args a;
   CLI::App app{"iat-eval: robust accuracy under AutoAttack (fra31/auto-attack, standard version by default)"};
+  const auto recorded = iat_examples::recordable_text("the --out report");  // the paths the report names
   auto* model_opt =
       app.add_option("--model", a.model, "TorchScript model file (float [N,C,H,W] in [0,1] -> logits [N,K])")
-          ->check(iat_examples::recordable_text("the --out report"));
+          ->check(recorded);
   auto* ckpt_opt = app.add_option("--checkpoint", a.checkpoint, "an iat-train checkpoint (checkpoint.pt)")
-                       ->check(iat_examples::recordable_text("the --out report"));
+                       ->check(recorded);
   model_opt->excludes(ckpt_opt);
   auto* data_opt = app.add_option("--data", a.data, "points file: torch.save({'x': float [N,C,H,W], 'y': int64 [N]})")
-                       ->check(iat_examples::recordable_text("the --out report"));
+                       ->check(recorded);
   auto* ds_opt = app.add_option("--dataset", a.dataset, std::string("dataset (test split): ") + iat::data::dataset_names());
-  app.add_option("--data-dir", a.data_dir, "directory of --dataset")->check(iat_examples::recordable_text("the --out report"));
+  app.add_option("--data-dir", a.data_dir, "directory of --dataset")->check(recorded);
   data_opt->excludes(ds_opt);
   app.add_option("--version", a.version, "standard | plus | rand | custom (the reference's versions)");
   app.add_option("--attacks", a.attacks,

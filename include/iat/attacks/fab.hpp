@@ -195,14 +195,17 @@ inline void fab_row_sorted_cumsums(const float* __restrict t, const float* __res
     gain_cum[k] = static_cast<float>(gain_acc);
   }
 }
-inline void fab_row_step(const float* __restrict t, const float* __restrict w_in, float o, int64_t cols, int mode,
-                         float lambda, float* __restrict d) {
+// Which step a row takes: the full step to the box (the hyperplane is out of its reach), λ on every
+// coordinate (λ below every room), or λ capped at each coordinate's room (λ bracketed by the rooms).
+enum class FabRowStep { kFull, kBelowAll, kBracketed };
+inline void fab_row_step(const float* __restrict t, const float* __restrict w_in, float o, int64_t cols,
+                         FabRowStep kind, float lambda, float* __restrict d) {
   for (int64_t i = 0; i < cols; ++i) {
     const float w = w_in[i] * o;
     const float fs = fab_full_step(t[i], w);
-    float di = fs;  // mode 0: the full step (the hyperplane is out of the box's reach)
-    if (mode == 1) di = (fab_up(w) * 2 - 1) * lambda;  // λ below every room
-    if (mode == 2) di = fab_select(w < 0, fab_nan_min(lambda, fs), fab_nan_max(-lambda, fs));
+    float di = fs;
+    if (kind == FabRowStep::kBelowAll) di = (fab_up(w) * 2 - 1) * lambda;
+    if (kind == FabRowStep::kBracketed) di = fab_select(w < 0, fab_nan_min(lambda, fs), fab_nan_max(-lambda, fs));
     d[i] = di * fab_moving(w);
   }
 }
@@ -263,15 +266,13 @@ inline torch::Tensor fab_projection_linf_cpu(const torch::Tensor& t, const torch
         return fab_room(tp[i], wp[i] * o);
       };
       const float change_at_smallest = gain(cols - 1) - fab_rounded_product(acp[base + cols - 1], room_at(cols - 1));
-      const bool below_all = needed - change_at_smallest > 0;
-      const bool bracketed = needed - atw > 0 && !below_all;
-      int mode = 0;
+      FabRowStep kind = FabRowStep::kFull;
       float lambda = 0;
-      if (below_all) {
-        mode = 1;
+      if (needed - change_at_smallest > 0) {
+        kind = FabRowStep::kBelowAll;
         lambda = fab_clamp_min0((needed - gain(cols - 1)) / (-acp[base + cols - 1]));
-      } else if (bracketed) {
-        mode = 2;
+      } else if (needed - atw > 0) {
+        kind = FabRowStep::kBracketed;
         float lo = 0, hi = static_cast<float>(cols - 1);
         for (int64_t it = 0; it < halvings; ++it) {
           const float mid = std::floor((lo + hi) / 2);
@@ -283,7 +284,7 @@ inline torch::Tensor fab_projection_linf_cpu(const torch::Tensor& t, const torch
         const auto j = static_cast<int64_t>(lo);
         lambda = fab_clamp_min0((needed - gain(j)) / (-acp[base + j]));
       }
-      fab_row_step(tp + base, wp + base, o, cols, mode, lambda, dp + base);
+      fab_row_step(tp + base, wp + base, o, cols, kind, lambda, dp + base);
     }
   });
   return d;
