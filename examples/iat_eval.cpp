@@ -635,7 +635,7 @@ int run(int argc, char** argv) {
     dict.insert("x_adv", report.x_adv.to(torch::kCPU));
     dict.insert("robust", report.robust.to(torch::kCPU));
     try {
-      iat::models::save_tensor_dict(dict, a.save_adv);  // torch.load reads it, also with weights_only=True
+      iat::io::save_tensor_dict(dict, a.save_adv);  // torch.load reads it, also with weights_only=True
     } catch (const c10::Error& e) {
       fail(std::string("--save-adv: ") + e.what_without_backtrace());
     }

@@ -1,5 +1,5 @@
 // Fuzz target: state-dict files as torch.save writes them, through iat's pickle reader
-// (iat/models/state_dict.hpp: read_state_dict). The first byte picks what the rest is:
+// (iat/io/tensor_file.hpp, through iat/models/state_dict.hpp: read_state_dict). The first byte picks what the rest is:
 //   even: the pickle (data.pkl) alone, which the harness puts into a well-formed archive beside storages
 //         data/0 … data/3 of 0, 4, 64 and 1024 bytes, so the fuzzer works on the pickle VM itself;
 //   odd:  a whole file (the zip archive as well).

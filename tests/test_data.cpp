@@ -12,6 +12,7 @@
 #include <torch/types.h>
 
 #include "data_writers.hpp"
+#include "temp_dir.hpp"
 
 #include <algorithm>
 #include <cstdint>
@@ -30,20 +31,6 @@ using Catch::Contains;
 
 namespace {
 
-/// A fresh folder under the system's temporary directory, removed with its content at scope exit.
-struct TempDir {
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "iat_test_data_XXXXXX").string();
-    REQUIRE(::mkdtemp(&tmpl[0]) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (fs::path(path) / name).string(); }
-  std::string path;
-};
 
 void write_file(const std::string& path, const Bytes& bytes) {
   std::ofstream out(path, std::ios::binary);

@@ -10,6 +10,8 @@
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_PNG
 #include <stb/stb_image.h>
+
+#include "temp_dir.hpp"
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
@@ -28,24 +30,10 @@ using iat_examples::ImageRow;
 using iat_examples::Panel;
 using iat_examples::Series;
 namespace pd = iat_examples::plot_detail;
+using iat_test::TempDir;
 
 namespace {
 
-// A fresh directory under the system's temp directory, removed with everything in it at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() /
-           ("iat_test_plot_" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
 
 // A PNG read back as RGB.
 struct Png {

@@ -39,6 +39,7 @@
 #include <iat/models/preact_resnet.hpp>
 #include <iat/models/wide_resnet.hpp>
 #include <iat/models/small_cnn.hpp>
+#include <iat/io/tensor_file.hpp>
 #include <iat/models/state_dict.hpp>
 #include <iat/models/zoo.hpp>
 #include <iat/data/dataset.hpp>
