@@ -1,15 +1,20 @@
 #include "support.hpp"
 #include "warning_capture.hpp"
 
+#include <iat/attacks/apgd.hpp>
 #include <iat/attacks/fgsm.hpp>
 #include <iat/attacks/nfgsm.hpp>
 #include <iat/attacks/pgd.hpp>
 #include <iat/eval/robust_accuracy.hpp>
 #include <iat/functional/grad_align.hpp>
+#include <iat/inverse/inverse_attack.hpp>
+#include <iat/threat_model.hpp>
 #include <iat/train/recipes.hpp>
 #include <iat/version.hpp>
 
 #include <torch/nn/modules/dropout.h>
+
+#include <cmath>
 
 using namespace iat_test;
 namespace F = iat::functional;
@@ -63,13 +68,67 @@ TEST_CASE("PGD stays in the eps-ball and the [0,1] box", "[attacks][pgd]") {
   SECTION("projection: onto the ball first, then the box") {
     auto x0 = torch::tensor({{0.99, 0.5, 0.0}});
     auto far = torch::tensor({{1.5, 0.2, -0.5}});
-    auto p = iat::detail::project(far, x0, 0.1, iat::Norm::kLinf);
+    auto p = iat::ThreatModel{iat::Norm::kLinf, 0.1}.project(far, x0);
     CHECK(torch::allclose(p, torch::tensor({{1.0, 0.4, 0.0}})));
     // L2: δ = (0.51, -0.3, -0.5) scaled to norm 0.1, then boxed.
     auto delta = torch::tensor({{0.51, -0.3, -0.5}});
     auto scaled = delta * (0.1 / delta.norm().item<double>());
-    auto q = iat::detail::project(far, x0, 0.1, iat::Norm::kL2);
+    auto q = iat::ThreatModel{iat::Norm::kL2, 0.1}.project(far, x0);
     CHECK(torch::allclose(q, (x0 + scaled).clamp(0, 1)));
+  }
+}
+
+TEST_CASE("the threat model: random points, ascent directions, distances and the radius check", "[attacks][threat_model]") {
+  torch::manual_seed(3);
+  const auto like = torch::zeros({4000, 1, 4, 4});
+  SECTION("L-inf: uniform points fill [-eps, eps] per element, sign ascent, max-abs distance") {
+    const iat::ThreatModel ball{iat::Norm::kLinf, 0.1};
+    auto u = ball.uniform_in_ball(like);
+    CHECK(u.abs().max().item<double>() <= 0.1);
+    CHECK(u.abs().max().item<double>() > 0.0999);
+    CHECK(std::abs(u.mean().item<double>()) < 1e-3);
+    CHECK(u.abs().mean().item<double>() == Approx(0.05).epsilon(0.01));  // E|U(-e, e)| = e/2
+    auto g = torch::tensor({{-2.0f, 0.0f, 3.0f}});
+    CHECK(torch::equal(ball.ascent_direction(g), torch::tensor({{-1.0f, 0.0f, 1.0f}})));
+    auto d = ball.distance(torch::tensor({{0.5f, 0.2f, 0.9f}, {0.1f, 0.1f, 0.1f}}), torch::tensor({{0.4f, 0.5f, 0.9f}, {0.1f, 0.1f, 0.1f}}));
+    CHECK(d[0].item<float>() == Approx(0.3f));
+    CHECK(d[1].item<float>() == 0.0f);
+  }
+  SECTION("L2: uniform in the ball (radius eps * u^(1/d)), unit ascent, Euclidean distance") {
+    const iat::ThreatModel ball{iat::Norm::kL2, 0.5};
+    auto u = ball.uniform_in_ball(like);
+    auto radius = u.flatten(1).norm(2, 1);
+    CHECK(radius.max().item<double>() <= 0.5 + 1e-6);
+    // Uniform in a 16-dimensional ball: P(r <= 0.5 t) = t^16, so the median radius is 0.5 * 0.5^(1/16).
+    CHECK(radius.median().item<double>() == Approx(0.5 * std::pow(0.5, 1.0 / 16)).epsilon(0.005));
+    CHECK((radius < 0.5 * 0.8).to(torch::kDouble).mean().item<double>() == Approx(std::pow(0.8, 16)).margin(0.01));
+    auto g = torch::tensor({{3.0f, -4.0f}, {0.0f, 2.0f}});
+    CHECK(torch::allclose(ball.ascent_direction(g), torch::tensor({{0.6f, -0.8f}, {0.0f, 1.0f}})));
+    auto d = ball.distance(torch::tensor({{0.3f, 0.4f}}), torch::zeros({1, 2}));
+    CHECK(d[0].item<float>() == Approx(0.5f));
+  }
+  SECTION("the radius check: a pixel budget for L-inf, any positive radius for L2") {
+    CHECK_THROWS_WITH(iat::ThreatModel({iat::Norm::kLinf, 8.0}).check("who"), Catch::Contains("8/255"));
+    CHECK_THROWS_WITH(iat::ThreatModel({iat::Norm::kL2, 0.0}).check("who"), Catch::Contains("eps"));
+    CHECK_NOTHROW(iat::ThreatModel({iat::Norm::kL2, 2.0}).check("who"));
+    CHECK_NOTHROW(iat::ThreatModel({iat::Norm::kLinf, 8.0 / 255}).check("who"));
+  }
+  SECTION("the shared option block: setters return the component's options, defaults per component") {
+    auto pgd = iat::PGDOptions().norm(iat::Norm::kL2).eps(0.5).steps(3);  // chains on into PGD's own options
+    CHECK(pgd.steps() == 3);
+    CHECK(pgd.threat_model().norm == iat::Norm::kL2);
+    CHECK(pgd.threat_model().eps == 0.5);
+    CHECK(iat::PGDOptions().eps() == 8.0 / 255);
+    CHECK(iat::PGDOptions().norm() == iat::Norm::kLinf);
+    CHECK(iat::InverseAttackOptions().eps() == 4.0 / 255);  // the inverse ball's own default
+    CHECK(iat::APGDTOptions().eps(0.3).n_target_classes(2).eps() == 0.3);
+    // An L2 radius above 1 is a valid threat model for PGD (it was refused as a pixel budget before).
+    auto net = iat_test::TinyNet();
+    auto x = torch::rand({3, 1, 4, 4});
+    auto y = torch::tensor({0, 1, 2});
+    auto x_adv = iat::PGD(iat::PGDOptions().norm(iat::Norm::kL2).eps(1.5).steps(4)).perturb(net, x, y);
+    CHECK((x_adv - x).flatten(1).norm(2, 1).max().item<double>() <= 1.5 + 1e-5);
+    CHECK_THROWS_WITH(iat::PGD(iat::PGDOptions().eps(8.0)), Catch::Contains("8/255"));
   }
 }
 

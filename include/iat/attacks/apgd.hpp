@@ -7,6 +7,7 @@
 #include <iat/attacks/attack.hpp>
 #include <iat/detail/autoattack.hpp>
 #include <iat/options_field.hpp>
+#include <iat/threat_model.hpp>
 
 #include <torch/arg.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -239,11 +240,8 @@ inline void check_apgd_options(const char* who, Norm norm, double eps, int64_t s
 /// auto dlr = iat::APGDOptions().loss(iat::Loss::kDLR).restarts(5);  // APGD-DLR as in `plus`
 /// auto l2 = iat::APGDOptions().norm(iat::Norm::kL2).eps(0.5);
 /// \endcode
-struct APGDOptions {
-  /// The threat model's norm (L∞ or L2).
-  TORCH_ARG(Norm, norm) = Norm::kLinf;
-  /// Radius ε, in pixel units (8/255, not 8).
-  TORCH_ARG(double, eps) = 8.0 / 255;
+struct APGDOptions : ThreatModelOptions<APGDOptions> {
+  // norm (L∞ or L2) and eps (8/255): ThreatModelOptions.
   /// Iterations per run (one forward/backward each, plus one at the start).
   TORCH_ARG(int64_t, steps) = 100;
   /// Runs; each restart attacks only the points no earlier run has misclassified.
@@ -336,11 +334,8 @@ class APGD : public Attack {
 /// \code
 /// auto opts = iat::APGDTOptions().n_target_classes(3);  // the 2nd to 4th most likely classes only
 /// \endcode
-struct APGDTOptions {
-  /// The threat model's norm (L∞ or L2).
-  TORCH_ARG(Norm, norm) = Norm::kLinf;
-  /// Radius ε, in pixel units.
-  TORCH_ARG(double, eps) = 8.0 / 255;
+struct APGDTOptions : ThreatModelOptions<APGDTOptions> {
+  // norm (L∞ or L2) and eps (8/255): ThreatModelOptions.
   /// Iterations per run.
   TORCH_ARG(int64_t, steps) = 100;
   /// Runs per target class.

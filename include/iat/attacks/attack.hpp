@@ -1,12 +1,13 @@
 #pragma once
 /// \file
-/// What every iat attack shares: the threat-model norm, the loss an attack maximises, the abstract
-/// `iat::Attack` interface, and (in `iat::detail`) the scope guard, input-gradient and projection
-/// helpers the attacks are written with.
+/// What every iat attack shares: the loss an attack maximises, the abstract `iat::Attack` interface, and
+/// (in `iat::detail`) the scope guard and input-gradient helper the attacks are written with. The threat
+/// model (norm, ε, projection, random starts) is iat/threat_model.hpp's.
 
 #include <iat/detail/checks.hpp>
 #include <iat/functional/losses.hpp>
 #include <iat/model_ref.hpp>
+#include <iat/threat_model.hpp>
 
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/types.h>
@@ -14,9 +15,6 @@
 #include <string>
 
 namespace iat {
-
-/// The threat model: an L∞ or an L2 ball of radius ε around the clean input.
-enum class Norm { kLinf, kL2 };
 
 /// The loss an attack ascends (docs/method.md §1.2).
 enum class Loss {
@@ -75,44 +73,6 @@ std::pair<torch::Tensor, torch::Tensor> input_gradient(const ModelRef& model, co
   torch::Tensor loss = loss_fn(model(x_var));
   auto grad = torch::autograd::grad({loss.sum()}, {x_var})[0];
   return {grad.detach(), loss.detach()};
-}
-
-/// Per-example L2 norm of a batch, shaped [N, 1, 1, ...] to broadcast against it.
-inline torch::Tensor batch_l2_norm(const torch::Tensor& t) {
-  std::vector<int64_t> shape(static_cast<size_t>(t.dim()), 1);
-  shape[0] = t.size(0);
-  return t.flatten(1).norm(2, 1).view(shape);
-}
-
-/// The steepest-ascent direction for the norm: sign(g) for L∞, g/‖g‖₂ for L2.
-inline torch::Tensor ascent_direction(const torch::Tensor& grad, Norm norm) {
-  if (norm == Norm::kLinf) return grad.sign();
-  return grad / (batch_l2_norm(grad) + 1e-12);
-}
-
-/// Π_{B_ε(x) ∩ [0,1]}(x_adv): first onto the ε-ball around x, then into the [0,1] box. The box step only
-/// shrinks |δ_i| (x itself is in the box), so the result stays in the ball.
-inline torch::Tensor project(const torch::Tensor& x_adv, const torch::Tensor& x, double eps, Norm norm) {
-  auto delta = x_adv - x;
-  if (norm == Norm::kLinf) {
-    delta = delta.clamp(-eps, eps);
-  } else {
-    delta = delta * (eps / (batch_l2_norm(delta) + 1e-12)).clamp_max(1.0);
-  }
-  return (x + delta).clamp(0.0, 1.0);
-}
-
-/// A uniform random point of the ε-ball: U(−ε, ε) per element for L∞; for L2 a uniform direction with
-/// radius ε·u^{1/d}, which makes the point uniform in the ball.
-inline torch::Tensor uniform_in_ball(const torch::Tensor& like, double eps, Norm norm) {
-  if (norm == Norm::kLinf) return torch::empty_like(like).uniform_(-eps, eps);
-  auto direction = torch::randn_like(like);
-  direction = direction / (batch_l2_norm(direction) + 1e-12);
-  const double d = static_cast<double>(like[0].numel());
-  std::vector<int64_t> shape(static_cast<size_t>(like.dim()), 1);
-  shape[0] = like.size(0);
-  auto radius = torch::rand(shape, like.options()).pow(1.0 / d) * eps;
-  return direction * radius;
 }
 
 }  // namespace detail

@@ -8,6 +8,7 @@
 #include <iat/attacks/attack.hpp>
 #include <iat/detail/autoattack.hpp>
 #include <iat/options_field.hpp>
+#include <iat/threat_model.hpp>
 
 #include <ATen/Parallel.h>
 #include <torch/arg.h>
@@ -384,11 +385,9 @@ inline torch::Tensor fab_projection_l2(const torch::Tensor& t, const torch::Tens
 /// auto fabt = iat::FABOptions();                               // FAB-T, as AutoAttack standard
 /// auto fab = iat::FABOptions().targeted(false).restarts(5);      // untargeted FAB, as `plus`
 /// \endcode
-struct FABOptions {
-  /// The threat model's norm (L∞ or L2).
-  TORCH_ARG(Norm, norm) = Norm::kLinf;
-  /// ε: the success test (norm ≤ ε) and the radius of random restarts (which start inside ε/2).
-  TORCH_ARG(double, eps) = 8.0 / 255;
+struct FABOptions : ThreatModelOptions<FABOptions> {
+  // norm (L∞ or L2) and eps (8/255): ThreatModelOptions. Here ε is the success test (norm ≤ ε) and the
+  // radius of random restarts (which start inside ε/2).
   /// Iterations per run.
   TORCH_ARG(int64_t, steps) = 100;
   /// Runs (per target class when targeted); the first starts at the clean point, later ones randomly.
@@ -454,7 +453,7 @@ class FAB : public Attack {
         auto y_sub = y.index_select(0, idx);
         auto found = single_run(model, x_sub, y_sub, /*random_start=*/r > 0, o.targeted() ? m : 0);
         auto correct = detail::predicted_class(model(found)) == y_sub;
-        auto too_far = detail::per_example_norm(x_sub - found, o.norm()) > o.eps();
+        auto too_far = o.threat_model().distance(x_sub, found) > o.eps();
         auto fooled = torch::logical_or(correct, too_far).logical_not();
         auto hit = idx.masked_select(fooled);
         still_robust.index_fill_(0, hit, false);
@@ -551,7 +550,7 @@ class FAB : public Attack {
 
       auto is_adv = detail::predicted_class(model(x1)) != y0;
       if (is_adv.any().item<bool>()) {
-        auto dist = detail::per_example_norm(x1 - x0, o.norm());
+        auto dist = o.threat_model().distance(x1, x0);
         auto smaller = is_adv.logical_and(dist < best_norm);
         best = torch::where(smaller.view(shape), x1, best);
         best_norm = torch::where(smaller, dist, best_norm);
@@ -567,7 +566,7 @@ class FAB : public Attack {
   void check_options() const {
     const char* who = "iat::FAB";
     const FABOptions& o = options;
-    detail::check_radius(who, o.norm(), o.eps());
+    o.threat_model().check(who);
     detail::check_at_least(who, "steps", o.steps(), 1);
     detail::check_at_least(who, "restarts", o.restarts(), 1);
     detail::check_at_least(who, "n_target_classes", o.n_target_classes(), 1);

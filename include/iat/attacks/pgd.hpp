@@ -5,6 +5,7 @@
 #include <iat/attacks/attack.hpp>
 #include <iat/detail/compat.hpp>
 #include <iat/options_field.hpp>
+#include <iat/threat_model.hpp>
 
 #include <torch/arg.h>
 #include <torch/types.h>
@@ -38,9 +39,8 @@ enum class InitNoise {
 /// auto fashion = iat::PGDOptions().eps(0.1).steps(5);                         // α = ε/4 = 0.025
 /// double a = fashion.effective_step_size();                                   // 0.025
 /// \endcode
-struct PGDOptions {
-  /// Radius ε of the threat model, in pixel units (8/255, not 8).
-  TORCH_ARG(double, eps) = 8.0 / 255;
+struct PGDOptions : ThreatModelOptions<PGDOptions> {
+  // norm (L∞) and eps (8/255): ThreatModelOptions.
   /// Step size α; unset means ε/4 (2/255 at ε = 8/255). `effective_step_size()` tells the value in force.
   TORCH_ARG(iat::optional<double>, step_size) = iat::nullopt;
   /// Number of ascent steps K.
@@ -51,8 +51,6 @@ struct PGDOptions {
   TORCH_ARG(InitNoise, init_noise) = InitNoise::kUniform;
   /// Standard deviation of the Gaussian random start.
   TORCH_ARG(double, init_std) = 0.001;
-  /// The threat model's norm.
-  TORCH_ARG(Norm, norm) = Norm::kLinf;
   /// The loss ascended.
   TORCH_ARG(Loss, loss) = Loss::kCE;
   /// For Loss::kTargetedDLR: the target is the class with the target_rank-th largest clean logit
@@ -66,7 +64,7 @@ struct PGDOptions {
 
  public:
   /// The step size in force: `step_size` if set, otherwise ε/4.
-  double effective_step_size() const { return step_size_ ? *step_size_ : eps_ / 4.0; }
+  double effective_step_size() const { return step_size_ ? *step_size_ : eps() / 4.0; }
 };
 
 /// Projected gradient descent on the loss (docs/method.md §1.2): x' = Π(x + noise), then K times
@@ -132,17 +130,17 @@ class PGD : public Attack {
     };
 
     const double step_size = o.effective_step_size();
+    const ThreatModel ball = o.threat_model();
     torch::Tensor best, best_score;
     for (int64_t run = 0; run < o.restarts(); ++run) {
       auto x_adv = x0;
       if (o.random_start()) {
-        auto noise = o.init_noise() == InitNoise::kUniform ? detail::uniform_in_ball(x0, o.eps(), o.norm())
-                                                           : torch::randn_like(x0) * o.init_std();
-        x_adv = detail::project(x0 + noise, x0, o.eps(), o.norm());
+        auto noise = o.init_noise() == InitNoise::kUniform ? ball.uniform_in_ball(x0) : torch::randn_like(x0) * o.init_std();
+        x_adv = ball.project(x0 + noise, x0);
       }
       for (int64_t k = 0; k < o.steps(); ++k) {
         auto grad = detail::input_gradient(model, x_adv, loss_fn).first;
-        x_adv = detail::project(x_adv + step_size * detail::ascent_direction(grad, o.norm()), x0, o.eps(), o.norm());
+        x_adv = ball.project(x_adv + step_size * ball.ascent_direction(grad), x0);
       }
       if (o.restarts() == 1) return x_adv;
 
@@ -156,9 +154,7 @@ class PGD : public Attack {
         continue;
       }
       auto better = score > best_score;
-      std::vector<int64_t> shape(static_cast<size_t>(x0.dim()), 1);
-      shape[0] = x0.size(0);
-      best = torch::where(better.view(shape), x_adv, best);
+      best = torch::where(better.view(detail::per_example_shape(x0.size(0), x0.dim())), x_adv, best);
       best_score = torch::where(better, score, best_score);
     }
     return best;
@@ -168,7 +164,7 @@ class PGD : public Attack {
   void check_options() const {
     const char* who = "iat::PGD";
     const PGDOptions& o = options;
-    detail::check_budget(who, "eps", o.eps());
+    o.threat_model().check(who);
     detail::check_positive(who, "step_size", o.effective_step_size());
     detail::check_at_least(who, "steps", o.steps(), 1);
     detail::check_at_least(who, "restarts", o.restarts(), 1);

@@ -7,6 +7,7 @@
 #include <iat/attacks/attack.hpp>
 #include <iat/detail/autoattack.hpp>
 #include <iat/options_field.hpp>
+#include <iat/threat_model.hpp>
 
 #include <torch/arg.h>
 #include <torch/types.h>
@@ -114,11 +115,8 @@ inline torch::Tensor square_l2_pattern(int64_t s) {
 /// auto sq = iat::SquareOptions().n_queries(1000);          // a cheaper Square
 /// auto l2 = iat::SquareOptions().norm(iat::Norm::kL2).eps(0.5);
 /// \endcode
-struct SquareOptions {
-  /// The threat model's norm (L∞ or L2).
-  TORCH_ARG(Norm, norm) = Norm::kLinf;
-  /// Radius ε, in pixel units.
-  TORCH_ARG(double, eps) = 8.0 / 255;
+struct SquareOptions : ThreatModelOptions<SquareOptions> {
+  // norm (L∞ or L2) and eps (8/255): ThreatModelOptions.
   /// Queries (iterations) per restart, after the one of the initial point.
   TORCH_ARG(int64_t, n_queries) = 5000;
   /// Initial fraction of the image a square covers.
@@ -300,7 +298,7 @@ class Square : public Attack {
   void check_options() const {
     const char* who = "iat::Square";
     const SquareOptions& o = options;
-    detail::check_radius(who, o.norm(), o.eps());
+    o.threat_model().check(who);
     detail::check_at_least(who, "n_queries", o.n_queries(), 0);
     detail::check_at_least(who, "restarts", o.restarts(), 1);
     TORCH_CHECK_VALUE(o.p_init() > 0.0 && o.p_init() <= 1.0, who, ": p_init must be in (0, 1], got ", o.p_init());

@@ -1,12 +1,13 @@
 #pragma once
 /// \file
 /// Internals shared by iat's AutoAttack components (APGD, APGD-T, FAB, Square, iat::eval::AutoAttack):
-/// seeding of the global CPU generator, CPU-drawn random tensors, per-example norms and index helpers.
+/// seeding of the global CPU generator, CPU-drawn random tensors and index helpers (the per-example norms
+/// are iat/threat_model.hpp's).
 /// The reference implementation (fra31/auto-attack) draws every random tensor on the CPU generator and
 /// re-seeds it per attack and per batch; these helpers do the same so that the same points fall.
 /// Also a content hash of bytes and tensors, which binds a state file to the points it was made for.
 
-#include <iat/attacks/attack.hpp>
+#include <iat/threat_model.hpp>
 
 #include <ATen/Context.h>
 #include <torch/types.h>
@@ -19,15 +20,6 @@
 
 namespace iat {
 namespace detail {
-
-/// ε of an L∞ threat model is a pixel budget in (0, 1] (8 gets the 8/255 hint); an L2 radius may exceed 1.
-inline void check_radius(const char* who, Norm norm, double eps) {
-  if (norm == Norm::kLinf) {
-    check_budget(who, "eps", eps);
-  } else {
-    check_positive(who, "eps", eps);
-  }
-}
 
 /// Seeds the global CPU (and, where present, CUDA) generator, as `torch.manual_seed` does; a negative
 /// seed leaves the generator alone.
@@ -48,25 +40,6 @@ inline torch::Tensor cpu_randn(at::IntArrayRef sizes, const torch::Device& devic
 /// Independent random signs in {−1, +1} (0 only with probability ~2^-24), drawn as sign(2U − 1).
 inline torch::Tensor cpu_random_signs(at::IntArrayRef sizes, const torch::Device& device) {
   return (cpu_rand(sizes, device) * 2 - 1).sign();
-}
-
-/// The shape [n, 1, 1, ...] with `dim` entries, to broadcast a per-example value against a batch.
-inline std::vector<int64_t> per_example_shape(int64_t n, int64_t dim) {
-  std::vector<int64_t> shape(static_cast<size_t>(dim), 1);
-  shape[0] = n;
-  return shape;
-}
-
-/// Per-example norm of a batch, [N]: max |d| for L∞, sqrt(Σ d²) for L2.
-inline torch::Tensor per_example_norm(const torch::Tensor& d, Norm norm) {
-  const int64_t n = d.size(0);
-  if (norm == Norm::kLinf) return std::get<0>(d.abs().reshape({n, -1}).max(1));
-  return d.pow(2).reshape({n, -1}).sum(-1).sqrt();
-}
-
-/// d / (‖d‖ + 1e-12) per example, for the L∞ or the L2 norm.
-inline torch::Tensor normalize_per_example(const torch::Tensor& d, Norm norm) {
-  return d / (per_example_norm(d, norm).view(per_example_shape(d.size(0), d.dim())) + 1e-12);
 }
 
 /// Predicted classes: the index of the largest logit (the first one on ties).

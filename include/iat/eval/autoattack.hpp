@@ -16,6 +16,7 @@
 #include <iat/detail/file_io.hpp>
 #include <iat/model_ref.hpp>
 #include <iat/options_field.hpp>
+#include <iat/threat_model.hpp>
 
 #include <torch/arg.h>
 #include <torch/serialize/input-archive.h>
@@ -83,11 +84,8 @@ struct AutoAttackShardMerge {
 ///                   .attacks({"apgd-ce", "square"});
 /// auto resumable = iat::eval::AutoAttackOptions().state_path("aa.state").model_id("net.pt sha 1f2e…");
 /// \endcode
-struct AutoAttackOptions {
-  /// The threat model's norm (L∞ or L2).
-  TORCH_ARG(Norm, norm) = Norm::kLinf;
-  /// Radius ε, in pixel units (8/255, not 8).
-  TORCH_ARG(double, eps) = 8.0 / 255;
+struct AutoAttackOptions : ThreatModelOptions<AutoAttackOptions> {
+  // norm (L∞ or L2) and eps (8/255): ThreatModelOptions.
   /// Which attacks, with which settings.
   TORCH_ARG(AutoAttackVersion, version) = AutoAttackVersion::kStandard;
   /// Attacks to run, from "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square". Required for kCustom
@@ -675,7 +673,7 @@ class AutoAttack {
     report.robust_count = robust.sum().item<int64_t>();
     report.robust_accuracy = static_cast<double>(report.robust_count) / static_cast<double>(n);
     report.x_adv = x_adv;
-    report.max_perturbation = iat::detail::per_example_norm(x_adv - x, o.norm()).max().item<double>();
+    report.max_perturbation = o.threat_model().distance(x_adv, x).max().item<double>();
     auto rechecked = torch::zeros({n}, torch::kBool);
     auto recheck_bad = torch::zeros({n}, torch::kBool);
     for (int64_t b = 0; b < n; b += bs) {
@@ -796,7 +794,7 @@ class AutoAttack {
     if (rows.numel() > 0) {
       const auto xa = state.x_adv.index_select(0, rows).to(torch::kDouble);
       const auto xc = x.to(torch::kCPU).index_select(0, rows).to(torch::kDouble);
-      const double reach = iat::detail::per_example_norm(xa - xc, options.norm()).max().item<double>();
+      const double reach = options.threat_model().distance(xa, xc).max().item<double>();
       const double lo = xa.min().item<double>(), hi = xa.max().item<double>();
       const double limit = options.eps() * (1 + 1e-5) + 1e-6;
       TORCH_CHECK_VALUE(std::isfinite(reach) && reach <= limit && lo >= 0 && hi <= 1, who, ": the state file '", path,
@@ -920,7 +918,7 @@ class AutoAttack {
 
   void check_options() const {
     const char* who = "iat::eval::AutoAttack";
-    iat::detail::check_radius(who, options.norm(), options.eps());
+    options.threat_model().check(who);
     iat::detail::check_at_least(who, "batch_size", options.batch_size(), 1);
     iat::detail::check_at_least(who, "apgd_steps", options.apgd_steps(), 1);
     iat::detail::check_at_least(who, "fab_steps", options.fab_steps(), 1);

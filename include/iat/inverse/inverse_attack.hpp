@@ -7,6 +7,7 @@
 #include <iat/detail/compat.hpp>
 #include <iat/inverse/inverse_loss.hpp>
 #include <iat/options_field.hpp>
+#include <iat/threat_model.hpp>
 
 #include <torch/arg.h>
 #include <torch/types.h>
@@ -29,9 +30,9 @@ namespace iat {
 /// auto ce_only = iat::InverseAttackOptions().beta(0);                       // descend CE alone
 /// auto feat = iat::InverseAttackOptions().regularizer(iat::InverseRegularizer::kFeatureL2);
 /// \endcode
-struct InverseAttackOptions {
-  /// Radius ε' of the inverse ball, in pixel units.
-  TORCH_ARG(double, eps) = 4.0 / 255;
+struct InverseAttackOptions : ThreatModelOptions<InverseAttackOptions> {
+  /// The inverse ball: norm L∞ as in the paper, or L2 (steps along −∇/‖∇‖₂); radius ε' = 4/255.
+  InverseAttackOptions() : ThreatModelOptions(4.0 / 255) {}
   /// Step size α'; unset means ε'/2 (2/255 at ε' = 4/255). `effective_step_size()` tells the value in force.
   TORCH_ARG(iat::optional<double>, step_size) = iat::nullopt;
   /// Number of descent steps n.
@@ -50,8 +51,6 @@ struct InverseAttackOptions {
   TORCH_ARG(bool, random_init) = true;
   /// Standard deviation of the random start.
   TORCH_ARG(double, init_std) = 0.001;
-  /// The ball's norm: L∞ as in the paper, or L2 (steps along −∇/‖∇‖₂).
-  TORCH_ARG(Norm, norm) = Norm::kLinf;
   /// Keep the model's current mode instead of switching it to eval mode during generation.
   TORCH_ARG(bool, keep_train_mode) = false;
   /// Refuse a model whose outputs are evidently probabilities (every row non-negative and summing to 1):
@@ -60,7 +59,7 @@ struct InverseAttackOptions {
 
  public:
   /// The step size in force: `step_size` if set, otherwise ε'/2.
-  double effective_step_size() const { return step_size_ ? *step_size_ : eps_ / 2.0; }
+  double effective_step_size() const { return step_size_ ? *step_size_ : eps() / 2.0; }
   /// The L_Inv parameters of these options.
   InverseLossOptions loss_options() const {
     return detail::inverse_loss_options_of(*this);
@@ -113,11 +112,12 @@ class InverseAttack {
     auto targets = detail::inverse_targets(model, x0, x_adv, loss_options);
 
     const double step_size = o.effective_step_size();
+    const ThreatModel ball = o.threat_model();
     auto x_inv = x0;
-    if (o.random_init()) x_inv = detail::project(x0 + o.init_std() * torch::randn_like(x0), x0, o.eps(), o.norm());
+    if (o.random_init()) x_inv = ball.project(x0 + o.init_std() * torch::randn_like(x0), x0);
     for (int64_t k = 0; k < o.steps(); ++k) {
       auto grad = detail::inverse_input_gradient(who, model, x_inv, y, loss_options, targets).first;
-      x_inv = detail::project(x_inv - step_size * detail::ascent_direction(grad, o.norm()), x0, o.eps(), o.norm());
+      x_inv = ball.project(x_inv - step_size * ball.ascent_direction(grad), x0);
     }
     return x_inv;
   }
@@ -126,7 +126,7 @@ class InverseAttack {
   void check_options() const {
     const char* who = "iat::InverseAttack";
     const InverseAttackOptions& o = options;
-    detail::check_budget(who, "eps", o.eps());
+    o.threat_model().check(who);
     detail::check_positive(who, "step_size", o.effective_step_size());
     detail::check_at_least(who, "steps", o.steps(), 1);
     detail::check_non_negative(who, "beta", o.beta());
