@@ -1,8 +1,8 @@
-// Fuzz target: .npy headers (magic, version, header length, the Python-literal dict; iat/detail/data_npy.hpp)
+// Fuzz target: .npy headers (magic, version, header length, the Python-literal dict; iat/data/detail/npy.hpp)
 // as the npz reader parses them.
 #include "fuzz_support.hpp"
 
-#include <iat/detail/data_npy.hpp>
+#include <iat/data/detail/npy.hpp>
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   iat_fuzz::init_torch();

@@ -1,5 +1,5 @@
 // Fuzz target: SVHN's MATLAB level-5 .mat files, with and without miCOMPRESSED elements; v7.3 (HDF5) files
-// must be refused cleanly (iat/data/svhn.hpp, iat/detail/data_mat.hpp).
+// must be refused cleanly (iat/data/svhn.hpp, iat/data/detail/mat.hpp).
 #include "fuzz_support.hpp"
 
 #include <iat/data/svhn.hpp>

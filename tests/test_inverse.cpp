@@ -361,6 +361,21 @@ TEST_CASE("UniversalInversePerturbation: fused path, data-parallel hook, save an
     REQUIRE_THROWS_WITH(b->update_from_logits(x_check.detach(), y, logits.detach()),
                         Catch::Contains("x_check must require grad"));
   }
+  SECTION("update_fused: the same step as update(), and the training forwards of x' and x_check") {
+    auto b = make_uip(kEpsInv, 1.0 / 255);
+    set_delta(b, start);
+    const auto x_check_before = b(x, y).detach();
+    a->update(net, x, y, x_adv);
+    auto fwd = b->update_fused(net, x, y, x_adv);
+    CHECK(max_abs_diff(a->delta(), b->delta()) < kTol);  // TinyNet has no batch norm: modes agree
+    CHECK(max_abs_diff(a->delta(), start) > 0.5 / 255);
+    CHECK(max_abs_diff(fwd.adv_logits, net(x_adv)) < kTol);
+    CHECK(max_abs_diff(fwd.check_logits, net(x_check_before)) < kTol);  // x_check of the delta before the step
+    CHECK(fwd.adv_logits.requires_grad());
+    CHECK_NOTHROW((at::cross_entropy_loss(fwd.adv_logits, y) + fwd.check_logits.sum()).backward());
+    CHECK(net->fc1->weight.grad().defined());
+    REQUIRE_THROWS_WITH(b->update_fused(net, x, y, torch::Tensor()), Catch::Contains("x_adv must have x's shape"));
+  }
   SECTION("the gradient reducer sees class sums and counts before the step") {
     auto b = make_uip(kEpsInv, 1.0 / 255);
     set_delta(b, start);

@@ -5,7 +5,7 @@
 /// still-correct points, random numbers from the global CPU generator re-seeded at every `perturb`.
 
 #include <iat/attacks/attack.hpp>
-#include <iat/detail/autoattack.hpp>
+#include <iat/attacks/detail/autoattack.hpp>
 #include <iat/options_field.hpp>
 #include <iat/threat_model.hpp>
 

@@ -6,7 +6,7 @@
 /// broken only when the perturbation found has norm ≤ ε.
 
 #include <iat/attacks/attack.hpp>
-#include <iat/detail/autoattack.hpp>
+#include <iat/attacks/detail/autoattack.hpp>
 #include <iat/options_field.hpp>
 #include <iat/threat_model.hpp>
 

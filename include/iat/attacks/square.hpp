@@ -5,7 +5,7 @@
 /// budget, one square window and one sign per channel shared by the whole batch at every iteration.
 
 #include <iat/attacks/attack.hpp>
-#include <iat/detail/autoattack.hpp>
+#include <iat/attacks/detail/autoattack.hpp>
 #include <iat/options_field.hpp>
 #include <iat/threat_model.hpp>
 

@@ -4,7 +4,7 @@
 /// Each file is read once and reshaped: no tensor operation per record.
 
 #include <iat/data/dataset.hpp>
-#include <iat/detail/data_io.hpp>
+#include <iat/data/detail/io.hpp>
 
 #include <torch/types.h>
 

@@ -4,7 +4,7 @@
 /// file name. Each file is read (and inflated) once and reshaped.
 
 #include <iat/data/dataset.hpp>
-#include <iat/detail/data_io.hpp>
+#include <iat/data/detail/io.hpp>
 
 #include <torch/types.h>
 

@@ -7,7 +7,7 @@
 #include <iat/data/augment.hpp>
 #include <iat/data/dataset.hpp>
 #include <iat/detail/compat.hpp>
-#include <iat/detail/data_prefetch.hpp>
+#include <iat/data/detail/prefetch.hpp>
 
 #include <torch/arg.h>
 #include <torch/types.h>

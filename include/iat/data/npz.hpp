@@ -10,8 +10,8 @@
 /// Included without iat's CMake target, libzip is assumed.
 
 #include <iat/data/dataset.hpp>
-#include <iat/detail/data_io.hpp>
-#include <iat/detail/data_npy.hpp>
+#include <iat/data/detail/io.hpp>
+#include <iat/data/detail/npy.hpp>
 
 #include <torch/types.h>
 

@@ -5,7 +5,7 @@
 /// digit 0), compressed (`-v7`) or not.
 
 #include <iat/data/dataset.hpp>
-#include <iat/detail/data_mat.hpp>
+#include <iat/data/detail/mat.hpp>
 
 #include <torch/types.h>
 

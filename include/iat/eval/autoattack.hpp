@@ -11,7 +11,7 @@
 #include <iat/attacks/fab.hpp>
 #include <iat/attacks/square.hpp>
 #include <iat/detail/archive_checksum.hpp>
-#include <iat/detail/autoattack.hpp>
+#include <iat/attacks/detail/autoattack.hpp>
 #include <iat/detail/compat.hpp>
 #include <iat/detail/file_io.hpp>
 #include <iat/model_ref.hpp>

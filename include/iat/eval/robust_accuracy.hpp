@@ -5,7 +5,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/attacks/pgd.hpp>
-#include <iat/detail/autoattack.hpp>
+#include <iat/attacks/detail/autoattack.hpp>
 #include <iat/detail/compat.hpp>
 #include <iat/model_ref.hpp>
 

@@ -98,7 +98,7 @@ struct UniversalInversePerturbationOptions {
 /// with γ > 0, m_c ← γ·m_c + g_c/‖g_c‖₁ and the step uses sign(m_c). Classes absent from the batch keep
 /// δ_c and m_c.
 ///
-/// Three ways to step:
+/// Four ways to step:
 /// - `update(model, x, y[, x_adv])`: computes the gradient itself (one forward and one input-gradient
 ///   backward of x̌, plus no-grad forwards of x and x' for the regulariser's targets), in eval mode
 ///   unless `keep_train_mode`, like an attack.
@@ -106,6 +106,8 @@ struct UniversalInversePerturbationOptions {
 ///   forwards x̌ for the alignment loss, pass x̌ (made with `requires_grad_(true)`) and its logits; the
 ///   gradient comes from one backward through that graph (retained for the loop's own backward), with no
 ///   second forward of x̌. The gradient is then taken in the loop's mode (train mode).
+/// - `update_fused(model, x, y, x_adv)`: the fused path in one call: forwards x' and x̌ with gradients,
+///   takes the targets, steps through x̌'s graph and returns both logits for the loop's loss.
 /// - `step(y, grad)`: the step itself, from per-example input gradients at x̌ (for any other loss).
 ///
 /// Data-parallel training: `set_gradient_reducer(fn)` installs a hook called with the per-class summed
@@ -193,6 +195,48 @@ class UniversalInversePerturbationImpl : public torch::nn::Cloneable<UniversalIn
     auto loss = functional::inverse_loss(logits, y, options.loss_options().check_logits(false), targets, features);
     auto grad = torch::autograd::grad({loss.sum()}, {x_check}, {}, /*retain_graph=*/true)[0];
     step(y, grad.detach());
+  }
+
+  /// The training forwards update_fused made, with their graphs: f(x') and f(x̌) for the loop's loss.
+  struct FusedForwards {
+    torch::Tensor adv_logits;    ///< f(x'), for CE(f(x'), y) and the alignment term
+    torch::Tensor check_logits;  ///< f(x̌) with x̌ = forward(x, y) before the step, for the alignment term
+  };
+
+  /// UIAT's fused step in one call, as iat::train::uiat_loss takes it: forwards x' and x̌ = forward(x, y)
+  /// in the model's current mode with gradients (the loop's training forwards), takes the regulariser's
+  /// h(x') from the first (free) and h(x) from a no-grad eval-mode forward of x (only when β·pull ≠ 0; eval
+  /// mode so that batch-norm statistics see no extra batch), and steps δ through x̌'s graph
+  /// (update_from_logits, graph retained). Returns both logits for the loop's backward. Cost: the two
+  /// forwards the loss needs anyway, one input-gradient backward, and the no-grad forward of x.
+  ///
+  /// **Example**
+  /// \code
+  /// auto x_adv = pgd.perturb(net, x, y);
+  /// auto fwd = uip->update_fused(net, x, y, x_adv);
+  /// auto loss = torch::nn::functional::cross_entropy(fwd.adv_logits, y) +
+  ///             iat::functional::alignment_loss(fwd.check_logits, fwd.adv_logits);
+  /// \endcode
+  FusedForwards update_fused(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                             const torch::Tensor& x_adv) {
+    const char* who = "iat::UniversalInversePerturbation::update_fused";
+    TORCH_CHECK_VALUE(x_adv.defined() && x_adv.sizes() == x.sizes(), who, ": x_adv must have x's shape ", x.sizes(),
+                      ", got ", x_adv.defined() ? x_adv.sizes() : c10::IntArrayRef{});
+    const auto loss_options = options.loss_options();
+    detail::check_model_for_inverse_loss(who, model, loss_options);
+    auto adv_out = detail::forward_for_inverse_loss(model, x_adv, loss_options);
+    auto x_check = forward(x.detach(), y).requires_grad_(true);
+    auto check_out = detail::forward_for_inverse_loss(model, x_check, loss_options);
+    InverseTargets targets;
+    if (detail::needs_natural_target(loss_options)) {
+      ModeGuard eval(model, false);
+      targets.natural = detail::inverse_targets(model, x, {}, loss_options).natural;
+    }
+    if (detail::needs_adversarial_target(loss_options)) {
+      targets.adversarial = (detail::needs_features(loss_options) ? adv_out.features : adv_out.logits).detach();
+    }
+    update_from_logits(x_check, y, check_out.logits, targets, check_out.features);
+    return {adv_out.logits, check_out.logits};
   }
 
   /// The step from per-example gradients `grad` [N, input_shape...] of the inverse loss at x̌.

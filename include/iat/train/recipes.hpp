@@ -170,7 +170,6 @@ inline StepLoss uiat_loss_impl(const ModelRef& model, const torch::Tensor& x, co
                                UniversalInversePerturbation& uip, AlignmentLoss& align, const UIATLossOptions& options,
                                OneOffCache* ema_store, const torch::Tensor& index) {
   auto x_adv = attack.perturb(model, x, y);
-  const auto loss_options = uip->options.loss_options();
   if (!options.fused()) {
     uip->update(model, x, y, x_adv);
     auto adv_logits = model(x_adv);
@@ -178,24 +177,10 @@ inline StepLoss uiat_loss_impl(const ModelRef& model, const torch::Tensor& x, co
     auto [reg, ref] = uiat_alignment(uip, align, model(uip(x.detach(), y)), adv_logits, ema_store, index);
     return finish(ce, reg, adv_logits, ref, x_adv);
   }
-  iat::detail::check_model_for_inverse_loss("iat::train::uiat_loss", model, loss_options);
-  auto adv_out = iat::detail::forward_for_inverse_loss(model, x_adv, loss_options);
-  auto x_check = uip(x.detach(), y).requires_grad_(true);
-  auto check_out = iat::detail::forward_for_inverse_loss(model, x_check, loss_options);
-  // Targets of the regulariser: h(x') from the training forward (free); h(x) from a no-grad eval-mode
-  // forward (eval mode so that batch-norm statistics see no extra batch), only when the pull term is on.
-  InverseTargets targets;
-  if (iat::detail::needs_natural_target(loss_options)) {
-    ModeGuard eval(model, false);
-    targets.natural = iat::detail::inverse_targets(model, x, {}, loss_options).natural;
-  }
-  if (iat::detail::needs_adversarial_target(loss_options)) {
-    targets.adversarial = (iat::detail::needs_features(loss_options) ? adv_out.features : adv_out.logits).detach();
-  }
-  uip->update_from_logits(x_check, y, check_out.logits, targets, check_out.features);
-  auto ce = mean_ce(adv_out.logits, y);
-  auto [reg, ref] = uiat_alignment(uip, align, check_out.logits, adv_out.logits, ema_store, index);
-  return finish(ce, reg, adv_out.logits, ref, x_adv);
+  auto fwd = uip->update_fused(model, x, y, x_adv);
+  auto ce = mean_ce(fwd.adv_logits, y);
+  auto [reg, ref] = uiat_alignment(uip, align, fwd.check_logits, fwd.adv_logits, ema_store, index);
+  return finish(ce, reg, fwd.adv_logits, ref, x_adv);
 }
 
 inline StepLoss single_step_impl(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,

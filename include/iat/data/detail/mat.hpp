@@ -5,7 +5,7 @@
 /// small-data-element form, and column-major data of any numeric storage type. Little-endian files only.
 /// Every read is bounds-checked; errors name the file and the offset.
 
-#include <iat/detail/data_io.hpp>
+#include <iat/data/detail/io.hpp>
 
 #include <torch/types.h>
 

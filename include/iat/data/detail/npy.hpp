@@ -3,7 +3,7 @@
 /// The header of numpy's `.npy` format (versions 1–3): magic "\x93NUMPY", version, header length, and a
 /// Python dict literal with 'descr', 'fortran_order' and 'shape'.
 
-#include <iat/detail/data_io.hpp>
+#include <iat/data/detail/io.hpp>
 
 #include <torch/types.h>
 
