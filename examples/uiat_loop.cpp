@@ -14,7 +14,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/sgd.h>
 
-#include <cstdio>
+#include <fmt/format.h>
 
 namespace {
 
@@ -39,7 +39,7 @@ void report(const char* name, Net& net, const torch::Tensor& x, const torch::Ten
   torch::NoGradGuard no_grad;
   const double clean = (net(x).argmax(1) == y).to(torch::kFloat).mean().item<double>();
   const double robust = (net(x_adv).argmax(1) == y).to(torch::kFloat).mean().item<double>();
-  std::printf("%-28s clean %.3f  PGD-20 %.3f\n", name, clean, robust);
+  fmt::print("{:<28} clean {:.3f}  PGD-20 {:.3f}\n", name, clean, robust);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 #pragma once
 // A progress display for the example programs: a live bar on a terminal, plain lines otherwise.
 
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -35,28 +37,24 @@ class Progress {
     const double eta = done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total_ - done) : 0.0;
     std::string stats;
     for (const auto& [name, value] : metrics) stats += " " + name + " " + format_number(value);
-    char tail[128];
-    std::snprintf(tail, sizeof tail, " | %.0f img/s | %s elapsed, ETA %s", rate, clock(elapsed).c_str(),
-                  clock(eta).c_str());
+    const std::string tail = fmt::format(" | {:.0f} img/s | {} elapsed, ETA {}", rate, clock(elapsed), clock(eta));
     if (tty_) {
       const int width = 24;
       const int filled = total_ > 0 ? static_cast<int>(width * done / total_) : width;
       std::string bar(static_cast<size_t>(filled), '#');
       bar.resize(width, '.');
-      std::printf("\r\033[K%s [%s] %lld/%lld%s%s", label_.c_str(), bar.c_str(), static_cast<long long>(done),
-                  static_cast<long long>(total_), stats.c_str(), tail);
+      fmt::print("\r\033[K{} [{}] {}/{}{}{}", label_, bar, done, total_, stats, tail);
       std::fflush(stdout);
     } else if (total_ > 0 && (done * 10 / total_ > last_tenth_ || done == total_)) {
       last_tenth_ = done * 10 / total_;
-      std::printf("%s %lld/%lld%s%s\n", label_.c_str(), static_cast<long long>(done), static_cast<long long>(total_),
-                  stats.c_str(), tail);
+      fmt::print("{} {}/{}{}{}\n", label_, done, total_, stats, tail);
       std::fflush(stdout);
     }
   }
 
   /// Ends the bar's line (terminal mode).
   void finish() {
-    if (tty_) std::printf("\n");
+    if (tty_) fmt::print("\n");
     std::fflush(stdout);
   }
 
@@ -66,19 +64,12 @@ class Progress {
 
  private:
   static std::string format_number(double v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, (v != 0 && (v < 0.01 && v > -0.01)) ? "%.2e" : "%.4f", v);
-    return buf;
+    return v != 0 && v < 0.01 && v > -0.01 ? fmt::format("{:.2e}", v) : fmt::format("{:.4f}", v);
   }
   static std::string clock(double s) {
     const long total = static_cast<long>(s + 0.5);
-    char buf[32];
-    if (total >= 3600) {
-      std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", total / 3600, (total / 60) % 60, total % 60);
-    } else {
-      std::snprintf(buf, sizeof buf, "%ld:%02ld", total / 60, total % 60);
-    }
-    return buf;
+    if (total >= 3600) return fmt::format("{}:{:02}:{:02}", total / 3600, (total / 60) % 60, total % 60);
+    return fmt::format("{}:{:02}", total / 60, total % 60);
   }
 
   std::string label_;

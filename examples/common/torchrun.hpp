@@ -8,11 +8,12 @@
 #include <c10/util/Exception.h>
 #include <torch/cuda.h>
 
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
-#include <sstream>
 #include <string>
 
 namespace iat_examples {
@@ -70,10 +71,8 @@ inline bool is_lost_rank_error(const std::string& what) { return what.find("gloo
 
 /// The first words of the message for a lost peer: "rank R of W lost the other ranks (...)".
 inline std::string lost_ranks_message(const iat::distributed::Environment& env, int64_t timeout_s) {
-  std::ostringstream s;
-  s << "rank " << env.rank << " of " << env.world_size << " lost the other ranks (one stopped or died, or did not "
-    << "answer within --dist-timeout " << timeout_s << " s)";
-  return s.str();
+  return fmt::format("rank {} of {} lost the other ranks (one stopped or died, or did not answer within "
+                     "--dist-timeout {} s)", env.rank, env.world_size, timeout_s);
 }
 
 }  // namespace iat_examples

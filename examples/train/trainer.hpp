@@ -306,19 +306,10 @@ class Trainer {
 
   std::string checkpoint_path() const { return (std::filesystem::path(cfg_.out) / "checkpoint.pt").string(); }
 
-  // Whether --device asks for CUDA (auto: when this LibTorch and machine have it).
-  bool wants_cuda() const {
-    return cfg_.device == "auto" ? torch::cuda::is_available() : torch::Device(cfg_.device).is_cuda();
-  }
-
+  // Whether --device asks for CUDA, and the device it names (under torchrun "cuda" is LOCAL_RANK's GPU).
+  bool wants_cuda() const { return iat_examples::wants_cuda(cfg_.device); }
   torch::Device pick_device() const {
-    if (!wants_cuda()) return torch::Device(torch::kCPU);
-    TORCH_CHECK_VALUE(torch::cuda::is_available(), "--device ", cfg_.device,
-                      ": CUDA is not available in this LibTorch build or machine");
-    torch::Device d = cfg_.device == "auto" ? torch::Device(torch::kCUDA) : torch::Device(cfg_.device);
-    // Under torchrun, "cuda" is this rank's GPU: LOCAL_RANK's.
-    if (pg_ && !d.has_index()) d = iat_examples::rank_gpu(env_);
-    return d;
+    return iat_examples::pick_device(cfg_.device, pg_ != nullptr, [this] { return iat_examples::rank_gpu(env_); });
   }
 
   void setup() {
