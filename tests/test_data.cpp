@@ -369,6 +369,75 @@ TEST_CASE("npz archives, stored or deflated, give NCHW uint8 images and int64 la
   }
 }
 
+TEST_CASE("save_npz writes archives that read_npz_array and numpy read back exactly", "[data][npz]") {
+  TempDir dir;
+  const auto images = (torch::arange(2 * 3 * 4 * 5) % 256).to(torch::kByte).reshape({2, 3, 4, 5});
+  const auto p = torch::linspace(-1.5, 1.5, 7);                    // float32 [7], steps of 0.5: exact in both
+  const auto labels = torch::tensor(std::vector<int64_t>{-3, 1ll << 40, 9});
+  const auto scalar = torch::tensor(0.25, torch::kDouble);         // 0-dim
+  const auto flags = torch::tensor(std::vector<uint8_t>{1, 0, 1}).to(torch::kBool);
+  const auto empty = torch::zeros({0, 3});
+  const auto strided = torch::arange(12, torch::kFloat).reshape({3, 4}).t();  // not contiguous: written as values
+  const std::string path = dir.file("out.npz");
+  iat::data::save_npz(path, {{"images", images}, {"p", p}, {"labels", labels}, {"scalar", scalar}, {"flags", flags},
+                             {"empty", empty}, {"strided", strided}});
+  CHECK_FALSE(fs::exists(path + ".tmp"));
+  CHECK(torch::equal(iat::data::read_npz_array(path, "images"), images));
+  CHECK(torch::equal(iat::data::read_npz_array(path, "p"), p));
+  CHECK(torch::equal(iat::data::read_npz_array(path, "labels"), labels));
+  const auto s = iat::data::read_npz_array(path, "scalar");
+  CHECK(s.dim() == 0);
+  CHECK(s.scalar_type() == torch::kDouble);
+  CHECK(s.item<double>() == 0.25);
+  CHECK(torch::equal(iat::data::read_npz_array(path, "flags"), flags));
+  CHECK(iat::data::read_npz_array(path, "empty").sizes() == torch::IntArrayRef({0, 3}));
+  CHECK(torch::equal(iat::data::read_npz_array(path, "strided"), strided.contiguous()));
+  // The same arrays, the same bytes (a fixed date in the archive, which numpy's check below reads).
+  const std::string again = dir.file("again.npz");
+  iat::data::save_npz(again, {{"images", images}, {"p", p}, {"labels", labels}, {"scalar", scalar}, {"flags", flags},
+                              {"empty", empty}, {"strided", strided}});
+  CHECK(read_all(again) == read_all(path));
+
+  SECTION("numpy's np.load reads the same dtypes, shapes and values") {
+    const std::string python = IAT_TEST_PYTHON;
+    if (std::system(("'" + python + "' -c 'import numpy' >/dev/null 2>&1").c_str()) != 0) {
+      WARN("skipped: '" << python << "' cannot import numpy");
+      return;
+    }
+    const std::string script = R"PY(
+import sys, numpy as np
+a = np.load(sys.argv[1])
+assert list(a.keys()) == ["images", "p", "labels", "scalar", "flags", "empty", "strided"], list(a.keys())
+assert a["images"].dtype == np.uint8 and a["images"].shape == (2, 3, 4, 5)
+assert (a["images"].ravel() == np.arange(120) % 256).all()
+assert a["p"].dtype == np.float32 and np.array_equal(a["p"], np.linspace(-1.5, 1.5, 7, dtype=np.float32))
+assert a["labels"].dtype == np.int64 and a["labels"].tolist() == [-3, 1 << 40, 9]
+assert a["scalar"].shape == () and a["scalar"].dtype == np.float64 and float(a["scalar"]) == 0.25
+assert a["flags"].dtype == np.bool_ and a["flags"].tolist() == [True, False, True]
+assert a["empty"].shape == (0, 3)
+assert a["strided"].tolist() == np.arange(12, dtype=np.float32).reshape(3, 4).T.tolist()
+import zipfile
+dates = [i.date_time[:2] for i in zipfile.ZipFile(sys.argv[1]).infolist()]
+assert dates == [(1980, 1)] * 7, dates  # the fixed date, not the time of writing
+)PY";
+    std::ofstream(dir.file("check.py")) << script;
+    const std::string cmd = "'" + python + "' '" + dir.file("check.py") + "' '" + path + "'";
+    INFO(cmd);
+    CHECK(std::system(cmd.c_str()) == 0);
+  }
+  SECTION("refusals name the file and the array; a failed write leaves the earlier file") {
+    const auto before = read_all(path);
+    CHECK_THROWS_WITH(iat::data::save_npz(path, {{"z", torch::zeros({2}, torch::kComplexFloat)}}),
+                      Contains("save_npz") && Contains("'z'") && Contains("cannot hold"));
+    CHECK_THROWS_WITH(iat::data::save_npz(path, {{"a", p}, {"a", p}}), Contains(path) && Contains("'a' is given twice"));
+    CHECK_THROWS_WITH(iat::data::save_npz(path, {{"", p}}), Contains("empty key"));
+    CHECK(read_all(path) == before);
+    const std::string missing = dir.file("no_such_dir/x.npz");
+    CHECK_THROWS_WITH(iat::data::save_npz(missing, {{"p", p}}), Contains(missing));
+    CHECK_FALSE(fs::exists(missing));
+  }
+}
+
 TEST_CASE("load_dataset names its valid datasets", "[data][readers]") {
   REQUIRE_THROWS_WITH(iat::data::load_dataset("imagenet", ".", iat::data::Split::kTrain),
                       Contains("unknown dataset 'imagenet'") && Contains("cifar10") && Contains("svhn") &&

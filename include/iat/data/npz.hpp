@@ -1,8 +1,10 @@
 #pragma once
 /// \file
-/// Reader of numpy `.npz` archives (zip files of `.npy` arrays, stored or deflated, zip64 included) through
-/// libzip, such as the generated-data files of Wang et al. 2023 ("Better diffusion models further improve
-/// adversarial training": `image` uint8 [N, 32, 32, 3], `label` [N]).
+/// Reader and writer of numpy `.npz` archives (zip files of `.npy` arrays, stored or deflated, zip64
+/// included) through libzip: read_npz for datasets such as the generated-data files of Wang et al. 2023
+/// ("Better diffusion models further improve adversarial training": `image` uint8 [N, 32, 32, 3], `label`
+/// [N]), read_npz_array for one array, and save_npz for tensors a numpy user opens with `np.load`
+/// (iat-train's figure1.npz).
 ///
 /// libzip is optional at build time: iat's CMake target defines IAT_WITH_LIBZIP to 1 when it links libzip
 /// (the default) and to 0 when configured with -DIAT_WITH_LIBZIP=OFF (a machine without libzip, such as a
@@ -12,6 +14,7 @@
 #include <iat/data/dataset.hpp>
 #include <iat/data/detail/io.hpp>
 #include <iat/data/detail/npy.hpp>
+#include <iat/detail/file_io.hpp>
 
 #include <torch/types.h>
 
@@ -23,9 +26,12 @@
 #endif
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace iat {
@@ -264,6 +270,79 @@ inline Dataset read_npz(const std::string& path, const std::string& image_key = 
   ds.num_classes = num_classes;
   ds.name = path;
   return ds;
+}
+
+/// Writes tensors as a numpy `.npz` archive (what `np.savez` writes: one deflated `KEY.npy` per entry, in
+/// order), which `np.load(path)` and read_npz_array read back with the same dtype, shape and values. The
+/// archive is built beside `path` (`path.tmp`) and renamed over it when complete, so a kill or a full disk
+/// leaves the previous file. Tensors may live on any device; they are copied to the CPU. The same arrays
+/// give the same bytes (the entries carry a fixed date).
+///
+/// **Example**
+/// \code
+/// iat::data::save_npz("figure1.npz", {{"natural", x.cpu()}, {"labels", y.cpu()}});
+/// // Python: a = numpy.load("figure1.npz"); a["natural"].shape == (10, 1, 28, 28)
+/// \endcode
+///
+/// Errors (`c10::Error` naming the file): an empty or repeated key, a dtype .npy cannot hold (complex,
+/// bfloat16, ...), a folder that cannot be written, libzip failing to write the archive.
+inline void save_npz(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& arrays) {
+  const char* who = "iat::data::save_npz";
+  std::vector<std::string> files;
+  files.reserve(arrays.size());
+  for (size_t i = 0; i < arrays.size(); ++i) {
+    const auto& key = arrays[i].first;
+    TORCH_CHECK_VALUE(!key.empty(), who, ": '", path, "': array ", i, " has an empty key");
+    for (size_t j = 0; j < i; ++j) {
+      TORCH_CHECK_VALUE(arrays[j].first != key, who, ": '", path, "': key '", key, "' is given twice");
+    }
+    TORCH_CHECK_VALUE(arrays[i].second.defined(), who, ": '", path, "': array '", key, "' is an undefined tensor");
+    files.push_back(iat::detail::npy_file_bytes(who, key, arrays[i].second));
+  }
+#if IAT_WITH_LIBZIP
+  const std::string tmp = path + ".tmp";
+  int code = 0;
+  zip_t* zip = zip_open(tmp.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &code);
+  if (zip == nullptr) {
+    zip_error_t error;
+    zip_error_init_with_code(&error, code);
+    const std::string message = zip_error_strerror(&error);
+    zip_error_fini(&error);
+    TORCH_CHECK(false, who, ": cannot create '", tmp, "' (for '", path, "'): ", message);
+  }
+  auto fail = [&](const std::string& what) {
+    const std::string message = zip_strerror(zip);
+    zip_discard(zip);
+    (void)std::remove(tmp.c_str());
+    TORCH_CHECK(false, who, ": ", what, " '", path, "': ", message, "; '", path, "' is left as it was");
+  };
+  for (size_t i = 0; i < files.size(); ++i) {
+    // The bytes stay in `files` until zip_close has written them (freep = 0: libzip does not own them).
+    zip_source_t* source = zip_source_buffer(zip, files[i].data(), files[i].size(), 0);
+    if (source == nullptr) fail("cannot stage array '" + arrays[i].first + "' of");
+    const zip_int64_t index = zip_file_add(zip, (arrays[i].first + ".npy").c_str(), source, ZIP_FL_ENC_UTF_8);
+    if (index < 0) {
+      zip_source_free(source);
+      fail("cannot add array '" + arrays[i].first + "' to");
+    }
+    // A fixed date (1980-01-02, the zip format's earliest day and one to spare for the time zone): the
+    // same arrays give the same bytes, whenever they are written.
+    if (zip_file_set_mtime(zip, static_cast<zip_uint64_t>(index), 315619200, 0) != 0) {
+      fail("cannot date array '" + arrays[i].first + "' of");
+    }
+  }
+  if (zip_close(zip) != 0) fail("cannot write");
+  iat::detail::fsync_path(tmp, false);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    (void)std::remove(tmp.c_str());
+    TORCH_CHECK(false, who, ": could not rename '", tmp, "' to '", path, "': ", iat::detail::errno_text(err));
+  }
+  iat::detail::fsync_path(iat::detail::parent_dir(path), true);
+#else
+  TORCH_CHECK(false, who, ": cannot write '", path, "': this iat was built without libzip (IAT_WITH_LIBZIP=OFF); "
+              "install libzip (Debian: libzip-dev) and configure with -DIAT_WITH_LIBZIP=ON to write .npz archives");
+#endif
 }
 
 }  // namespace data

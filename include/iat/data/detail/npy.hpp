@@ -117,5 +117,54 @@ inline NpyHeader parse_npy_dict(const char* who, const std::string& where, const
   return h;
 }
 
+/// The .npy descr of a tensor dtype that numpy reads as the same type ("" for none).
+inline std::string npy_descr(c10::ScalarType t) {
+  switch (t) {
+    case torch::kByte: return "|u1";
+    case torch::kChar: return "|i1";
+    case torch::kBool: return "|b1";
+    case torch::kShort: return "<i2";
+    case torch::kInt: return "<i4";
+    case torch::kLong: return "<i8";
+    case torch::kHalf: return "<f2";
+    case torch::kFloat: return "<f4";
+    case torch::kDouble: return "<f8";
+    default: return "";
+  }
+}
+
+/// A complete version-1.0 .npy file of a CPU tensor (C order, little-endian): the magic, the header dict
+/// padded with spaces to a multiple of 64 bytes and ending in a newline, then the data, as numpy.save writes
+/// it. Throws naming `who` and `key` for a dtype numpy has no match for.
+inline std::string npy_file_bytes(const char* who, const std::string& key, const torch::Tensor& tensor) {
+  const std::string descr = npy_descr(tensor.scalar_type());
+  TORCH_CHECK_VALUE(!descr.empty(), who, ": array '", key, "' has dtype ", tensor.scalar_type(),
+                    ", which .npy cannot hold (supported: uint8, int8, bool, int16, int32, int64, float16, float32, "
+                    "float64)");
+  const uint16_t one = 1;
+  TORCH_CHECK(*reinterpret_cast<const uint8_t*>(&one) == 1, who, ": .npy output needs a little-endian machine");
+  const auto t = tensor.to(torch::kCPU).contiguous();
+  std::string shape = "(";
+  for (int64_t i = 0; i < t.dim(); ++i) shape += std::to_string(t.size(i)) + (t.dim() == 1 || i + 1 < t.dim() ? ", " : "");
+  if (t.dim() == 1) shape.resize(shape.size() - 1);  // "(3,)"
+  shape += ")";
+  std::string dict = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  const size_t unpadded = 10 + dict.size() + 1;  // magic + version + length, dict, '\n'
+  dict.append((64 - unpadded % 64) % 64, ' ');
+  dict += '\n';
+  TORCH_CHECK(dict.size() <= 65535, who, ": array '", key, "' has too many dimensions for a .npy 1.0 header");
+  const size_t data_bytes = static_cast<size_t>(t.numel()) * t.element_size();
+  std::string out;
+  out.reserve(10 + dict.size() + data_bytes);
+  out += "\x93NUMPY";
+  out += static_cast<char>(1);
+  out += static_cast<char>(0);
+  out += static_cast<char>(dict.size() & 0xff);
+  out += static_cast<char>(dict.size() >> 8);
+  out += dict;
+  if (data_bytes > 0) out.append(static_cast<const char*>(t.data_ptr()), data_bytes);
+  return out;
+}
+
 }  // namespace detail
 }  // namespace iat
