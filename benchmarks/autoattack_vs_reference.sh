@@ -36,7 +36,7 @@ common=(--eps 0.1 --norm Linf --seed 0 --threads 1)
 iat_wall=(); iat_cpu=(); ref_wall=(); ref_cpu=(); iat_rss=(); ref_rss=()
 for r in $(seq 1 "$reps"); do
   /usr/bin/time -f "%e %U %S %M" -o "$WORK_DIR/time_iat" "$IAT_EVAL" --model "$WORK_DIR/model.pt" \
-    --data "$WORK_DIR/points.pt" "${common[@]}" --batch-size 250 --quiet --out "$WORK_DIR/iat.json" > /dev/null
+    --data "$WORK_DIR/points.pt" "${common[@]}" --batch-size 250 --quiet --no-report --out "$WORK_DIR/iat.json" > /dev/null
   /usr/bin/time -f "%e %U %S %M" -o "$WORK_DIR/time_ref" "$PYTHON" "$root/scripts/aa_agreement/run_reference.py" \
     --ref "$ref" --model "$WORK_DIR/model.pt" --data "$WORK_DIR/points.pt" "${common[@]}" --bs 250 \
     --out "$WORK_DIR/ref.json" > /dev/null 2>&1

@@ -19,7 +19,7 @@ results=()
 for r in $(seq "$ROUNDS"); do
   for m in pgd-at uiat; do
     "$bin" --data synthetic-cifar --model "$MODEL" --method "$m" --batch-size "$BATCH" --train-subset $((STEPS * BATCH)) \
-      --epochs 1 --test-subset 32 --eval-pgd-steps 1 --augment true --threads 1 --plain-progress --out "$work/$m" > "$work/log" 2>&1
+      --epochs 1 --test-subset 32 --eval-pgd-steps 1 --augment true --threads 1 --plain-progress --no-report --out "$work/$m" > "$work/log" 2>&1
     ips=$(/usr/bin/python3 -c "import json;print(json.loads(open('$work/$m/metrics.jsonl').readline())['images_per_second'])")
     echo "round $r $m: $ips img/s"
     results+=("$m $ips")

@@ -8,8 +8,10 @@
 # On a fresh Debian bookworm machine (as root or with sudo) it installs the packages it needs, builds
 # iat-train and iat-eval, trains the same model with both methods (in parallel, one thread each), evaluates
 # each on held-out test images (natural, PGD-20, CW∞ and AutoAttack on a subset), and writes
-# <out>/report.json and <out>/report.md with the table and links to the pictures (training curves, the
-# supplement's Figure 1). Every number in them is what this run measured.
+# <out>/report.json and <out>/report.md with the table, the methods on shared axes (<out>/curves.png: training
+# curves; <out>/accuracy.png: clean / PGD-20 / CW∞ / AutoAttack bars) and links to each run's pictures (its
+# curves, the supplement's Figure 1, the AutoAttack breakdown), drawn by scripts/report.py with matplotlib.
+# Every number in them is what this run measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +23,7 @@ while [ $# -gt 0 ]; do
     --data) DATA=$2; shift 2 ;;
     --data-dir) DATA_DIR=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -79,11 +81,11 @@ run_all() {
   done
 }
 train_one() {
-  "$TRAIN" --preset "$(preset "$1")" "${data_args[@]}" --out "$OUT/$1" --plain-progress --threads 1
+  "$TRAIN" --preset "$(preset "$1")" "${data_args[@]}" --out "$OUT/$1" --plain-progress --threads 1 --no-report
 }
 eval_one() {
   "$EVAL" --checkpoint "$OUT/$1/checkpoint.pt" --dataset "$DATA" "${data_args[@]}" --n "$EVAL_N" \
-    --eps "$EPS" --attacks pgd20,cw --autoattack-n "$AA_N" --threads 1 --out "$OUT/$1/eval.json"
+    --eps "$EPS" --attacks pgd20,cw --autoattack-n "$AA_N" --threads 1 --out "$OUT/$1/eval.json" --no-report
 }
 
 echo "== training ${methods[*]} on $DATA (logs: $OUT/<method>/train.log)"
@@ -93,5 +95,9 @@ for m in "${methods[@]}"; do grep '^epoch [0-9]*/[0-9]*:' "$OUT/$m/train.log" | 
 echo "== evaluating on $EVAL_N test images: natural, PGD-20, CW-inf; AutoAttack on the first $AA_N (logs: $OUT/<method>/eval.log)"
 run_all eval eval_one
 
-/usr/bin/python3 scripts/demo_report.py "$OUT" "${methods[@]}"
-echo "Report: $OUT/report.md, $OUT/report.json"
+# The comparison on shared axes (one curve figure, one bar chart) and the table, from what the runs wrote;
+# each run's own pictures (curves, Figure 1, the AutoAttack breakdown) are redrawn beside its files.
+method_dirs=()
+for m in "${methods[@]}"; do method_dirs+=("$OUT/$m"); done
+/usr/bin/python3 scripts/report.py --quiet --compare "$OUT" "${method_dirs[@]}"
+echo "Report: $OUT/report.md, $OUT/report.json; pictures: $OUT/curves.png, $OUT/accuracy.png (and .svg)"

@@ -9,6 +9,7 @@ IAT_DEBIAN_PACKAGES=(
   libgloo-dev                              # Gloo headers for iat::distributed (c10d on the CPU), both legs
   catch2 libfmt-dev libcli11-dev nlohmann-json3-dev libstb-dev zlib1g-dev libzip-dev
   python3-torch python3-numpy              # side-by-side references in benchmarks and interop tests
+  python3-matplotlib                       # the pictures (scripts/report.py)
   dataset-fashion-mnist                    # the real data of the demo
 )
 

@@ -188,7 +188,7 @@ torch.jit.save(torch.jit.script(net), os.path.join(out, "aa_model.pt"))
 torch.save({"x": x, "y": y}, os.path.join(out, "aa_points.pt"))
 EOF
 run_step aa_iat "$build/examples/iat-eval" --model "$out/aa_model.pt" --data "$out/aa_points.pt" --eps 8/255 \
-  --batch-size "$aa_bs" --device "$device" "${aa_budget[@]}" --quiet --out "$out/aa_iat.json"
+  --batch-size "$aa_bs" --device "$device" "${aa_budget[@]}" --quiet --no-report --out "$out/aa_iat.json"
 if [ -n "${AUTOATTACK_REF:-}" ]; then
   run_step aa_reference "$python" scripts/aa_agreement/run_reference.py --ref "$AUTOATTACK_REF" \
     --model "$out/aa_model.pt" --data "$out/aa_points.pt" --eps "$("$python" -c 'print(8/255)')" --bs "$aa_bs" \

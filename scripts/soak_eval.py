@@ -164,7 +164,8 @@ def main():
         finish(1)
     base = [args.bin, "--model", os.path.join(fixtures, "model.pt"), "--data", os.path.join(fixtures, "points.pt"),
             "--eps", "0.05", "--attacks", "apgd-ce,apgd-t,fab-t,square", "--apgd-steps", "10", "--fab-steps", "10",
-            "--square-queries", "100", "--n-targets", "3", "--batch-size", "1", "--threads", "1", "--seed", "0"]
+            "--square-queries", "100", "--n-targets", "3", "--batch-size", "1", "--threads", "1", "--seed", "0",
+            "--no-report"]
 
     def cmd_in(folder):
         return base + ["--state", os.path.join(folder, STATE), "--out", os.path.join(folder, REPORT),

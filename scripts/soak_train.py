@@ -18,7 +18,7 @@ still there after the kill).
 
 Checks (any failure: exit 1, with what failed):
   - no process exits on its own with an error; the last one (not killed) exits 0;
-  - model.pt, model_ema.pt, curves.png and figure1.png are bit-identical (byte comparison) to an
+  - model.pt, model_ema.pt, figure1.npz and progress.jsonl are bit-identical (byte comparison) to an
     uninterrupted run's with the same settings, and so is every tensor record of checkpoint.pt (model,
     optimiser, EMA, universal perturbations, RNG state);
   - metrics.jsonl has exactly one row per epoch, equal to the uninterrupted run's but for the timings, and
@@ -161,7 +161,8 @@ def main():
     base = [args.bin, "--data", "synthetic", "--model", "small-cnn", "--train-subset", "128", "--test-subset", "32",
             "--batch-size", "32", "--eps", "0.1", "--step-size", "0.025", "--steps", "2", "--inv-eps", "0.05",
             "--inv-steps", "2", "--momentum-epoch", "1", "--eval-pgd-steps", "2", "--method", "uiat",
-            "--ema-decay", "0.9", "--epochs", str(epochs), "--device", "cpu", "--threads", "1", "--plain-progress"]
+            "--ema-decay", "0.9", "--epochs", str(epochs), "--device", "cpu", "--threads", "1", "--plain-progress",
+            "--no-report"]
     failures = []
 
     # 1. The uninterrupted run; its checkpoint commit times size the random delays.
@@ -269,7 +270,7 @@ def main():
 
     # 6. The result against the uninterrupted run.
     if not failures:
-        for name in ("model.pt", "model_ema.pt", "curves.png", "figure1.png"):
+        for name in ("model.pt", "model_ema.pt", "figure1.npz", "progress.jsonl"):
             if not files_equal(os.path.join(ref, name), os.path.join(soak, name)):
                 failures.append(f"{name} differs from the uninterrupted run's")
         # Everything but the timings (train_seconds; the metrics' timings are compared just below).
@@ -296,7 +297,7 @@ def main():
     for f in failures:
         print(f"soak_train: FAILED: {f}")
     if not failures:
-        print(f"soak_train: final model.pt, model_ema.pt, curves.png, figure1.png and checkpoint tensors identical to "
+        print(f"soak_train: final model.pt, model_ema.pt, figure1.npz, progress.jsonl and checkpoint tensors identical to "
               f"the uninterrupted run's; metrics.jsonl {epochs} rows; no temporary files left")
     finish(1 if failures else 0)
 

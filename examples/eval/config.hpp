@@ -37,7 +37,7 @@ struct EvalConfig {
   std::string eps_text = "8/255", norm_text = "Linf", also, save_adv;
   int64_t n = -1, autoattack_n = -1, seed = 0, batch_size = 250, threads = 1, apgd_steps = 100, fab_steps = 100,
           square_queries = 5000, n_targets = 9, dist_timeout = 300;
-  bool quiet = false, jit_optimize = false, nonfinite_as_broken = false, state_mismatch_ok = false;
+  bool quiet = false, jit_optimize = false, nonfinite_as_broken = false, state_mismatch_ok = false, no_report = false;
   // Resolved.
   iat::Norm norm = iat::Norm::kLinf;
   double eps = 8.0 / 255;
@@ -154,7 +154,9 @@ inline int parse_eval_command_line(int argc, char** argv, EvalConfig& c) {
                "resume from --state even when its settings differ (each difference is warned about and reported)");
   app.add_flag("--nonfinite-as-broken", c.nonfinite_as_broken,
                "count points whose logits are NaN/inf as broken (default: stop with an error naming how many)");
-  app.add_option("--out", c.out, "write the JSON report here");
+  app.add_option("--out", c.out, "write the JSON report here (and its picture beside it: REPORT.png, REPORT.svg)");
+  app.add_flag("--no-report", c.no_report,
+               "with --out: do not draw the picture (scripts/report.py REPORT.json draws it later)");
   app.add_option("--save-adv", c.save_adv, "write {'x_adv': float [N,C,H,W], 'robust': bool [N]} here (torch.load reads it)");
   app.add_option("--apgd-steps", c.apgd_steps, "APGD iterations (non-standard if not 100)");
   app.add_option("--fab-steps", c.fab_steps, "FAB iterations (non-standard if not 100)");

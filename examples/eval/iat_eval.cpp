@@ -23,6 +23,7 @@
 #include "config.hpp"
 #include "inputs.hpp"
 #include "report.hpp"
+#include "report_tool.hpp"
 #include "torchrun.hpp"
 
 #include <ATen/Parallel.h>
@@ -231,6 +232,7 @@ int run(int argc, char** argv) {
   if (!c.out.empty()) {
     write_eval_report(c.out, eval_report_json(c, model, points, device, g_env.world_size,
                                               pg ? backend_name(device.is_cuda()) : "none", results));
+    if (!c.no_report) run_report_tool("iat-eval", {c.out});  // the per-attack breakdown, or its command
   }
   return 0;
 }

@@ -129,7 +129,7 @@ inline nlohmann::json eval_report_json(const EvalConfig& c, const EvalModel& mod
     ex[name] = {{"accuracy", e.accuracy}, {"correct", e.correct}, {"clean_accuracy", e.clean_accuracy}};
   }
   j["also"] = ex;
-  // The keys the demo's report reads (scripts/demo_report.py).
+  // The keys the demo's comparison reads (scripts/report.py --compare).
   j["weights"] = model.weights;
   j["test_examples"] = r.num_points;
   j["clean_acc"] = r.clean_all_accuracy();

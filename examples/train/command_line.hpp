@@ -135,7 +135,7 @@ inline int parse_command_line(int argc, const char* const* argv, TrainConfig& cf
       ->check(number_in(0, kInf, true))->capture_default_str();
   app.add_option("--eval-pgd-steps", cfg.eval_pgd_steps, "PGD steps of the per-epoch robust-accuracy check")->check(integer_at_least(1))->capture_default_str();
 
-  app.add_option("--out", cfg.out, "Output folder: checkpoint.pt, metrics.jsonl, curves.png, figure1.png, model.pt, summary.json")->capture_default_str();
+  app.add_option("--out", cfg.out, "Output folder: checkpoint.pt, metrics.jsonl, progress.jsonl, figure1.npz, model.pt, summary.json and the pictures (curves, figure1: PNG, SVG)")->capture_default_str();
   auto* resume_flag = app.add_flag("--resume", cfg.resume, "Continue the run in --out from its checkpoint (same settings)");
   auto* force_flag = app.add_flag("--resume-force", cfg.resume_force,
                "With --resume: continue even though settings that change results differ from the checkpoint's "
@@ -154,6 +154,8 @@ inline int parse_command_line(int argc, const char* const* argv, TrainConfig& cf
                  "with an error, e.g. when another rank died")
       ->check(integer_at_least(1))->capture_default_str();
   app.add_flag("--plain-progress", cfg.plain_progress, "Plain progress lines even on a terminal");
+  app.add_flag("--no-report", cfg.no_report,
+               "Do not draw the pictures at the end (scripts/report.py RUN_DIR draws them later from the run's files)");
   app.add_option("--stop-after-steps", cfg.stop_after_steps, "Testing: stop after N optimiser steps as if interrupted (checkpoint written)")
       ->check(integer_at_least(0))->group("Testing");
   app.add_option("--inject-nan-at-step", cfg.inject_nan_at_step, "Testing: make the loss NaN at optimiser step N")

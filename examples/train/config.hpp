@@ -82,6 +82,7 @@ struct TrainConfig {
   int threads = 1;
   int64_t dist_timeout = 300;        // seconds a rank waits for the others under torchrun before it stops
   bool plain_progress = false;
+  bool no_report = false;            // do not run the report tool (scripts/report.py) at the end
   // For tests: stop (as if interrupted) after this many optimiser steps; make the loss NaN at a step.
   int64_t stop_after_steps = 0;
   int64_t inject_nan_at_step = -1;
@@ -116,8 +117,8 @@ inline void resolve_defaults(TrainConfig& cfg) {
 /// Settings in to_json() that do not change a run's results, so a checkpoint does not bind them: the
 /// preset's name (its values are bound one by one) and the paths of --generated and --helper (their content
 /// is bound).
-/// The operational flags (--out, --data-dir, --threads, --plain-progress, --resume, --overwrite, the
-/// testing flags) are not in to_json() at all. Everything else a checkpoint binds: `--resume` refuses a
+/// The operational flags (--out, --data-dir, --threads, --plain-progress, --no-report, --resume, --overwrite,
+/// the testing flags) are not in to_json() at all. Everything else a checkpoint binds: `--resume` refuses a
 /// run whose values differ.
 inline const std::vector<std::string>& unbound_settings() {
   static const std::vector<std::string> keys = {"preset", "generated", "helper"};

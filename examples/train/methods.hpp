@@ -5,13 +5,12 @@
 
 #include "config.hpp"
 
-#include "../common/plot.hpp"
-
 #include <iat/attacks/fgsm.hpp>
 #include <iat/attacks/nfgsm.hpp>
 #include <iat/attacks/pgd.hpp>
 #include <iat/data/dataset.hpp>
 #include <iat/data/loader.hpp>
+#include <iat/data/npz.hpp>
 #include <iat/distributed/data_parallel.hpp>
 #include <iat/inverse/alignment_loss.hpp>
 #include <iat/inverse/inverse_attack.hpp>
@@ -150,8 +149,10 @@ class Method {
     if (cache_) iat::distributed::share_cache_rows(pg, cache_, written);
   }
 
-  /// The supplement's Figure 1 for this model: one test image per class, its inverse adversary, and
-  /// (for UIAT methods) the class's universal inverse perturbation amplified ×10, with p_y captions.
+  /// The data of the supplement's Figure 1 for this model, as a numpy archive (figure1.npz) that
+  /// scripts/report.py draws: one test image per class (`natural`), its inverse adversary (`inverse`), for
+  /// UIAT methods the universal inverse adversary (`universal`) and the class's δ_y (`delta`, raw), each
+  /// [n, C, H, W] float32 with the model's p_y (`<name>_p_y`, [n]), and the classes (`labels`, int64 [n]).
   void write_figure(iat::models::AnyClassifier& model, const iat::data::Dataset& test, torch::Device device,
                     const std::string& path) {
     std::vector<int64_t> picks;
@@ -165,22 +166,21 @@ class Method {
     auto y = test.labels.index_select(0, idx).to(device);
     model->eval();
     auto x_inv = inverse_->perturb(model, x, y);
-    auto captions = [&](const torch::Tensor& images) {
+    auto p_y = [&](const torch::Tensor& images) {
       torch::NoGradGuard ng;
-      auto p = torch::softmax(model(images), 1).gather(1, y.unsqueeze(1)).squeeze(1).cpu();
-      std::vector<std::string> out;
-      for (int64_t i = 0; i < p.size(0); ++i) out.push_back(fmt::format("p_y={:.2f}", p[i].item<double>()));
-      return out;
+      return torch::softmax(model(images), 1).gather(1, y.unsqueeze(1)).squeeze(1).to(torch::kFloat).cpu();
     };
-    std::vector<ImageRow> rows = {{"natural", x.cpu(), captions(x)}, {"inverse adversarial", x_inv.cpu(), captions(x_inv)}};
+    std::vector<std::pair<std::string, torch::Tensor>> arrays = {
+        {"labels", y.to(torch::kLong).cpu()}, {"natural", x.cpu()}, {"natural_p_y", p_y(x)},
+        {"inverse", x_inv.detach().cpu()}, {"inverse_p_y", p_y(x_inv)}};
     if (uip_) {
-      auto x_check = uip_(x, y);
-      rows.push_back({"universal inverse", x_check.detach().cpu(), captions(x_check)});
-      auto delta = uip_->delta().index_select(0, y).detach().cpu();
-      rows.push_back({"delta_y x10", visualize_perturbation(delta, 10.0), std::vector<std::string>(picks.size(), "")});
+      auto x_universal = uip_(x, y).detach();
+      arrays.emplace_back("universal", x_universal.cpu());
+      arrays.emplace_back("universal_p_y", p_y(x_universal));
+      arrays.emplace_back("delta", uip_->delta().index_select(0, y).detach().to(torch::kFloat).cpu());
     }
     try {
-      write_image_grid_png(path, rows, 3);
+      iat::data::save_npz(path, arrays);
     } catch (const std::exception& e) {
       std::cerr << "iat-train: warning: could not write " << path << ": " << e.what() << "\n";
     }

@@ -5,8 +5,8 @@
 #include "config.hpp"
 #include "methods.hpp"
 
-#include "../common/plot.hpp"
 #include "../common/progress.hpp"
+#include "../common/report_tool.hpp"
 #include "../common/torchrun.hpp"
 
 #include <iat/attacks/pgd.hpp>
@@ -128,12 +128,16 @@ class Trainer {
     }
     if (main_rank()) {
       write_config();
-      write_metrics();  // on resume: rebuilt from the checkpoint, so no row is lost or doubled by a kill
-      // and curves.png with it: a kill after the last epoch's checkpoint may have cut its drawing short (or
-      // come before it), and a resume with no epoch left would otherwise never redraw it.
-      if (!metrics_.empty()) write_curves();
+      write_metrics();   // on resume: rebuilt from the checkpoint, so no row is lost or doubled by a kill
+      write_progress();  // likewise: the rows appended after the checkpoint are dropped and measured again
     }
     const int64_t batches = loader_->size();
+    // The running loss and accuracy are recorded twenty times an epoch (progress.jsonl; after every batch
+    // when there are fewer), each row the mean over the batches since the previous one, the last row at the
+    // epoch's last batch: batch b ends a row when b * 20 / batches passes a whole number.
+    auto ends_progress_row = [batches](int64_t b) {
+      return b * kProgressRowsPerEpoch / batches != (b - 1) * kProgressRowsPerEpoch / batches;
+    };
     for (int64_t epoch = start_epoch_; epoch < cfg_.epochs; ++epoch) {
       method_->begin_epoch(epoch);
       model_->train();
@@ -191,6 +195,8 @@ class Trainer {
         loss_sum += sums[0];
         correct += sums[1];
         seen += sums[2];
+        for (size_t i = 0; i < window_sums_.size(); ++i) window_sums_[i] += sums[i];
+        if (ends_progress_row(b)) record_progress(epoch, b, batches);
         bar.update(b, static_cast<int64_t>(sums[2]),
                    {{"loss", loss_sum / seen}, {"adv_acc", correct / seen}, {"lr", schedule_->lr_at(step_ - 1)}});
         if (sums[3] > 0 || (cfg_.stop_after_steps > 0 && step_ >= cfg_.stop_after_steps)) {
@@ -232,7 +238,6 @@ class Trainer {
       save_checkpoint(epoch + 1, 0);
       if (main_rank()) {
         write_metrics();  // after the checkpoint holding this row is committed (a resume rebuilds it anyway)
-        write_curves();
       }
     }
     if (main_rank()) finish();
@@ -447,6 +452,8 @@ class Trainer {
     archive.write("metrics", c10::IValue(nlohmann::json(metrics_).dump()));
     archive.write("rng_cpu", iat::train::cpu_rng_state());
     archive.write("epoch_sums", torch::tensor(std::vector<double>(epoch_sums_.begin(), epoch_sums_.end()), torch::kDouble));
+    archive.write("progress", c10::IValue(nlohmann::json(progress_).dump()));
+    archive.write("window_sums", torch::tensor(std::vector<double>(window_sums_.begin(), window_sums_.end()), torch::kDouble));
     torch::serialize::OutputArchive model_archive, optimizer_archive, method_archive;
     model_->save(model_archive);
     archive.write("model", model_archive);
@@ -598,6 +605,13 @@ class Trainer {
       torch::Tensor sums;
       archive.read("epoch_sums", sums);
       for (size_t i = 0; i < epoch_sums_.size(); ++i) epoch_sums_[i] = sums[static_cast<int64_t>(i)].item<double>();
+      // A checkpoint of an iat older than progress.jsonl has neither: the run goes on recording from here.
+      if (archive.try_read("progress", v)) {
+        progress_ = nlohmann::json::parse(v.toStringRef()).get<std::vector<nlohmann::json>>();
+      }
+      if (archive.try_read("window_sums", sums)) {
+        for (size_t i = 0; i < window_sums_.size(); ++i) window_sums_[i] = sums[static_cast<int64_t>(i)].item<double>();
+      }
       torch::Tensor rng;
       archive.read("rng_cpu", rng);
       iat::train::set_cpu_rng_state(rng.cpu());
@@ -650,8 +664,9 @@ class Trainer {
   void remove_earlier_outputs() const {
     const auto out = std::filesystem::path(cfg_.out);
     int removed = 0;
-    for (const char* name : {"checkpoint.pt", "metrics.jsonl", "config.json", "summary.json", "model.pt",
-                             "model_ema.pt", "curves.png", "figure1.png"}) {
+    for (const char* name : {"checkpoint.pt", "metrics.jsonl", "progress.jsonl", "config.json", "summary.json",
+                             "model.pt", "model_ema.pt", "figure1.npz", "curves.png", "curves.svg", "figure1.png",
+                             "figure1.svg"}) {
       std::error_code ec;
       if (std::filesystem::remove(out / name, ec)) ++removed;
       TORCH_CHECK_VALUE(!ec, "--overwrite: cannot remove '", (out / name).string(), "': ", ec.message());
@@ -681,26 +696,30 @@ class Trainer {
     return {{"world_size", env_.world_size}, {"backend", pg_ ? iat_examples::backend_name(wants_cuda()) : "none"}};
   }
 
-  void write_curves() const {
-    Panel loss{"training loss", "epoch", "loss", {{"train loss", {}, {}}}};
-    Panel acc{"accuracy", "epoch", "accuracy (%)", {{"natural", {}, {}}, {"PGD", {}, {}}, {"train (adv)", {}, {}}}};
-    const std::string pgd_key = fmt::format("pgd{}_acc", cfg_.eval_pgd_steps);
-    for (const auto& r : metrics_) {
-      const double e = r["epoch"].get<double>();
-      loss.series[0].x.push_back(e);
-      loss.series[0].y.push_back(r["train_loss"].get<double>());
-      acc.series[0].x.push_back(e);
-      acc.series[0].y.push_back(100 * r["natural_acc"].get<double>());
-      acc.series[1].x.push_back(e);
-      acc.series[1].y.push_back(100 * r[pgd_key].get<double>());
-      acc.series[2].x.push_back(e);
-      acc.series[2].y.push_back(100 * r["train_adv_acc"].get<double>());
-    }
-    try {
-      write_curves_png((std::filesystem::path(cfg_.out) / "curves.png").string(), {loss, acc});
-    } catch (const std::exception& e) {
-      std::cerr << "iat-train: warning: could not write curves.png: " << e.what() << "\n";
-    }
+  // One row of progress.jsonl: the loss and adversarial accuracy over the batches since the previous row
+  // (every rank holds the same sums; rank 0 appends the row, one write, flushed).
+  void record_progress(int64_t epoch, int64_t batch, int64_t batches) {
+    const double seen = std::max(window_sums_[2], 1.0);
+    nlohmann::json row = {{"epoch", static_cast<double>(epoch) + static_cast<double>(batch) / static_cast<double>(batches)},
+                          {"step", step_},
+                          {"train_loss", window_sums_[0] / seen},
+                          {"train_adv_acc", window_sums_[1] / seen},
+                          {"lr", schedule_->lr_at(step_ - 1)},
+                          {"examples", window_sums_[2]}};
+    window_sums_ = {0, 0, 0};
+    progress_.push_back(row);
+    if (!main_rank()) return;
+    const auto path = std::filesystem::path(cfg_.out) / "progress.jsonl";
+    std::ofstream f(path, std::ios::app);
+    f << row.dump() + "\n" << std::flush;
+    if (!f) std::cerr << fmt::format("iat-train: warning: could not append to '{}'\n", path.string());
+  }
+
+  // progress.jsonl is rewritten whole from the checkpoint's rows when a run starts or resumes.
+  void write_progress() const {
+    std::string text;
+    for (const auto& row : progress_) text += row.dump() + "\n";
+    iat::train::write_file_atomically((std::filesystem::path(cfg_.out) / "progress.jsonl").string(), text);
   }
 
   void finish() {
@@ -708,7 +727,7 @@ class Trainer {
     // Weights Python can read: torch.load(path) gives a state dict of the common PyTorch definitions.
     iat::models::save_state_dict(model_->inner(), (out / "model.pt").string());
     if (ema_) iat::models::save_state_dict(ema_model_->inner(), (out / "model_ema.pt").string());
-    method_->write_figure(model_, test_, device_, (out / "figure1.png").string());
+    method_->write_figure(model_, test_, device_, (out / "figure1.npz").string());
     nlohmann::json summary = {{"config", cfg_.to_json()},
                               {"identity", identity()},
                               {"train_seconds", train_seconds_total_},
@@ -720,6 +739,8 @@ class Trainer {
     if (!resume_log_.empty()) summary["resume_forced"] = resume_log_;
     iat::train::write_file_atomically((out / "summary.json").string(), summary.dump(2) + "\n");
     std::cout << fmt::format("iat-train: done in {:.0f} s of training; outputs in {}\n", train_seconds_total_, cfg_.out);
+    // The pictures (curves, Figure 1) from what was just written, or the command that draws them.
+    if (!cfg_.no_report) iat_examples::run_report_tool("iat-train", {cfg_.out});
   }
 
   TrainConfig cfg_;
@@ -736,8 +757,11 @@ class Trainer {
   std::unique_ptr<Method> method_;
   int64_t start_epoch_ = 0, start_batch_ = 0, step_ = 0;
   double train_seconds_total_ = 0;
-  std::array<double, 3> epoch_sums_{0, 0, 0};  // loss sum, correct, seen of the running epoch
+  std::array<double, 3> epoch_sums_{0, 0, 0};   // loss sum, correct, seen of the running epoch
+  std::array<double, 3> window_sums_{0, 0, 0};  // the same since the last progress row
+  static constexpr int64_t kProgressRowsPerEpoch = 20;
   std::vector<nlohmann::json> metrics_;
+  std::vector<nlohmann::json> progress_;  // progress.jsonl's rows, kept in the checkpoint
   nlohmann::json data_fingerprint_;                    // CRC-32s of the data, computed once (settings())
   nlohmann::json resume_log_ = nlohmann::json::array();  // every --resume-force: where, and what changed
   std::string last_checkpoint_;                         // what the last checkpoint of this run holds ("" = none)

@@ -67,7 +67,7 @@ run() {
   local iat_args=("${common[@]}" --batch-size 250) ref_args=("${common[@]}" --bs 250)
   if [ "$attacks" != standard ]; then iat_args+=(--attacks "$attacks"); ref_args+=(--attacks "$attacks"); fi
   echo "== $label: $attacks, $norm eps $eps (FAB $fs it., Square $sq queries)"
-  "$IAT_EVAL" --model "$WORK_DIR/model.pt" --data "$WORK_DIR/points.pt" "${iat_args[@]}" --quiet \
+  "$IAT_EVAL" --model "$WORK_DIR/model.pt" --data "$WORK_DIR/points.pt" "${iat_args[@]}" --quiet --no-report \
     --out "$WORK_DIR/iat_$label.json" --save-adv "$WORK_DIR/iat_$label.pt" > "$WORK_DIR/iat_$label.txt"
   "$PYTHON" "$here/run_reference.py" --ref "$ref" --model "$WORK_DIR/model.pt" --data "$WORK_DIR/points.pt" \
     "${ref_args[@]}" --out "$WORK_DIR/ref_$label.json" --save-adv "$WORK_DIR/ref_$label.pt" > "$WORK_DIR/ref_$label.txt" 2>&1

@@ -8,7 +8,8 @@
 # (SIGINT with --state: the running batch is written, exit 130, no temporary file, the same command resumes),
 # nonfinite (NaN logits stop the run with the number of points; --nonfinite-as-broken counts them broken),
 # badinput (a model that fails on the points' shape, a file of 0 points, usage errors: exit 2 with one readable line,
-# never an abort), out (an unwritable --out is refused before the evaluation, an existing report is kept),
+# never an abort), out (an unwritable --out is refused before the evaluation, an existing report is kept, the
+# report's picture is drawn beside it, or the command to draw it is printed),
 # torchrun (2 ranks write the report of 1 process; what is refused; other points on one rank; a killed rank).
 set -euo pipefail
 BIN=$1
@@ -31,7 +32,7 @@ field() { "$PY" -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]
 "$PY" "$(dirname "$0")/make_fixtures.py" "$WORK"
 M=$WORK/model.pt
 P=$WORK/points.pt
-QUICK=(--attacks apgd-ce,square --apgd-steps 20 --square-queries 200 --batch-size 8 --quiet)
+QUICK=(--attacks apgd-ce,square --apgd-steps 20 --square-queries 200 --batch-size 8 --quiet --no-report)
 
 case "$CASE" in
   state)
@@ -67,7 +68,7 @@ case "$CASE" in
   signal)
     # SIGINT with --state: the running batch finishes and is written, exit 130 with one line saying where it
     # stopped, no temporary file; the same command resumes to an uninterrupted run's result.
-    ONE=(--attacks apgd-ce,square --apgd-steps 20 --square-queries 200 --batch-size 1)
+    ONE=(--attacks apgd-ce,square --apgd-steps 20 --square-queries 200 --batch-size 1 --no-report)
     expect_rc 0 "$WORK/full.log" "$BIN" --model "$M" --data "$P" --eps 0.05 "${ONE[@]}" --quiet --out "$WORK/full.json"
     "$BIN" --model "$M" --data "$P" --eps 0.05 "${ONE[@]}" --quiet --state "$WORK/s" --out "$WORK/r.json" > "$WORK/i.log" 2>&1 &
     pid=$!
@@ -143,6 +144,18 @@ EOF
     expect_rc 0 "$WORK/e.log" "$BIN" --model "$M" --data "$P" --eps 0.05 "${QUICK[@]}" --save-adv "$WORK/adv.pt"
     "$PY" -c 'import sys, torch; d = torch.load(sys.argv[1]); assert d["x_adv"].shape == (32, 1, 8, 8), d["x_adv"].shape' "$WORK/adv.pt" ||
       fail "--save-adv is not readable by torch.load"
+    # The report's picture (the AutoAttack breakdown) beside it, drawn by scripts/report.py at the end.
+    quick_drawn=("${QUICK[@]}")
+    unset 'quick_drawn[${#quick_drawn[@]}-1]'  # without --no-report
+    expect_rc 0 "$WORK/f.log" "$BIN" --model "$M" --data "$P" --eps 0.05 "${quick_drawn[@]}" \
+      --also pgd20 --out "$WORK/drawn.json"
+    [ -s "$WORK/drawn.png" ] && [ -s "$WORK/drawn.svg" ] || { cat "$WORK/f.log"; fail "no picture beside the --out report"; }
+    expect_in "$WORK/f.log" "report.py: wrote $WORK/drawn.svg"
+    # Without a usable report tool: the same exit status, and the command that draws it later.
+    IAT_REPORT_SCRIPT=$WORK/none.py expect_rc 0 "$WORK/g.log" "$BIN" --model "$M" --data "$P" --eps 0.05 \
+      "${quick_drawn[@]}" --out "$WORK/undrawn.json"
+    expect_in "$WORK/g.log" "iat-eval: warning: no pictures drawn (no report tool at '$WORK/none.py'); draw them later with: .* $WORK/none.py $WORK/undrawn.json"
+    [ -s "$WORK/undrawn.json" ] && [ ! -e "$WORK/undrawn.png" ] || fail "expected the report without its picture"
     ;;
   torchrun)
     # Under torchrun (docs/distributed.md, "iat-eval on several processes"): 2 ranks share the batches and
@@ -152,7 +165,7 @@ EOF
     LAUNCH+=(--redirects 2 --tee 2)  # Debian's 1.13 launcher on Python 3.11 needs them (docs/distributed.md)
     free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
     RUN=(--model "$M" --data "$P" --eps 0.05 --attacks apgd-ce,apgd-t,square --apgd-steps 20 --square-queries 200
-         --n-targets 3 --batch-size 8 --also pgd20 --dist-timeout 30)
+         --n-targets 3 --batch-size 8 --also pgd20 --dist-timeout 30 --no-report)
     expect_rc 0 "$WORK/one.log" "$BIN" "${RUN[@]}" --out "$WORK/one.json" --save-adv "$WORK/one_adv.pt"
     expect_rc 0 "$WORK/two.log" "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" \
       "${RUN[@]}" --out "$WORK/two.json" --save-adv "$WORK/two_adv.pt"

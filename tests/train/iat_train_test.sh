@@ -7,7 +7,8 @@
 # (metrics.jsonl parses and holds every field), presets (every preset parses), precision (--bf16 and
 # --channels-last on the CPU), diskfull (a failing checkpoint write is a clean error that keeps the old
 # checkpoint), settings (--resume refuses changed settings, --resume-force records them), corrupt (changed or
-# truncated checkpoints are refused by name), killed (metrics.jsonl never doubles or loses a row after a kill, curves.png is redrawn),
+# truncated checkpoints are refused by name), killed (metrics.jsonl and progress.jsonl never double or lose
+# a row after a kill, the pictures are redrawn),
 # rerun (a folder holding a run is not overwritten without --overwrite), usage (command-line errors exit 2
 # with readable messages), outdir (an unusable --out is refused before training), data (missing and
 # truncated data files are named), torchrun (several processes equal one; rank 0 writes; resuming on another
@@ -29,17 +30,38 @@ expect_rc() {
 # metric_epochs FILE: the epoch numbers of a metrics.jsonl, space-separated.
 metric_epochs() { /usr/bin/python3 -c 'import json,sys; print(*[json.loads(l)["epoch"] for l in open(sys.argv[1])])' "$1"; }
 
-TINY=(--data synthetic --model small-cnn --train-subset 128 --test-subset 32 --batch-size 32 --eps 0.1
-      --step-size 0.025 --steps 2 --inv-eps 0.05 --inv-steps 2 --momentum-epoch 1 --one-off-epoch 1
-      --eval-pgd-steps 2 --plain-progress)
+# The pictures (scripts/report.py, matplotlib) are drawn in the cases that check them (TINY_DRAWN).
+TINY_DRAWN=(--data synthetic --model small-cnn --train-subset 128 --test-subset 32 --batch-size 32 --eps 0.1
+            --step-size 0.025 --steps 2 --inv-eps 0.05 --inv-steps 2 --momentum-epoch 1 --one-off-epoch 1
+            --eval-pgd-steps 2 --plain-progress)
+TINY=("${TINY_DRAWN[@]}" --no-report)
 
 case "$CASE" in
   method)
-    "$BIN" "${TINY[@]}" --method "$METHOD" --epochs 2 --out "$WORK/run" > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "$METHOD run failed"; }
-    for f in checkpoint.pt metrics.jsonl model.pt summary.json curves.png figure1.png config.json; do
-      [ -s "$WORK/run/$f" ] || fail "$METHOD: $f missing"
+    "$BIN" "${TINY_DRAWN[@]}" --method "$METHOD" --epochs 2 --out "$WORK/run" > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "$METHOD run failed"; }
+    for f in checkpoint.pt metrics.jsonl progress.jsonl model.pt summary.json figure1.npz config.json \
+             curves.png curves.svg figure1.png figure1.svg; do
+      [ -s "$WORK/run/$f" ] || { cat "$WORK/log"; fail "$METHOD: $f missing"; }
     done
     [ "$(wc -l < "$WORK/run/metrics.jsonl")" = 2 ] || fail "$METHOD: expected 2 metric rows"
+    grep -q "report.py: wrote $WORK/run/figure1.svg" "$WORK/log" || fail "$METHOD: the report tool's files are not listed"
+    # Figure 1's data: one test image per class (the synthetic data has 10), UIAT's rows only for UIAT methods.
+    /usr/bin/python3 - "$WORK/run/figure1.npz" "$METHOD" <<'PY' || fail "$METHOD: figure1.npz is not what report.py reads"
+import sys
+import numpy as np
+z = np.load(sys.argv[1])
+uiat = "uiat" in sys.argv[2]
+want = {"labels", "natural", "natural_p_y", "inverse", "inverse_p_y"} | ({"universal", "universal_p_y", "delta"} if uiat else set())
+assert set(z.files) == want, z.files
+labels = list(z["labels"])
+n = len(labels)
+assert z["labels"].dtype == np.int64 and 5 <= n <= 10 and labels == sorted(set(labels)), labels
+for k in ("natural", "inverse") + (("universal",) if uiat else ()):
+    assert z[k].dtype == np.float32 and z[k].shape == (n, 1, 12, 12) and z[k].min() >= 0 and z[k].max() <= 1, k
+    assert z[k + "_p_y"].shape == (n,) and ((z[k + "_p_y"] >= 0) & (z[k + "_p_y"] <= 1)).all(), k
+if uiat:
+    assert z["delta"].shape == z["natural"].shape and abs(z["delta"]).max() <= 0.05 + 1e-6, abs(z["delta"]).max()
+PY
     grep -q '^epoch 2/2: loss [0-9.]*, natural' "$WORK/log" || fail "$METHOD: no epoch summary line"
     ;;
   resume)
@@ -122,6 +144,22 @@ for r in rows:
     assert 0 <= r["natural_acc"] <= 1 and 0 <= r["pgd2_acc"] <= r["natural_acc"] + 1e-9, r
 assert rows[1]["step"] == 8, rows
 PY
+    # progress.jsonl: a row per batch here (4 batches an epoch, fewer than twenty), epoch as a fraction.
+    /usr/bin/python3 - "$WORK/run/progress.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert [r["epoch"] for r in rows] == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0], rows
+assert [r["step"] for r in rows] == list(range(1, 9)), rows
+for r in rows:
+    assert set(r) == {"epoch", "step", "train_loss", "train_adv_acc", "lr", "examples"}, r
+    assert r["examples"] == 32 and r["train_loss"] > 0 and 0 <= r["train_adv_acc"] <= 1, r
+PY
+    # Without a usable report tool the run still succeeds, and says how to draw the pictures later.
+    IAT_REPORT_PYTHON=/nonexistent/python3 "$BIN" "${TINY_DRAWN[@]}" --method pgd-at --epochs 1 --out "$WORK/nopy" > "$WORK/log" 2>&1 \
+      || { cat "$WORK/log"; fail "a missing report tool failed the run"; }
+    grep -q "iat-train: warning: no pictures drawn (cannot start '/nonexistent/python3'.*); draw them later with: /nonexistent/python3 .*report.py $WORK/nopy" "$WORK/log" \
+      || { cat "$WORK/log"; fail "no hint to draw the pictures later"; }
+    [ -s "$WORK/nopy/figure1.npz" ] && [ ! -e "$WORK/nopy/curves.png" ] || fail "expected the data without the pictures"
     ;;
   presets)
     "$BIN" --list-presets > "$WORK/list" || fail "--list-presets found an inconsistent preset"
@@ -271,20 +309,40 @@ PY
     ;;
   killed)
     # The states a kill can leave: a metrics row written but its checkpoint not (as before the fix), and a
-    # checkpoint committed but its row not yet written. A resume rebuilds metrics.jsonl from the checkpoint.
+    # checkpoint committed but its row not yet written. A resume rebuilds metrics.jsonl and progress.jsonl
+    # from the checkpoint.
     expect_rc 130 "$WORK/log" "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --out "$WORK/a" --stop-after-steps 4
     echo '{"epoch":1,"step":4,"train_loss":9.9}' >> "$WORK/a/metrics.jsonl"  # the row, without its checkpoint
     "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --out "$WORK/a" --resume > /dev/null
     [ "$(metric_epochs "$WORK/a/metrics.jsonl")" = "1 2" ] || fail "a row without its checkpoint survived: $(metric_epochs "$WORK/a/metrics.jsonl")"
     if grep -q '9\.9' "$WORK/a/metrics.jsonl"; then fail "the row without its checkpoint survived"; fi
-    "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --out "$WORK/b" > /dev/null
+    "$BIN" "${TINY_DRAWN[@]}" --method pgd-at --epochs 2 --out "$WORK/b" > /dev/null
     sed -i '$d' "$WORK/b/metrics.jsonl"
-    # A kill after the last checkpoint, in the middle of curves.png: a resume that has no epoch left redraws it.
+    # A kill after the last checkpoint, in the middle of curves.png and of a progress row: a resume that has
+    # no epoch left rebuilds progress.jsonl and redraws the pictures.
     cp "$WORK/b/curves.png" "$WORK/curves.before"
+    cp "$WORK/b/progress.jsonl" "$WORK/progress.before"
     head -c 100 "$WORK/curves.before" > "$WORK/b/curves.png"
-    "$BIN" "${TINY[@]}" --method pgd-at --epochs 2 --out "$WORK/b" --resume > /dev/null
+    printf '{"epoch": 2.5, "st' >> "$WORK/b/progress.jsonl"
+    "$BIN" "${TINY_DRAWN[@]}" --method pgd-at --epochs 2 --out "$WORK/b" --resume > /dev/null
     [ "$(metric_epochs "$WORK/b/metrics.jsonl")" = "1 2" ] || fail "a checkpoint's row was lost: $(metric_epochs "$WORK/b/metrics.jsonl")"
-    cmp "$WORK/curves.before" "$WORK/b/curves.png" || fail "curves.png was not redrawn from the checkpoint's metrics on --resume"
+    cmp "$WORK/progress.before" "$WORK/b/progress.jsonl" || fail "progress.jsonl was not rebuilt from the checkpoint on --resume"
+    cmp "$WORK/curves.before" "$WORK/b/curves.png" || fail "curves.png was not redrawn from the run's records on --resume"
+    # A stop in the middle of a progress window (64 batches an epoch: twenty rows, every 3 or 4 batches): the
+    # resumed run's rows equal an uninterrupted run's, the window's sums travel in the checkpoint.
+    FINE=(--batch-size 2 --epochs 1 --method pgd-at)
+    "$BIN" "${TINY[@]}" "${FINE[@]}" --out "$WORK/fine-full" > /dev/null
+    expect_rc 130 "$WORK/log" "$BIN" "${TINY[@]}" "${FINE[@]}" --out "$WORK/fine-cut" --stop-after-steps 5
+    "$BIN" "${TINY[@]}" "${FINE[@]}" --out "$WORK/fine-cut" --resume > /dev/null
+    /usr/bin/python3 - "$WORK/fine-full/progress.jsonl" "$WORK/fine-cut/progress.jsonl" <<'PY' || fail "resumed progress rows differ"
+import json, math, sys
+full, cut = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+ends = [math.ceil(64 * k / 20) for k in range(1, 21)]  # 4, 7, 10, 13, 16, 20, ..., 64
+assert [r["step"] for r in full] == ends, [r["step"] for r in full]
+assert [r["examples"] for r in full] == [2.0 * (e - s) for s, e in zip([0] + ends, ends)], full
+assert [r["epoch"] for r in full] == [e / 64 for e in ends], full
+assert full == cut, (full, cut)
+PY
     # And a real SIGKILL in the middle of a run, then a resume to the end.
     "$BIN" "${TINY[@]}" --method pgd-at --epochs 5 --out "$WORK/c" > /dev/null 2>&1 &
     pid=$!
