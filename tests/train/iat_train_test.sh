@@ -45,12 +45,13 @@ case "$CASE" in
     done
     [ "$(wc -l < "$WORK/run/metrics.jsonl")" = 2 ] || fail "$METHOD: expected 2 metric rows"
     grep -q "report.py: wrote $WORK/run/figure1.svg" "$WORK/log" || fail "$METHOD: the report tool's files are not listed"
-    # Figure 1's data: one test image per class (the synthetic data has 10), UIAT's rows only for UIAT methods.
+    # Figure 1's data: one test image per class (the synthetic data has 10), the universal rows only for the
+    # methods with universal perturbations (uiat, *-uiat; not uiat-one-off).
     /usr/bin/python3 - "$WORK/run/figure1.npz" "$METHOD" <<'PY' || fail "$METHOD: figure1.npz is not what report.py reads"
 import sys
 import numpy as np
 z = np.load(sys.argv[1])
-uiat = "uiat" in sys.argv[2]
+uiat = sys.argv[2] == "uiat" or sys.argv[2].endswith("-uiat")  # the methods with universal perturbations
 want = {"labels", "natural", "natural_p_y", "inverse", "inverse_p_y"} | ({"universal", "universal_p_y", "delta"} if uiat else set())
 assert set(z.files) == want, z.files
 labels = list(z["labels"])
