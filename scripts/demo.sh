@@ -4,6 +4,9 @@
 #   scripts/demo.sh                                   # Fashion-MNIST (Debian's dataset-fashion-mnist), ~15 min on 2 CPU cores
 #   scripts/demo.sh --data cifar10 --data-dir DIR     # the CIFAR-10 PRN-18 presets instead (a GPU job: hours)
 #   scripts/demo.sh --out runs/demo2                  # another output folder
+#   scripts/demo.sh --long                            # the long demo: PGD-AT, UIAT, TRADES and PGD-AT + AWP,
+#                                                     # 5 epochs over all 60 000 images, AutoAttack on 1 000
+#                                                     # test points (~1 h on 2 CPU cores; docs/reproduce.md)
 #
 # On a fresh Debian bookworm machine (as root or with sudo) it installs the packages it needs, builds
 # iat-train and iat-eval, trains the same model with both methods (in parallel, one thread each), evaluates
@@ -17,13 +20,15 @@ cd "$(dirname "$0")/.."
 
 DATA=fashion-mnist
 DATA_DIR=""
-OUT=runs/demo
+OUT=""
+LONG=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) DATA=$2; shift 2 ;;
     --data-dir) DATA_DIR=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --long) LONG=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -36,12 +41,23 @@ TRAIN="$BUILD_DIR/examples/iat-train"
 EVAL="$BUILD_DIR/examples/iat-eval"
 
 methods=(pgd-at uiat)
+if [ "$LONG" = 1 ] && [ "$DATA" != fashion-mnist ]; then
+  echo "demo.sh: --long is the Fashion-MNIST long demo; with --data $DATA use the paper's presets (docs/reproduce.md)" >&2
+  exit 2
+fi
 case "$DATA" in
   fashion-mnist)
-    preset() { echo "fashion-$1-cnn"; }
     data_args=()
     [ -n "$DATA_DIR" ] && data_args=(--data-dir "$DATA_DIR")
-    EVAL_N=1000; AA_N=${AA_N:-100}; EPS=0.1 ;;
+    EPS=0.1
+    if [ "$LONG" = 1 ]; then
+      methods=(pgd-at uiat trades pgd-at-awp)
+      preset() { echo "fashion-$1-cnn-long"; }
+      EVAL_N=1000; AA_N=${AA_N:-1000}; OUT=${OUT:-runs/demo-long}
+    else
+      preset() { echo "fashion-$1-cnn"; }
+      EVAL_N=1000; AA_N=${AA_N:-100}
+    fi ;;
   cifar10)
     [ -n "$DATA_DIR" ] || { echo "demo.sh: --data cifar10 needs --data-dir DIR (the CIFAR-10 binary version)" >&2; exit 2; }
     preset() { echo "cifar10-$1-prn18"; }
@@ -49,6 +65,7 @@ case "$DATA" in
     EVAL_N=10000; AA_N=${AA_N:-1000}; EPS=8/255 ;;
   *) echo "demo.sh: --data must be fashion-mnist or cifar10, got '$DATA'" >&2; exit 2 ;;
 esac
+OUT=${OUT:-runs/demo}
 mkdir -p "$OUT"
 
 # run_all LABEL FUNCTION: runs FUNCTION METHOD for every method in parallel (one thread each, so the two
