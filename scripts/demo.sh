@@ -7,6 +7,9 @@
 #   scripts/demo.sh --long                            # the long demo: PGD-AT, UIAT, TRADES and PGD-AT + AWP,
 #                                                     # 5 epochs over all 60 000 images, AutoAttack on 1 000
 #                                                     # test points (~1 h on 2 CPU cores; docs/reproduce.md)
+#   scripts/demo.sh --sweep beta                      # the supplement's Figure 2 for one UIAT parameter (beta,
+#                                                     # gamma, momentum-epoch or one-off-epoch) on Fashion-MNIST,
+#                                                     # 4 epochs over 15 000 images per run (docs/sweeps.md)
 #
 # On a fresh Debian bookworm machine (as root or with sudo) it installs the packages it needs, builds
 # iat-train and iat-eval, trains the same model with both methods (in parallel, one thread each), evaluates
@@ -22,16 +25,27 @@ DATA=fashion-mnist
 DATA_DIR=""
 OUT=""
 LONG=0
+SWEEP=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) DATA=$2; shift 2 ;;
     --data-dir) DATA_DIR=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --long) LONG=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --sweep) SWEEP=$2; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+
+case "$SWEEP" in
+  ""|beta|gamma|momentum-epoch|one-off-epoch) ;;
+  *) echo "demo.sh: --sweep takes one of beta, gamma, momentum-epoch, one-off-epoch; got '$SWEEP'" >&2; exit 2 ;;
+esac
+if [ -n "$SWEEP" ]; then
+  [ "$DATA" = fashion-mnist ] && [ "$LONG" = 0 ] \
+    || { echo "demo.sh: --sweep is the Fashion-MNIST sweep (for CIFAR-10: docs/sweeps.md)" >&2; exit 2; }
+fi
 
 source scripts/deps.sh
 BUILD_DIR=${BUILD_DIR:-build-demo}
@@ -39,6 +53,13 @@ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DIAT_BUILD_TESTS
 cmake --build "$BUILD_DIR" --target iat-train iat-eval -j "$(nproc)"
 TRAIN="$BUILD_DIR/examples/iat-train"
 EVAL="$BUILD_DIR/examples/iat-eval"
+
+if [ -n "$SWEEP" ]; then
+  # Two runs at a time, one thread each; natural accuracy on 1 000 test points, AutoAttack on the first 100.
+  exec /usr/bin/python3 scripts/sweep.py "${OUT:-runs/sweep-$SWEEP}" --preset fashion-uiat-cnn --figure2 "$SWEEP" \
+    --train "$TRAIN" --eval "$EVAL" --jobs 2 --threads 1 --eval-n 1000 --autoattack-n "${AA_N:-100}" \
+    ${DATA_DIR:+--data-dir "$DATA_DIR"} -- --epochs 4 --train-subset 15000
+fi
 
 methods=(pgd-at uiat)
 if [ "$LONG" = 1 ] && [ "$DATA" != fashion-mnist ]; then

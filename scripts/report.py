@@ -6,6 +6,8 @@ the programs write. No number is typed by hand: each comes from the files named 
     scripts/report.py eval.json                # an iat-eval report: eval.png/.svg (AutoAttack, attack by attack)
     scripts/report.py --compare OUT RUN_DIR... # several runs on shared axes: OUT/curves, OUT/accuracy,
                                                # OUT/report.md and OUT/report.json (the demo's report)
+    scripts/report.py --sweep OUT              # a sweep of scripts/sweep.py: OUT/figure2 (natural and
+                                               # AutoAttack accuracy against each parameter), OUT/report.md/.json
 
 What it reads:
   RUN_DIR/progress.jsonl  the running training loss and adversarial accuracy, twenty rows an epoch
@@ -16,6 +18,9 @@ What it reads:
                           each [n, C, H, W] in [0, 1] with its p_y, and the labels
   RUN_DIR/summary.json    written at the end of training (--compare reads train_seconds from it)
   RUN_DIR/eval.json       iat-eval's --out report (--compare reads clean / PGD-20 / CW / AutoAttack from it)
+  OUT/sweep.json          scripts/sweep.py's record of a sweep: its parameters, values and run folders (each
+                          run's eval.json gives the natural and AutoAttack accuracy; a run not evaluated yet
+                          is left out of the picture and marked in the table)
 
 Every picture is written as PNG and SVG (--formats png,svg), replaced whole (temporary file + rename).
 Exit status: 0 done, 2 bad arguments or unreadable input (the message names the file), 3 matplotlib missing.
@@ -396,6 +401,99 @@ def write_text(path, text):
         raise BadInput(f"cannot write '{path}': {e.strerror}")
 
 
+# ---- a sweep: the supplement's Figure 2 ---------------------------------------------------------------------
+# How each swept iat-train flag is named on the figure (the paper's symbols for Figure 2's four).
+PARAM_LABELS = {"beta": ("β", "β, the regulariser's weight in the inverse loss"),
+                "gamma": ("γ", "γ, the inverse momentum"),
+                "momentum-epoch": ("T", "T, the epoch the momentum starts"),
+                "one-off-epoch": ("T′", "T′, the one-off epoch (uiat-one-off)"),
+                "lambda": ("λ", "λ, the alignment weight")}
+
+
+def read_sweep(out):
+    """OUT/sweep.json (scripts/sweep.py) with each run's results: [panel] with natural and autoattack lists
+    (None for a run not evaluated yet)."""
+    sweep = read_json(os.path.join(out, "sweep.json"))
+    if not isinstance(sweep, dict) or sweep.get("tool") != "iat-sweep":
+        raise BadInput(f"'{os.path.join(out, 'sweep.json')}' is not a sweep (no \"tool\": \"iat-sweep\")")
+    results = {}
+    for name in sweep["runs"]:
+        ev_path = os.path.join(out, name, "eval.json")
+        ev = read_json(ev_path) if os.path.exists(ev_path) else None
+        sm_path = os.path.join(out, name, "summary.json")
+        sm = read_json(sm_path) if os.path.exists(sm_path) else None
+        results[name] = {"clean_acc": ev.get("clean_acc") if ev else None,
+                         "autoattack_acc": ev.get("autoattack_acc") if ev else None,
+                         "test_examples": ev.get("test_examples") if ev else None,
+                         "autoattack_examples": ev.get("autoattack_examples") if ev else None,
+                         "train_seconds": sm.get("train_seconds") if sm else None}
+    panels = []
+    for p in sweep["panels"]:
+        rows = sorted((dict(results[r], run=r, value=v) for v, r in zip(p["values"], p["runs"])),
+                      key=lambda row: float(row["value"]))
+        panels.append({"flag": p["flag"], "method": p.get("method"), "base_value": p["base_value"], "rows": rows})
+    return sweep, panels
+
+
+def draw_sweep(plt, sweep, panels):
+    """One panel per parameter: natural and AutoAttack accuracy against its value, the preset's value marked."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 0.6, 4.2), squeeze=False)
+    for i, (ax, p) in enumerate(zip(axes[0], panels)):
+        symbol, long_name = PARAM_LABELS.get(p["flag"], (p["flag"], p["flag"]))
+        xs = [float(r["value"]) for r in p["rows"]]
+        for key, label, style in (("clean_acc", "natural", "o-"), ("autoattack_acc", "AutoAttack", "s--")):
+            pts = [(x, 100 * r[key]) for x, r in zip(xs, p["rows"]) if r[key] is not None]
+            if pts:
+                line, = ax.plot(*zip(*pts), style, ms=6, lw=1.6, label=label)
+                for x, y in pts:
+                    ax.annotate(f"{y:.1f}", (x, y), xytext=(0, 5), textcoords="offset points", ha="center",
+                                fontsize=8, color=line.get_color())
+        ax.axvline(float(p["base_value"]), color="grey", ls=":", lw=1.2, label=f"preset ({symbol} = {p['base_value']})")
+        if all(x.is_integer() for x in xs):
+            ax.set_xticks(xs)
+        ax.set_title(f"({chr(ord('a') + i)}) {symbol}")
+        ax.set_xlabel(long_name)
+        ax.set_ylabel("accuracy (%)")
+        ax.legend(fontsize=8, loc="best")
+        ax.margins(y=0.15)
+    first = next((r for p in panels for r in p["rows"] if r["test_examples"]), None)
+    counts = f": natural on {first['test_examples']}, AutoAttack on {first['autoattack_examples']} test points" \
+        if first else ""
+    fig.suptitle(f"hyper-parameter sensitivity, preset {sweep['preset']}{counts}")
+    fig.tight_layout()
+    return fig
+
+
+def sweep_markdown(sweep, panels):
+    def pct(v):
+        return "not evaluated yet" if v is None else f"{100 * v:.2f}"
+
+    extra = " ".join(sweep.get("train_args", []))
+    lines = [f"# iat: hyper-parameter sweep of {sweep['preset']}{f' ({extra})' if extra else ''}", "",
+             "![Figure 2](figure2.png)", ""]
+    for p in panels:
+        symbol, long_name = PARAM_LABELS.get(p["flag"], (p["flag"], p["flag"]))
+        lines += [f"## {long_name} (--{p['flag']}; the preset's value: {p['base_value']})", "",
+                  f"| {symbol} | run | natural % | AutoAttack % | train s |", "|---|---|---|---|---|"]
+        for r in p["rows"]:
+            t = "—" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
+            lines.append(f"| {r['value']} | {r['run']} | {pct(r['clean_acc'])} | {pct(r['autoattack_acc'])} | {t} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def report_sweep(plt, out, formats):
+    sweep, panels = read_sweep(out)
+    fig = draw_sweep(plt, sweep, panels)
+    written = save(fig, os.path.join(out, "figure2"), formats)
+    plt.close(fig)
+    table = {"preset": sweep["preset"], "train_args": sweep.get("train_args", []), "panels": panels}
+    write_text(os.path.join(out, "report.json"), json.dumps(table, indent=2) + "\n")
+    text = sweep_markdown(sweep, panels)
+    write_text(os.path.join(out, "report.md"), text)
+    return written + [os.path.join(out, "report.json"), os.path.join(out, "report.md")]
+
+
 # ---- the command line --------------------------------------------------------------------------------------
 def report_run(plt, run, formats):
     written = []
@@ -447,11 +545,14 @@ def report_compare(plt, out, runs, formats):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="iat-train run folders and iat-eval JSON reports")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="iat-train run folders and iat-eval JSON reports")
     parser.add_argument("--compare", metavar="OUT", help="also draw the runs on shared axes into OUT, with the table")
+    parser.add_argument("--sweep", metavar="OUT", help="draw the sweep in OUT (scripts/sweep.py): OUT/figure2")
     parser.add_argument("--formats", default="png,svg", help="picture formats (default png,svg)")
     parser.add_argument("--quiet", action="store_true", help="do not list the files written")
     args = parser.parse_args(argv)
+    if not args.paths and not args.sweep:
+        parser.error("give a run folder, an iat-eval report, or --sweep OUT")
     formats = [f for f in args.formats.split(",") if f]
     for f in formats:
         if f not in ("png", "svg", "pdf"):
@@ -479,6 +580,8 @@ def main(argv=None):
             if not runs:
                 raise BadInput("--compare needs at least one iat-train run folder")
             written += report_compare(plt, args.compare, runs, formats)
+        if args.sweep:
+            written += report_sweep(plt, args.sweep, formats)
     except BadInput as e:
         print(f"report.py: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -248,6 +248,79 @@ class Bars(unittest.TestCase):
                     self.assertTrue(os.path.exists(os.path.join(d, m, name)), (m, name))
 
 
+def make_sweep(folder, evaluated=("base", "beta=0", "gamma=0.5")):
+    """A sweep folder as scripts/sweep.py writes it: beta over 0, 1 (the base run) and 2 (not evaluated
+    yet); gamma over 0.5 and the preset's 0.9 (the base run, added)."""
+    panels = [{"flag": "beta", "values": ["0", "1", "2"], "runs": ["beta=0", "base", "beta=2"], "method": "uiat",
+               "base_value": "1.0"},
+              {"flag": "gamma", "values": ["0.5", "0.9"], "runs": ["gamma=0.5", "base"], "method": "uiat",
+               "base_value": "0.9"}]
+    runs = {"base": [], "beta=0": ["--beta", "0"], "beta=2": ["--beta", "2"], "gamma=0.5": ["--gamma", "0.5"]}
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "sweep.json"), "w") as f:
+        json.dump({"tool": "iat-sweep", "preset": "fashion-uiat-cnn", "train_args": ["--epochs", "4"],
+                   "panels": panels, "runs": runs}, f)
+    numbers = {"base": (0.8, 0.4), "beta=0": (0.85, 0.3), "gamma=0.5": (0.75, 0.35)}
+    for name in runs:
+        os.makedirs(os.path.join(folder, name))
+        if name in evaluated:
+            with open(os.path.join(folder, name, "eval.json"), "w") as f:
+                json.dump({"tool": "iat-eval", "clean_acc": numbers[name][0], "autoattack_acc": numbers[name][1],
+                           "test_examples": 1000, "autoattack_examples": 100}, f)
+            with open(os.path.join(folder, name, "summary.json"), "w") as f:
+                json.dump({"train_seconds": 60.0}, f)
+    return numbers
+
+
+class Sweep(unittest.TestCase):
+    def test_panels_lines_and_table(self):
+        with tempfile.TemporaryDirectory() as d:
+            make_sweep(d)
+            sweep, panels = report.read_sweep(d)
+            fig = report.draw_sweep(plt, sweep, panels)
+            beta, gamma = fig.axes
+            self.assertEqual(beta.get_title(), "(a) β")
+            self.assertEqual(gamma.get_title(), "(b) γ")
+            self.assertEqual(beta.get_xlabel(), "β, the regulariser's weight in the inverse loss")
+            self.assertEqual(beta.get_ylabel(), "accuracy (%)")
+            lines = {l.get_label(): l for l in beta.get_lines()}
+            # beta = 2 is not evaluated yet: left out; the points in the order of the values.
+            self.assertEqual(list(lines["natural"].get_xdata()), [0.0, 1.0])
+            self.assertEqual([round(y, 6) for y in lines["natural"].get_ydata()], [85.0, 80.0])
+            self.assertEqual([round(y, 6) for y in lines["AutoAttack"].get_ydata()], [30.0, 40.0])
+            self.assertEqual(list(lines["preset (β = 1.0)"].get_xdata()), [1.0, 1.0])
+            g = {l.get_label(): l for l in gamma.get_lines()}
+            self.assertEqual(list(g["natural"].get_xdata()), [0.5, 0.9])
+            self.assertEqual([round(y, 6) for y in g["AutoAttack"].get_ydata()], [35.0, 40.0])
+            self.assertIn("natural on 1000, AutoAttack on 100 test points", fig._suptitle.get_text())
+            self.assertEqual(sorted(t.get_text() for t in beta.texts), ["30.0", "40.0", "80.0", "85.0"])
+            plt.close(fig)
+            r = run_cli("--sweep", d, "--quiet")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            for name in ("figure2.png", "figure2.svg"):
+                self.assertTrue(os.path.getsize(os.path.join(d, name)) > 1000, name)
+            with open(os.path.join(d, "report.md")) as f:
+                md = f.read()
+            self.assertIn("| 0 | beta=0 | 85.00 | 30.00 | 60 |", md)
+            self.assertIn("| 2 | beta=2 | not evaluated yet | not evaluated yet | — |", md)
+            self.assertIn("| 0.9 | base | 80.00 | 40.00 | 60 |", md)
+            with open(os.path.join(d, "report.json")) as f:
+                table = json.load(f)
+            self.assertEqual([r["run"] for r in table["panels"][0]["rows"]], ["beta=0", "base", "beta=2"])
+            self.assertIsNone(table["panels"][0]["rows"][2]["autoattack_acc"])
+
+    def test_not_a_sweep_is_named(self):
+        with tempfile.TemporaryDirectory() as d:
+            r = run_cli("--sweep", d)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("sweep.json", r.stderr)
+            with open(os.path.join(d, "sweep.json"), "w") as f:
+                json.dump({"tool": "something else"}, f)
+            r = run_cli("--sweep", d)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("is not a sweep", r.stderr)
+
+
 class CommandLine(unittest.TestCase):
     def test_run_folder_and_eval_report(self):
         with tempfile.TemporaryDirectory() as d:
