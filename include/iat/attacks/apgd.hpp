@@ -6,6 +6,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/attacks/detail/autoattack.hpp>
+#include <iat/detail/compiled.hpp>
 #include <iat/options_field.hpp>
 #include <iat/threat_model.hpp>
 
@@ -282,37 +283,7 @@ class APGD : public Attack {
   /// Points with an exactly zero gradient at the start of the last DLR run (AutoAttack warns about them).
   int64_t zero_gradient_points() const { return zero_gradient_points_; }
 
-  torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) override {
-    const char* who = "iat::APGD";
-    check_options();
-    const APGDOptions& o = options;
-    detail::AttackScope scope(who, model, x_in, y, o.keep_train_mode());
-    auto x = x_in.detach().to(torch::kFloat);
-    torch::Tensor still_correct;
-    {
-      torch::NoGradGuard no_grad;
-      auto logits = model(x);
-      detail::check_model_output(who, logits, y);
-      TORCH_CHECK_VALUE(o.loss() != Loss::kDLR || logits.size(1) >= 3, who,
-                        ": the DLR loss needs at least 3 classes, the model has ", logits.size(1));
-      still_correct = detail::predicted_class(logits) == y;
-    }
-    auto loss_fn = [&o](const torch::Tensor& logits, const torch::Tensor& labels) {
-      return o.loss() == Loss::kCE ? functional::cross_entropy(logits, labels, LogitsCheck::kOff)
-                                   : functional::dlr_loss(logits, labels);
-    };
-    auto adv = x.clone();
-    zero_gradient_points_ = 0;
-    detail::reseed(o.seed());
-    for (int64_t r = 0; r < o.restarts(); ++r) {
-      const int64_t zero = detail::apgd_run_on_robust(
-          model, x, y, still_correct, adv, [&](const torch::Tensor&) { return detail::APGDLossFn(loss_fn); }, o.norm(),
-          o.eps(), o.steps(), o.rho(), o.eot_iter());
-      if (zero < 0) break;
-      if (o.loss() == Loss::kDLR) zero_gradient_points_ += zero;
-    }
-    return adv;
-  }
+  torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) override;
 
  private:
   void check_options() const {
@@ -375,47 +346,7 @@ class APGDT : public Attack {
   /// Points with an exactly zero gradient at the start of a run, summed over the last call's runs.
   int64_t zero_gradient_points() const { return zero_gradient_points_; }
 
-  torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) override {
-    const char* who = "iat::APGDT";
-    check_options();
-    const APGDTOptions& o = options;
-    detail::AttackScope scope(who, model, x_in, y, o.keep_train_mode());
-    auto x = x_in.detach().to(torch::kFloat);
-    torch::Tensor still_correct;
-    int64_t classes = 0;
-    {
-      torch::NoGradGuard no_grad;
-      auto logits = model(x);
-      detail::check_model_output(who, logits, y);
-      classes = logits.size(1);
-      TORCH_CHECK_VALUE(classes >= 4, who, ": the targeted DLR loss needs at least 4 classes, the model has ",
-                        classes);
-      still_correct = detail::predicted_class(logits) == y;
-    }
-    const int64_t targets = std::min(o.n_target_classes(), classes - 1);
-    auto adv = x.clone();
-    zero_gradient_points_ = 0;
-    detail::reseed(o.seed());
-    for (int64_t m = 2; m < targets + 2; ++m) {
-      for (int64_t r = 0; r < o.restarts(); ++r) {
-        auto make_loss = [&](const torch::Tensor& x_sub) -> detail::APGDLossFn {
-          torch::Tensor target;
-          {
-            torch::NoGradGuard no_grad;
-            target = detail::class_of_rank(model(x_sub), m);
-          }
-          return [target](const torch::Tensor& logits, const torch::Tensor& labels) {
-            return functional::targeted_dlr_loss(logits, labels, target);
-          };
-        };
-        const int64_t zero = detail::apgd_run_on_robust(model, x, y, still_correct, adv, make_loss, o.norm(), o.eps(),
-                                                        o.steps(), o.rho(), o.eot_iter());
-        if (zero < 0) break;
-        zero_gradient_points_ += zero;
-      }
-    }
-    return adv;
-  }
+  torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) override;
 
  private:
   void check_options() const {
@@ -427,5 +358,82 @@ class APGDT : public Attack {
 
   int64_t zero_gradient_points_ = 0;
 };
+
+#if IAT_HEADER_BODIES  // the entry points' bodies: inline here, or compiled once (iat/detail/compiled.hpp)
+
+IAT_INLINE torch::Tensor APGD::perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) {
+  const char* who = "iat::APGD";
+  check_options();
+  const APGDOptions& o = options;
+  detail::AttackScope scope(who, model, x_in, y, o.keep_train_mode());
+  auto x = x_in.detach().to(torch::kFloat);
+  torch::Tensor still_correct;
+  {
+    torch::NoGradGuard no_grad;
+    auto logits = model(x);
+    detail::check_model_output(who, logits, y);
+    TORCH_CHECK_VALUE(o.loss() != Loss::kDLR || logits.size(1) >= 3, who,
+                      ": the DLR loss needs at least 3 classes, the model has ", logits.size(1));
+    still_correct = detail::predicted_class(logits) == y;
+  }
+  auto loss_fn = [&o](const torch::Tensor& logits, const torch::Tensor& labels) {
+    return o.loss() == Loss::kCE ? functional::cross_entropy(logits, labels, LogitsCheck::kOff)
+                                 : functional::dlr_loss(logits, labels);
+  };
+  auto adv = x.clone();
+  zero_gradient_points_ = 0;
+  detail::reseed(o.seed());
+  for (int64_t r = 0; r < o.restarts(); ++r) {
+    const int64_t zero = detail::apgd_run_on_robust(
+        model, x, y, still_correct, adv, [&](const torch::Tensor&) { return detail::APGDLossFn(loss_fn); }, o.norm(),
+        o.eps(), o.steps(), o.rho(), o.eot_iter());
+    if (zero < 0) break;
+    if (o.loss() == Loss::kDLR) zero_gradient_points_ += zero;
+  }
+  return adv;
+}
+
+IAT_INLINE torch::Tensor APGDT::perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) {
+  const char* who = "iat::APGDT";
+  check_options();
+  const APGDTOptions& o = options;
+  detail::AttackScope scope(who, model, x_in, y, o.keep_train_mode());
+  auto x = x_in.detach().to(torch::kFloat);
+  torch::Tensor still_correct;
+  int64_t classes = 0;
+  {
+    torch::NoGradGuard no_grad;
+    auto logits = model(x);
+    detail::check_model_output(who, logits, y);
+    classes = logits.size(1);
+    TORCH_CHECK_VALUE(classes >= 4, who, ": the targeted DLR loss needs at least 4 classes, the model has ",
+                      classes);
+    still_correct = detail::predicted_class(logits) == y;
+  }
+  const int64_t targets = std::min(o.n_target_classes(), classes - 1);
+  auto adv = x.clone();
+  zero_gradient_points_ = 0;
+  detail::reseed(o.seed());
+  for (int64_t m = 2; m < targets + 2; ++m) {
+    for (int64_t r = 0; r < o.restarts(); ++r) {
+      auto make_loss = [&](const torch::Tensor& x_sub) -> detail::APGDLossFn {
+        torch::Tensor target;
+        {
+          torch::NoGradGuard no_grad;
+          target = detail::class_of_rank(model(x_sub), m);
+        }
+        return [target](const torch::Tensor& logits, const torch::Tensor& labels) {
+          return functional::targeted_dlr_loss(logits, labels, target);
+        };
+      };
+      const int64_t zero = detail::apgd_run_on_robust(model, x, y, still_correct, adv, make_loss, o.norm(), o.eps(),
+                                                      o.steps(), o.rho(), o.eot_iter());
+      if (zero < 0) break;
+      zero_gradient_points_ += zero;
+    }
+  }
+  return adv;
+}
+#endif  // IAT_HEADER_BODIES
 
 }  // namespace iat

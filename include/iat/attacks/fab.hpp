@@ -7,6 +7,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/attacks/detail/autoattack.hpp>
+#include <iat/detail/compiled.hpp>
 #include <iat/options_field.hpp>
 #include <iat/threat_model.hpp>
 
@@ -430,38 +431,7 @@ class FAB : public Attack {
 
   std::string name() const override { return options.targeted() ? "FAB-T" : "FAB"; }
 
-  torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) override {
-    const char* who = "iat::FAB";
-    check_options();
-    const FABOptions& o = options;
-    detail::AttackScope scope(who, model, x_in, y, o.keep_train_mode());
-    auto x = x_in.detach().to(torch::kFloat);
-    torch::NoGradGuard no_grad;
-    auto logits = model(x);
-    detail::check_model_output(who, logits, y);
-    const int64_t classes = logits.size(1);
-    TORCH_CHECK_VALUE(classes >= 2, who, ": needs at least 2 classes, the model has ", classes);
-    auto still_robust = detail::predicted_class(logits) == y;
-    auto adv = x.clone();
-    detail::reseed(o.seed());
-    const int64_t targets = o.targeted() ? std::min(o.n_target_classes(), classes - 1) : 1;
-    for (int64_t m = 2; m < targets + 2; ++m) {
-      for (int64_t r = 0; r < o.restarts(); ++r) {
-        auto idx = detail::true_indices(still_robust);
-        if (idx.numel() == 0) break;
-        auto x_sub = x.index_select(0, idx);
-        auto y_sub = y.index_select(0, idx);
-        auto found = single_run(model, x_sub, y_sub, /*random_start=*/r > 0, o.targeted() ? m : 0);
-        auto correct = detail::predicted_class(model(found)) == y_sub;
-        auto too_far = o.threat_model().distance(x_sub, found) > o.eps();
-        auto fooled = torch::logical_or(correct, too_far).logical_not();
-        auto hit = idx.masked_select(fooled);
-        still_robust.index_fill_(0, hit, false);
-        adv.index_copy_(0, hit, found.index_select(0, detail::true_indices(fooled)));
-      }
-    }
-    return adv;
-  }
+  torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) override;
 
  private:
   // Logit differences f_k = z_k − z_y at x1 and their input gradients: [n, K'] and [n, K', ...]. Targeted:
@@ -587,5 +557,41 @@ class FABT : public FAB {
  public:
   explicit FABT(FABOptions o = {}) : FAB(o.targeted(true)) {}
 };
+
+#if IAT_HEADER_BODIES  // the entry points' bodies: inline here, or compiled once (iat/detail/compiled.hpp)
+
+IAT_INLINE torch::Tensor FAB::perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) {
+  const char* who = "iat::FAB";
+  check_options();
+  const FABOptions& o = options;
+  detail::AttackScope scope(who, model, x_in, y, o.keep_train_mode());
+  auto x = x_in.detach().to(torch::kFloat);
+  torch::NoGradGuard no_grad;
+  auto logits = model(x);
+  detail::check_model_output(who, logits, y);
+  const int64_t classes = logits.size(1);
+  TORCH_CHECK_VALUE(classes >= 2, who, ": needs at least 2 classes, the model has ", classes);
+  auto still_robust = detail::predicted_class(logits) == y;
+  auto adv = x.clone();
+  detail::reseed(o.seed());
+  const int64_t targets = o.targeted() ? std::min(o.n_target_classes(), classes - 1) : 1;
+  for (int64_t m = 2; m < targets + 2; ++m) {
+    for (int64_t r = 0; r < o.restarts(); ++r) {
+      auto idx = detail::true_indices(still_robust);
+      if (idx.numel() == 0) break;
+      auto x_sub = x.index_select(0, idx);
+      auto y_sub = y.index_select(0, idx);
+      auto found = single_run(model, x_sub, y_sub, /*random_start=*/r > 0, o.targeted() ? m : 0);
+      auto correct = detail::predicted_class(model(found)) == y_sub;
+      auto too_far = o.threat_model().distance(x_sub, found) > o.eps();
+      auto fooled = torch::logical_or(correct, too_far).logical_not();
+      auto hit = idx.masked_select(fooled);
+      still_robust.index_fill_(0, hit, false);
+      adv.index_copy_(0, hit, found.index_select(0, detail::true_indices(fooled)));
+    }
+  }
+  return adv;
+}
+#endif  // IAT_HEADER_BODIES
 
 }  // namespace iat

@@ -4,6 +4,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/detail/compat.hpp>
+#include <iat/detail/compiled.hpp>
 #include <iat/options_field.hpp>
 #include <iat/threat_model.hpp>
 
@@ -87,78 +88,7 @@ class PGD : public Attack {
 
   std::string name() const override { return "PGD"; }
 
-  torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) override {
-    const char* who = "iat::PGD";
-    check_options();
-    const PGDOptions& o = options;
-    detail::AttackScope scope(who, model, x, y, o.keep_train_mode());
-    auto x0 = x.detach();
-
-    // What the loss needs from the clean input: p(x) for KL, the target class for targeted DLR. Other
-    // losses need no clean forward, and the model's output is checked at the first step instead.
-    torch::Tensor clean_log_p, target;
-    bool checked = false;
-    auto check_output = [&](const torch::Tensor& logits) {
-      if (checked) return;
-      detail::check_model_output(who, logits, y);
-      const int64_t classes = logits.size(1);
-      TORCH_CHECK_VALUE(o.loss() != Loss::kDLR || classes >= 3, who,
-                        ": loss kDLR needs at least 3 classes, the model has ", classes);
-      TORCH_CHECK_VALUE(o.loss() != Loss::kTargetedDLR || classes >= 4, who,
-                        ": loss kTargetedDLR needs at least 4 classes, the model has ", classes);
-      TORCH_CHECK_VALUE(o.loss() != Loss::kTargetedDLR || o.target_rank() <= classes, who,
-                        ": target_rank must be <= ", classes, " (the number of classes), got ", o.target_rank());
-      checked = true;
-    };
-    if (o.loss() == Loss::kKL || o.loss() == Loss::kTargetedDLR) {
-      torch::NoGradGuard no_grad;
-      auto logits = model(x0);
-      check_output(logits);
-      if (o.loss() == Loss::kKL) clean_log_p = torch::log_softmax(logits, 1);
-      if (o.loss() == Loss::kTargetedDLR) target = logits.argsort(1, /*descending=*/true).select(1, o.target_rank() - 1);
-    }
-    auto loss_fn = [&](const torch::Tensor& logits) -> torch::Tensor {
-      check_output(logits);
-      switch (o.loss()) {
-        case Loss::kCE: return functional::cross_entropy(logits, y, LogitsCheck::kOff);
-        case Loss::kMargin: return functional::margin_loss(logits, y);
-        case Loss::kDLR: return functional::dlr_loss(logits, y);
-        case Loss::kTargetedDLR: return functional::targeted_dlr_loss(logits, y, target);
-        case Loss::kKL: return functional::kl_div(clean_log_p, torch::log_softmax(logits, 1));
-      }
-      C10_THROW_ERROR(Error, "unknown iat::Loss");
-    };
-
-    const double step_size = o.effective_step_size();
-    const ThreatModel ball = o.threat_model();
-    torch::Tensor best, best_score;
-    for (int64_t run = 0; run < o.restarts(); ++run) {
-      auto x_adv = x0;
-      if (o.random_start()) {
-        auto noise = o.init_noise() == InitNoise::kUniform ? ball.uniform_in_ball(x0) : torch::randn_like(x0) * o.init_std();
-        x_adv = ball.project(x0 + noise, x0);
-      }
-      for (int64_t k = 0; k < o.steps(); ++k) {
-        auto grad = detail::input_gradient(model, x_adv, loss_fn).first;
-        x_adv = ball.project(x_adv + step_size * ball.ascent_direction(grad), x0);
-      }
-      if (o.restarts() == 1) return x_adv;
-
-      // Score each example: +inf once misclassified, its final loss otherwise.
-      torch::NoGradGuard no_grad;
-      auto logits = model(x_adv);
-      auto score = loss_fn(logits).masked_fill(logits.argmax(1) != y, std::numeric_limits<double>::infinity());
-      if (!best.defined()) {
-        best = x_adv;
-        best_score = score;
-        continue;
-      }
-      auto better = score > best_score;
-      best = torch::where(better.view(detail::per_example_shape(x0.size(0), x0.dim())), x_adv, best);
-      best_score = torch::where(better, score, best_score);
-    }
-    return best;
-  }
+  torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) override;
 
  private:
   void check_options() const {
@@ -174,5 +104,81 @@ class PGD : public Attack {
                                      o.step_size().has_value(), "eps/4", o.eps() / 4.0);
   }
 };
+
+#if IAT_HEADER_BODIES  // the entry points' bodies: inline here, or compiled once (iat/detail/compiled.hpp)
+
+IAT_INLINE torch::Tensor PGD::perturb(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) {
+  const char* who = "iat::PGD";
+  check_options();
+  const PGDOptions& o = options;
+  detail::AttackScope scope(who, model, x, y, o.keep_train_mode());
+  auto x0 = x.detach();
+
+  // What the loss needs from the clean input: p(x) for KL, the target class for targeted DLR. Other
+  // losses need no clean forward, and the model's output is checked at the first step instead.
+  torch::Tensor clean_log_p, target;
+  bool checked = false;
+  auto check_output = [&](const torch::Tensor& logits) {
+    if (checked) return;
+    detail::check_model_output(who, logits, y);
+    const int64_t classes = logits.size(1);
+    TORCH_CHECK_VALUE(o.loss() != Loss::kDLR || classes >= 3, who,
+                      ": loss kDLR needs at least 3 classes, the model has ", classes);
+    TORCH_CHECK_VALUE(o.loss() != Loss::kTargetedDLR || classes >= 4, who,
+                      ": loss kTargetedDLR needs at least 4 classes, the model has ", classes);
+    TORCH_CHECK_VALUE(o.loss() != Loss::kTargetedDLR || o.target_rank() <= classes, who,
+                      ": target_rank must be <= ", classes, " (the number of classes), got ", o.target_rank());
+    checked = true;
+  };
+  if (o.loss() == Loss::kKL || o.loss() == Loss::kTargetedDLR) {
+    torch::NoGradGuard no_grad;
+    auto logits = model(x0);
+    check_output(logits);
+    if (o.loss() == Loss::kKL) clean_log_p = torch::log_softmax(logits, 1);
+    if (o.loss() == Loss::kTargetedDLR) target = logits.argsort(1, /*descending=*/true).select(1, o.target_rank() - 1);
+  }
+  auto loss_fn = [&](const torch::Tensor& logits) -> torch::Tensor {
+    check_output(logits);
+    switch (o.loss()) {
+      case Loss::kCE: return functional::cross_entropy(logits, y, LogitsCheck::kOff);
+      case Loss::kMargin: return functional::margin_loss(logits, y);
+      case Loss::kDLR: return functional::dlr_loss(logits, y);
+      case Loss::kTargetedDLR: return functional::targeted_dlr_loss(logits, y, target);
+      case Loss::kKL: return functional::kl_div(clean_log_p, torch::log_softmax(logits, 1));
+    }
+    C10_THROW_ERROR(Error, "unknown iat::Loss");
+  };
+
+  const double step_size = o.effective_step_size();
+  const ThreatModel ball = o.threat_model();
+  torch::Tensor best, best_score;
+  for (int64_t run = 0; run < o.restarts(); ++run) {
+    auto x_adv = x0;
+    if (o.random_start()) {
+      auto noise = o.init_noise() == InitNoise::kUniform ? ball.uniform_in_ball(x0) : torch::randn_like(x0) * o.init_std();
+      x_adv = ball.project(x0 + noise, x0);
+    }
+    for (int64_t k = 0; k < o.steps(); ++k) {
+      auto grad = detail::input_gradient(model, x_adv, loss_fn).first;
+      x_adv = ball.project(x_adv + step_size * ball.ascent_direction(grad), x0);
+    }
+    if (o.restarts() == 1) return x_adv;
+
+    // Score each example: +inf once misclassified, its final loss otherwise.
+    torch::NoGradGuard no_grad;
+    auto logits = model(x_adv);
+    auto score = loss_fn(logits).masked_fill(logits.argmax(1) != y, std::numeric_limits<double>::infinity());
+    if (!best.defined()) {
+      best = x_adv;
+      best_score = score;
+      continue;
+    }
+    auto better = score > best_score;
+    best = torch::where(better.view(detail::per_example_shape(x0.size(0), x0.dim())), x_adv, best);
+    best_score = torch::where(better, score, best_score);
+  }
+  return best;
+}
+#endif  // IAT_HEADER_BODIES
 
 }  // namespace iat

@@ -6,6 +6,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/attacks/detail/autoattack.hpp>
+#include <iat/detail/compiled.hpp>
 #include <iat/options_field.hpp>
 #include <iat/threat_model.hpp>
 
@@ -150,32 +151,7 @@ class Square : public Attack {
 
   std::string name() const override { return "Square"; }
 
-  torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) override {
-    const char* who = "iat::Square";
-    check_options();
-    const SquareOptions& o = options;
-    detail::AttackScope scope(who, model, x_in, y, o.keep_train_mode());
-    TORCH_CHECK_VALUE(x_in.dim() == 4, who, ": x must be a batch of images [N, C, H, W], got shape ", x_in.sizes());
-    auto x = x_in.detach().to(torch::kFloat);
-    torch::NoGradGuard no_grad;
-    auto logits = model(x);
-    detail::check_model_output(who, logits, y);
-    auto still_robust = detail::predicted_class(logits) == y;
-    auto adv = x.clone();
-    detail::reseed(o.seed());
-    for (int64_t r = 0; r < o.restarts(); ++r) {
-      auto idx = detail::true_indices(still_robust);
-      if (idx.numel() == 0) break;
-      auto x_sub = x.index_select(0, idx);
-      auto y_sub = y.index_select(0, idx);
-      auto found = o.norm() == Norm::kLinf ? run_linf(model, x_sub, y_sub) : run_l2(model, x_sub, y_sub);
-      auto fooled = detail::predicted_class(model(found)) != y_sub;
-      auto hit = idx.masked_select(fooled);
-      still_robust.index_fill_(0, hit, false);
-      adv.index_copy_(0, hit, found.index_select(0, detail::true_indices(fooled)));
-    }
-    return adv;
-  }
+  torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) override;
 
  private:
   // z_y − max_{j≠y} z_j: > 0 while correctly classified.
@@ -304,5 +280,35 @@ class Square : public Attack {
     TORCH_CHECK_VALUE(o.p_init() > 0.0 && o.p_init() <= 1.0, who, ": p_init must be in (0, 1], got ", o.p_init());
   }
 };
+
+#if IAT_HEADER_BODIES  // the entry points' bodies: inline here, or compiled once (iat/detail/compiled.hpp)
+
+IAT_INLINE torch::Tensor Square::perturb(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y) {
+  const char* who = "iat::Square";
+  check_options();
+  const SquareOptions& o = options;
+  detail::AttackScope scope(who, model, x_in, y, o.keep_train_mode());
+  TORCH_CHECK_VALUE(x_in.dim() == 4, who, ": x must be a batch of images [N, C, H, W], got shape ", x_in.sizes());
+  auto x = x_in.detach().to(torch::kFloat);
+  torch::NoGradGuard no_grad;
+  auto logits = model(x);
+  detail::check_model_output(who, logits, y);
+  auto still_robust = detail::predicted_class(logits) == y;
+  auto adv = x.clone();
+  detail::reseed(o.seed());
+  for (int64_t r = 0; r < o.restarts(); ++r) {
+    auto idx = detail::true_indices(still_robust);
+    if (idx.numel() == 0) break;
+    auto x_sub = x.index_select(0, idx);
+    auto y_sub = y.index_select(0, idx);
+    auto found = o.norm() == Norm::kLinf ? run_linf(model, x_sub, y_sub) : run_l2(model, x_sub, y_sub);
+    auto fooled = detail::predicted_class(model(found)) != y_sub;
+    auto hit = idx.masked_select(fooled);
+    still_robust.index_fill_(0, hit, false);
+    adv.index_copy_(0, hit, found.index_select(0, detail::true_indices(fooled)));
+  }
+  return adv;
+}
+#endif  // IAT_HEADER_BODIES
 
 }  // namespace iat

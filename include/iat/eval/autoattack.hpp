@@ -13,6 +13,7 @@
 #include <iat/detail/archive_checksum.hpp>
 #include <iat/attacks/detail/autoattack.hpp>
 #include <iat/detail/compat.hpp>
+#include <iat/detail/compiled.hpp>
 #include <iat/detail/file_io.hpp>
 #include <iat/model_ref.hpp>
 #include <iat/options_field.hpp>
@@ -447,263 +448,7 @@ class AutoAttack {
   }
 
   /// Runs the evaluation on x (float [N, C, H, W] in [0,1]) and y (int64 [N]).
-  AutoAttackReport run(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y_in) {
-    const char* who = "iat::eval::AutoAttack";
-    iat::detail::check_images(who, x_in);
-    iat::detail::check_labels(who, x_in, y_in);
-    check_options();
-    const AutoAttackOptions& o = options;
-    if (!o.state_path().empty()) iat::detail::check_writable(who, "state_path", o.state_path());
-    const auto start = std::chrono::steady_clock::now();
-    const torch::Device device = o.device() ? *o.device() : x_in.device();
-    auto x = x_in.detach().to(torch::kFloat);
-    auto y = y_in.detach();
-    auto y_cpu = y.to(torch::kCPU);
-    const int64_t n = x.size(0);
-    const int64_t bs = o.batch_size();
-
-    AutoAttackReport report;
-    report.num_points = n;
-    report.version = to_string(o.version());
-    report.seed = o.seed();
-    report.batch_size = bs;
-    report.nonfinite_as_broken = o.nonfinite_as_broken();
-    report.standard_budgets = o.apgd_steps() == 100 && o.fab_steps() == 100 && o.square_queries() == 5000 &&
-                              o.n_target_classes() == 9;
-    auto warn = [&](const std::string& w) {
-      report.warnings.push_back(w);
-      log("warning: " + w);
-    };
-    if (!report.standard_budgets) {
-      warn("non-standard budgets (APGD " + std::to_string(o.apgd_steps()) + " it., FAB " +
-           std::to_string(o.fab_steps()) + " it., Square " + std::to_string(o.square_queries()) + " queries, " +
-           std::to_string(o.n_target_classes()) + " targets): this is not AutoAttack " + report.version +
-           " and its numbers must not be reported as such");
-    }
-
-    if (model.is_training()) warn("the model was in train mode; it is evaluated in eval mode");
-    ModeGuard eval_mode(model, false);
-    torch::NoGradGuard no_grad;
-    int64_t classes = -1;
-    std::function<torch::Tensor(const torch::Tensor&)> forward = [&](const torch::Tensor& xb) {
-      auto logits = model(xb.to(device));
-      iat::detail::check_logits(who, logits, xb.size(0));
-      const auto type = logits.scalar_type();
-      TORCH_CHECK_VALUE(type == torch::kFloat || type == torch::kHalf || type == torch::kBFloat16, who,
-                        ": the model must return float32 logits (float16 and bfloat16 are accepted), got ", type,
-                        " (convert inside the model, e.g. with .to(torch::kFloat))");
-      TORCH_CHECK_VALUE(classes < 0 || logits.size(1) == classes, who, ": the model returned logits for ",
-                        logits.size(1), " classes on a batch of ", xb.size(0), " points, but for ", classes,
-                        " classes on the first batch");
-      return logits;
-    };
-    // Correct predictions and rows with non-finite logits (both bool, on the CPU).
-    auto judge = [](const torch::Tensor& logits, const torch::Tensor& yb) {
-      auto bad = logits.isfinite().all(1).logical_not().to(torch::kCPU);
-      auto ok = (iat::detail::predicted_class(logits).to(torch::kCPU) == yb.to(torch::kCPU)) & bad.logical_not();
-      return std::make_pair(ok, bad);
-    };
-
-    // Sanity checks on the first batch, as the reference (warnings only).
-    auto x_first = x.narrow(0, 0, std::min(bs, n));
-    auto y_first = y.narrow(0, 0, std::min(bs, n)).to(device);
-    auto logits_first = forward(x_first);
-    iat::detail::check_label_range(who, y_first, logits_first.size(1));
-    classes = logits_first.size(1);
-    if (o.version() != AutoAttackVersion::kRand) check_randomized(forward, x_first, y_first, warn);
-    check_probabilities(logits_first, warn);
-
-    std::vector<std::string> attacks = attack_list();
-    report.n_target_classes = std::min(o.n_target_classes(), classes - 1);
-    adapt_to_classes(attacks, classes, report.n_target_classes, warn);
-    report.attacks = attacks;
-
-    // Clean pass (also when resuming: it checks the state file's clean predictions).
-    auto clean = torch::zeros({n}, torch::kBool);
-    auto nonfinite = torch::zeros({n}, torch::kBool);
-    for (int64_t b = 0; b < n; b += bs) {
-      const int64_t len = std::min(bs, n - b);
-      auto judged = judge(forward(x.narrow(0, b, len)), y_cpu.narrow(0, b, len));
-      clean.narrow(0, b, len).copy_(judged.first);
-      nonfinite.narrow(0, b, len).copy_(judged.second);
-    }
-    const int64_t nonfinite_clean = nonfinite.sum().item<int64_t>();
-    if (nonfinite_clean > 0 && !o.nonfinite_as_broken()) detail::throw_nonfinite(nonfinite_clean, n, "the clean pass");
-    report.clean_correct = clean.sum().item<int64_t>();
-    report.clean_accuracy = static_cast<double>(report.clean_correct) / static_cast<double>(n);
-
-    // The saved state, or a fresh one.
-    detail::AutoAttackState state;
-    auto robust = clean.clone();
-    auto x_adv = x.clone();
-    auto adv_mask = torch::zeros({n}, torch::kBool);
-    const bool resumed = !o.state_path().empty() && detail::AutoAttackState::load(o.state_path(), x, state);
-    std::vector<std::pair<std::string, std::string>> settings;
-    if (!o.state_path().empty()) settings = settings_of(x, y_cpu, attacks);
-    if (resumed) {
-      resume_from(state, settings, clean, x, report, warn);
-      robust.copy_(state.robust & clean);
-      nonfinite.logical_or_(state.nonfinite);
-      adv_mask.copy_(state.adv_mask);
-      x_adv.copy_(state.x_adv.to(x_adv.device()));
-      report.resumed = true;
-      log("resumed from " + o.state_path() + ": done " +
-          detail::join([&] {
-            std::vector<std::string> d;
-            for (const auto& s : state.done) d.push_back(s.attack);
-            return d;
-          }(), ",") +
-          (state.current.empty() ? std::string()
-                                 : ", " + state.current + " after " + std::to_string(state.current_batches) +
-                                       " batch(es)") +
-          ", robust accuracy " + detail::percent(robust.sum().item<double>() / static_cast<double>(n)));
-    } else {
-      log("initial accuracy: " + detail::percent(report.clean_accuracy));
-    }
-    state.settings = settings;
-    state.clean = clean;
-    state.robust = robust;  // these share storage with the run's tensors: saving sees every update
-    state.nonfinite = nonfinite;
-    state.adv_mask = adv_mask;
-    state.x_adv = x_adv;
-    save_state(state);
-
-    for (const auto& name : attacks) {
-      AutoAttackStep step;
-      step.attack = name;
-      auto saved = std::find_if(state.done.begin(), state.done.end(),
-                                [&](const detail::AutoAttackState::Done& d) { return d.attack == name; });
-      if (saved != state.done.end()) {
-        step.resumed = true;
-        step.attacked = saved->attacked;
-        step.seconds = saved->seconds;
-        step.robust_flags = saved->flags.clone();
-        step.robust = step.robust_flags.sum().item<int64_t>();
-        step.robust_accuracy = static_cast<double>(step.robust) / static_cast<double>(n);
-        report.steps.push_back(step);
-        continue;
-      }
-      torch::Tensor start_flags;
-      int64_t first_batch = 0;
-      double seconds_before = 0;
-      if (state.current == name) {
-        // Continue the attack that was running: the same points, in the same batches, from the next one.
-        start_flags = state.current_start.clone();
-        first_batch = state.current_batches;
-        seconds_before = state.current_seconds;
-        step.resumed = true;
-      } else {
-        start_flags = robust.clone();
-        state.current = name;
-        state.current_batches = 0;
-        state.current_seconds = 0;
-      }
-      state.current_start = start_flags;
-      const auto t0 = std::chrono::steady_clock::now();
-      auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-      auto idx = iat::detail::true_indices(start_flags);
-      const int64_t num_robust = idx.numel();
-      if (num_robust == 0) break;
-      step.attacked = num_robust;
-      auto attack = make_attack(name, report.n_target_classes);
-      const int64_t batches = (num_robust + bs - 1) / bs;
-      const int64_t zero_grad_before = state.zero_grad_points;
-      for (int64_t b = first_batch; b < batches; ++b) {
-        if (b % o.shard_count() != o.shard_index()) continue;  // another process's batch
-        auto ib = idx.narrow(0, b * bs, std::min(bs, num_robust - b * bs));
-        auto xb = x.index_select(0, ib.to(x.device())).to(device);
-        auto yb = y.index_select(0, ib.to(y.device())).to(device);
-        set_seed(*attack);
-        auto adv = attack->perturb(model, xb, yb);
-        if (auto* a = dynamic_cast<APGD*>(attack.get())) state.zero_grad_points += a->zero_gradient_points();
-        if (auto* a = dynamic_cast<APGDT*>(attack.get())) state.zero_grad_points += a->zero_gradient_points();
-        auto judged = judge(forward(adv), yb);
-        const int64_t bad = judged.second.sum().item<int64_t>();
-        if (bad > 0 && !o.nonfinite_as_broken()) {
-          detail::throw_nonfinite(bad, ib.numel(), "the re-check after " + name + " (batch " + std::to_string(b + 1) +
-                                                       "/" + std::to_string(batches) + ")");
-        }
-        auto fooled = judged.first.logical_not();
-        auto hit = ib.masked_select(fooled);
-        robust.index_fill_(0, hit, false);
-        adv_mask.index_fill_(0, hit, true);
-        nonfinite.index_fill_(0, ib.masked_select(judged.second), true);
-        x_adv.index_copy_(0, hit.to(x_adv.device()),
-                          adv.index_select(0, iat::detail::true_indices(fooled).to(adv.device())).to(x_adv.device()));
-        state.current_batches = b + 1;
-        state.current_seconds = seconds_before + elapsed();
-        save_state(state);
-        log(name + " - " + std::to_string(b + 1) + "/" + std::to_string(batches) + " - " +
-            std::to_string(hit.numel()) + " out of " + std::to_string(ib.numel()) + " successfully perturbed");
-        if (o.on_batch()) o.on_batch()(AutoAttackProgress{name, b + 1, batches, robust.sum().item<int64_t>()});
-      }
-      step.seconds = seconds_before + elapsed();
-      if (o.shard_count() > 1) {
-        AutoAttackShardMerge m{idx, robust, adv_mask, nonfinite, x_adv, state.zero_grad_points - zero_grad_before,
-                               step.seconds};
-        o.shard_merge()(m);
-        state.zero_grad_points = zero_grad_before + m.zero_grad_points;
-        step.seconds = m.seconds;
-      }
-      step.robust = robust.sum().item<int64_t>();
-      step.robust_accuracy = static_cast<double>(step.robust) / static_cast<double>(n);
-      step.robust_flags = robust.clone();
-      report.steps.push_back(step);
-      state.done.push_back({name, num_robust, step.seconds, step.robust_flags});
-      state.current.clear();
-      state.current_start = torch::Tensor();
-      state.current_batches = 0;
-      state.current_seconds = 0;
-      save_state(state);
-      std::ostringstream line;
-      line.setf(std::ios::fixed);
-      line.precision(1);
-      line << "robust accuracy after " << name << ": " << detail::percent(step.robust_accuracy) << " (" << step.seconds
-           << " s)";
-      log(line.str());
-    }
-    if (state.zero_grad_points > 0) {
-      warn("there are " + std::to_string(state.zero_grad_points) +
-           " points with zero gradient at the start of a DLR run: gradient-based attacks may be unreliable "
-           "on this model (gradient masking?)");
-    }
-    check_square(report, warn);
-
-    report.robust = robust;
-    report.robust_count = robust.sum().item<int64_t>();
-    report.robust_accuracy = static_cast<double>(report.robust_count) / static_cast<double>(n);
-    report.x_adv = x_adv;
-    report.max_perturbation = o.threat_model().distance(x_adv, x).max().item<double>();
-    auto rechecked = torch::zeros({n}, torch::kBool);
-    auto recheck_bad = torch::zeros({n}, torch::kBool);
-    for (int64_t b = 0; b < n; b += bs) {
-      const int64_t len = std::min(bs, n - b);
-      auto judged = judge(forward(x_adv.narrow(0, b, len)), y_cpu.narrow(0, b, len));
-      rechecked.narrow(0, b, len).copy_(judged.first);
-      recheck_bad.narrow(0, b, len).copy_(judged.second);
-    }
-    const int64_t bad_final = recheck_bad.sum().item<int64_t>();
-    if (bad_final > 0 && !o.nonfinite_as_broken()) detail::throw_nonfinite(bad_final, n, "the final re-check");
-    nonfinite.logical_or_(recheck_bad);
-    report.nonfinite = nonfinite;
-    report.nonfinite_points = nonfinite.sum().item<int64_t>();
-    if (report.nonfinite_points > 0) {
-      warn("the model returned non-finite logits (NaN or inf) for " + std::to_string(report.nonfinite_points) +
-           " of " + std::to_string(n) + " points; they are counted as broken (nonfinite_as_broken)");
-    }
-    report.robust_rechecked = rechecked;
-    report.robust_count_rechecked = rechecked.sum().item<int64_t>();
-    report.robust_accuracy_rechecked = static_cast<double>(report.robust_count_rechecked) / static_cast<double>(n);
-    if (report.robust_count_rechecked != report.robust_count) {
-      warn("robust accuracy as counted (" + detail::percent(report.robust_accuracy) +
-           ") differs from the re-evaluation on the returned points (" +
-           detail::percent(report.robust_accuracy_rechecked) + "): is the model randomised or stateful?");
-    }
-    report.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    log("robust accuracy: " + detail::percent(report.robust_accuracy) + " (re-checked " +
-        detail::percent(report.robust_accuracy_rechecked) + ")");
-    return report;
-  }
+  AutoAttackReport run(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y_in);
 
  private:
   void log(const std::string& s) const {
@@ -942,6 +687,268 @@ class AutoAttack {
     }
   }
 };
+
+#if IAT_HEADER_BODIES  // the entry points' bodies: inline here, or compiled once (iat/detail/compiled.hpp)
+
+IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::Tensor& x_in,
+                                             const torch::Tensor& y_in) {
+  const char* who = "iat::eval::AutoAttack";
+  iat::detail::check_images(who, x_in);
+  iat::detail::check_labels(who, x_in, y_in);
+  check_options();
+  const AutoAttackOptions& o = options;
+  if (!o.state_path().empty()) iat::detail::check_writable(who, "state_path", o.state_path());
+  const auto start = std::chrono::steady_clock::now();
+  const torch::Device device = o.device() ? *o.device() : x_in.device();
+  auto x = x_in.detach().to(torch::kFloat);
+  auto y = y_in.detach();
+  auto y_cpu = y.to(torch::kCPU);
+  const int64_t n = x.size(0);
+  const int64_t bs = o.batch_size();
+
+  AutoAttackReport report;
+  report.num_points = n;
+  report.version = to_string(o.version());
+  report.seed = o.seed();
+  report.batch_size = bs;
+  report.nonfinite_as_broken = o.nonfinite_as_broken();
+  report.standard_budgets = o.apgd_steps() == 100 && o.fab_steps() == 100 && o.square_queries() == 5000 &&
+                            o.n_target_classes() == 9;
+  auto warn = [&](const std::string& w) {
+    report.warnings.push_back(w);
+    log("warning: " + w);
+  };
+  if (!report.standard_budgets) {
+    warn("non-standard budgets (APGD " + std::to_string(o.apgd_steps()) + " it., FAB " +
+         std::to_string(o.fab_steps()) + " it., Square " + std::to_string(o.square_queries()) + " queries, " +
+         std::to_string(o.n_target_classes()) + " targets): this is not AutoAttack " + report.version +
+         " and its numbers must not be reported as such");
+  }
+
+  if (model.is_training()) warn("the model was in train mode; it is evaluated in eval mode");
+  ModeGuard eval_mode(model, false);
+  torch::NoGradGuard no_grad;
+  int64_t classes = -1;
+  std::function<torch::Tensor(const torch::Tensor&)> forward = [&](const torch::Tensor& xb) {
+    auto logits = model(xb.to(device));
+    iat::detail::check_logits(who, logits, xb.size(0));
+    const auto type = logits.scalar_type();
+    TORCH_CHECK_VALUE(type == torch::kFloat || type == torch::kHalf || type == torch::kBFloat16, who,
+                      ": the model must return float32 logits (float16 and bfloat16 are accepted), got ", type,
+                      " (convert inside the model, e.g. with .to(torch::kFloat))");
+    TORCH_CHECK_VALUE(classes < 0 || logits.size(1) == classes, who, ": the model returned logits for ",
+                      logits.size(1), " classes on a batch of ", xb.size(0), " points, but for ", classes,
+                      " classes on the first batch");
+    return logits;
+  };
+  // Correct predictions and rows with non-finite logits (both bool, on the CPU).
+  auto judge = [](const torch::Tensor& logits, const torch::Tensor& yb) {
+    auto bad = logits.isfinite().all(1).logical_not().to(torch::kCPU);
+    auto ok = (iat::detail::predicted_class(logits).to(torch::kCPU) == yb.to(torch::kCPU)) & bad.logical_not();
+    return std::make_pair(ok, bad);
+  };
+
+  // Sanity checks on the first batch, as the reference (warnings only).
+  auto x_first = x.narrow(0, 0, std::min(bs, n));
+  auto y_first = y.narrow(0, 0, std::min(bs, n)).to(device);
+  auto logits_first = forward(x_first);
+  iat::detail::check_label_range(who, y_first, logits_first.size(1));
+  classes = logits_first.size(1);
+  if (o.version() != AutoAttackVersion::kRand) check_randomized(forward, x_first, y_first, warn);
+  check_probabilities(logits_first, warn);
+
+  std::vector<std::string> attacks = attack_list();
+  report.n_target_classes = std::min(o.n_target_classes(), classes - 1);
+  adapt_to_classes(attacks, classes, report.n_target_classes, warn);
+  report.attacks = attacks;
+
+  // Clean pass (also when resuming: it checks the state file's clean predictions).
+  auto clean = torch::zeros({n}, torch::kBool);
+  auto nonfinite = torch::zeros({n}, torch::kBool);
+  for (int64_t b = 0; b < n; b += bs) {
+    const int64_t len = std::min(bs, n - b);
+    auto judged = judge(forward(x.narrow(0, b, len)), y_cpu.narrow(0, b, len));
+    clean.narrow(0, b, len).copy_(judged.first);
+    nonfinite.narrow(0, b, len).copy_(judged.second);
+  }
+  const int64_t nonfinite_clean = nonfinite.sum().item<int64_t>();
+  if (nonfinite_clean > 0 && !o.nonfinite_as_broken()) detail::throw_nonfinite(nonfinite_clean, n, "the clean pass");
+  report.clean_correct = clean.sum().item<int64_t>();
+  report.clean_accuracy = static_cast<double>(report.clean_correct) / static_cast<double>(n);
+
+  // The saved state, or a fresh one.
+  detail::AutoAttackState state;
+  auto robust = clean.clone();
+  auto x_adv = x.clone();
+  auto adv_mask = torch::zeros({n}, torch::kBool);
+  const bool resumed = !o.state_path().empty() && detail::AutoAttackState::load(o.state_path(), x, state);
+  std::vector<std::pair<std::string, std::string>> settings;
+  if (!o.state_path().empty()) settings = settings_of(x, y_cpu, attacks);
+  if (resumed) {
+    resume_from(state, settings, clean, x, report, warn);
+    robust.copy_(state.robust & clean);
+    nonfinite.logical_or_(state.nonfinite);
+    adv_mask.copy_(state.adv_mask);
+    x_adv.copy_(state.x_adv.to(x_adv.device()));
+    report.resumed = true;
+    log("resumed from " + o.state_path() + ": done " +
+        detail::join([&] {
+          std::vector<std::string> d;
+          for (const auto& s : state.done) d.push_back(s.attack);
+          return d;
+        }(), ",") +
+        (state.current.empty() ? std::string()
+                               : ", " + state.current + " after " + std::to_string(state.current_batches) +
+                                     " batch(es)") +
+        ", robust accuracy " + detail::percent(robust.sum().item<double>() / static_cast<double>(n)));
+  } else {
+    log("initial accuracy: " + detail::percent(report.clean_accuracy));
+  }
+  state.settings = settings;
+  state.clean = clean;
+  state.robust = robust;  // these share storage with the run's tensors: saving sees every update
+  state.nonfinite = nonfinite;
+  state.adv_mask = adv_mask;
+  state.x_adv = x_adv;
+  save_state(state);
+
+  for (const auto& name : attacks) {
+    AutoAttackStep step;
+    step.attack = name;
+    auto saved = std::find_if(state.done.begin(), state.done.end(),
+                              [&](const detail::AutoAttackState::Done& d) { return d.attack == name; });
+    if (saved != state.done.end()) {
+      step.resumed = true;
+      step.attacked = saved->attacked;
+      step.seconds = saved->seconds;
+      step.robust_flags = saved->flags.clone();
+      step.robust = step.robust_flags.sum().item<int64_t>();
+      step.robust_accuracy = static_cast<double>(step.robust) / static_cast<double>(n);
+      report.steps.push_back(step);
+      continue;
+    }
+    torch::Tensor start_flags;
+    int64_t first_batch = 0;
+    double seconds_before = 0;
+    if (state.current == name) {
+      // Continue the attack that was running: the same points, in the same batches, from the next one.
+      start_flags = state.current_start.clone();
+      first_batch = state.current_batches;
+      seconds_before = state.current_seconds;
+      step.resumed = true;
+    } else {
+      start_flags = robust.clone();
+      state.current = name;
+      state.current_batches = 0;
+      state.current_seconds = 0;
+    }
+    state.current_start = start_flags;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+    auto idx = iat::detail::true_indices(start_flags);
+    const int64_t num_robust = idx.numel();
+    if (num_robust == 0) break;
+    step.attacked = num_robust;
+    auto attack = make_attack(name, report.n_target_classes);
+    const int64_t batches = (num_robust + bs - 1) / bs;
+    const int64_t zero_grad_before = state.zero_grad_points;
+    for (int64_t b = first_batch; b < batches; ++b) {
+      if (b % o.shard_count() != o.shard_index()) continue;  // another process's batch
+      auto ib = idx.narrow(0, b * bs, std::min(bs, num_robust - b * bs));
+      auto xb = x.index_select(0, ib.to(x.device())).to(device);
+      auto yb = y.index_select(0, ib.to(y.device())).to(device);
+      set_seed(*attack);
+      auto adv = attack->perturb(model, xb, yb);
+      if (auto* a = dynamic_cast<APGD*>(attack.get())) state.zero_grad_points += a->zero_gradient_points();
+      if (auto* a = dynamic_cast<APGDT*>(attack.get())) state.zero_grad_points += a->zero_gradient_points();
+      auto judged = judge(forward(adv), yb);
+      const int64_t bad = judged.second.sum().item<int64_t>();
+      if (bad > 0 && !o.nonfinite_as_broken()) {
+        detail::throw_nonfinite(bad, ib.numel(), "the re-check after " + name + " (batch " + std::to_string(b + 1) +
+                                                     "/" + std::to_string(batches) + ")");
+      }
+      auto fooled = judged.first.logical_not();
+      auto hit = ib.masked_select(fooled);
+      robust.index_fill_(0, hit, false);
+      adv_mask.index_fill_(0, hit, true);
+      nonfinite.index_fill_(0, ib.masked_select(judged.second), true);
+      x_adv.index_copy_(0, hit.to(x_adv.device()),
+                        adv.index_select(0, iat::detail::true_indices(fooled).to(adv.device())).to(x_adv.device()));
+      state.current_batches = b + 1;
+      state.current_seconds = seconds_before + elapsed();
+      save_state(state);
+      log(name + " - " + std::to_string(b + 1) + "/" + std::to_string(batches) + " - " +
+          std::to_string(hit.numel()) + " out of " + std::to_string(ib.numel()) + " successfully perturbed");
+      if (o.on_batch()) o.on_batch()(AutoAttackProgress{name, b + 1, batches, robust.sum().item<int64_t>()});
+    }
+    step.seconds = seconds_before + elapsed();
+    if (o.shard_count() > 1) {
+      AutoAttackShardMerge m{idx, robust, adv_mask, nonfinite, x_adv, state.zero_grad_points - zero_grad_before,
+                             step.seconds};
+      o.shard_merge()(m);
+      state.zero_grad_points = zero_grad_before + m.zero_grad_points;
+      step.seconds = m.seconds;
+    }
+    step.robust = robust.sum().item<int64_t>();
+    step.robust_accuracy = static_cast<double>(step.robust) / static_cast<double>(n);
+    step.robust_flags = robust.clone();
+    report.steps.push_back(step);
+    state.done.push_back({name, num_robust, step.seconds, step.robust_flags});
+    state.current.clear();
+    state.current_start = torch::Tensor();
+    state.current_batches = 0;
+    state.current_seconds = 0;
+    save_state(state);
+    std::ostringstream line;
+    line.setf(std::ios::fixed);
+    line.precision(1);
+    line << "robust accuracy after " << name << ": " << detail::percent(step.robust_accuracy) << " (" << step.seconds
+         << " s)";
+    log(line.str());
+  }
+  if (state.zero_grad_points > 0) {
+    warn("there are " + std::to_string(state.zero_grad_points) +
+         " points with zero gradient at the start of a DLR run: gradient-based attacks may be unreliable "
+         "on this model (gradient masking?)");
+  }
+  check_square(report, warn);
+
+  report.robust = robust;
+  report.robust_count = robust.sum().item<int64_t>();
+  report.robust_accuracy = static_cast<double>(report.robust_count) / static_cast<double>(n);
+  report.x_adv = x_adv;
+  report.max_perturbation = o.threat_model().distance(x_adv, x).max().item<double>();
+  auto rechecked = torch::zeros({n}, torch::kBool);
+  auto recheck_bad = torch::zeros({n}, torch::kBool);
+  for (int64_t b = 0; b < n; b += bs) {
+    const int64_t len = std::min(bs, n - b);
+    auto judged = judge(forward(x_adv.narrow(0, b, len)), y_cpu.narrow(0, b, len));
+    rechecked.narrow(0, b, len).copy_(judged.first);
+    recheck_bad.narrow(0, b, len).copy_(judged.second);
+  }
+  const int64_t bad_final = recheck_bad.sum().item<int64_t>();
+  if (bad_final > 0 && !o.nonfinite_as_broken()) detail::throw_nonfinite(bad_final, n, "the final re-check");
+  nonfinite.logical_or_(recheck_bad);
+  report.nonfinite = nonfinite;
+  report.nonfinite_points = nonfinite.sum().item<int64_t>();
+  if (report.nonfinite_points > 0) {
+    warn("the model returned non-finite logits (NaN or inf) for " + std::to_string(report.nonfinite_points) +
+         " of " + std::to_string(n) + " points; they are counted as broken (nonfinite_as_broken)");
+  }
+  report.robust_rechecked = rechecked;
+  report.robust_count_rechecked = rechecked.sum().item<int64_t>();
+  report.robust_accuracy_rechecked = static_cast<double>(report.robust_count_rechecked) / static_cast<double>(n);
+  if (report.robust_count_rechecked != report.robust_count) {
+    warn("robust accuracy as counted (" + detail::percent(report.robust_accuracy) +
+         ") differs from the re-evaluation on the returned points (" +
+         detail::percent(report.robust_accuracy_rechecked) + "): is the model randomised or stateful?");
+  }
+  report.total_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  log("robust accuracy: " + detail::percent(report.robust_accuracy) + " (re-checked " +
+      detail::percent(report.robust_accuracy_rechecked) + ")");
+  return report;
+}
+#endif  // IAT_HEADER_BODIES
 
 }  // namespace eval
 }  // namespace iat

@@ -7,6 +7,7 @@
 #include <iat/attacks/pgd.hpp>
 #include <iat/attacks/detail/autoattack.hpp>
 #include <iat/detail/compat.hpp>
+#include <iat/detail/compiled.hpp>
 #include <iat/model_ref.hpp>
 
 #include <torch/types.h>
@@ -89,8 +90,26 @@ inline PGD cw_inf(double eps = 8.0 / 255, int64_t steps = 20, iat::optional<doub
 /// auto r = iat::eval::robust_accuracy(net, x_test, y_test, pgd, 256);
 /// std::cout << "PGD-20: " << r.accuracy << " (clean " << r.clean_accuracy << ")\n";
 /// \endcode
-inline RobustAccuracy robust_accuracy(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
-                                      Attack& attack, int64_t batch_size = 256) {
+IAT_INLINE RobustAccuracy robust_accuracy(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                          Attack& attack, int64_t batch_size = 256);
+
+/// Like the plain overload, with per-point flags (`r.robust`, `r.clean`) and, with `seed`, every batch
+/// seeded on its own (seed + batch index). With shard_count > 1 only this process's batches are run and
+/// counted (accuracies over those points); iat::distributed::sharded_robust_accuracy combines the ranks.
+///
+/// **Example**
+/// \code
+/// auto pgd = iat::eval::pgd20();
+/// auto r = iat::eval::robust_accuracy(net, x, y, pgd, iat::eval::RobustAccuracyOptions().batch_size(128).seed(0));
+/// auto broken = r.clean & r.robust.logical_not();      // points the attack broke
+/// \endcode
+IAT_INLINE RobustAccuracy robust_accuracy(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                          Attack& attack, const RobustAccuracyOptions& options);
+
+#if IAT_HEADER_BODIES  // the entry points' bodies: inline here, or compiled once (iat/detail/compiled.hpp)
+
+IAT_INLINE RobustAccuracy robust_accuracy(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                          Attack& attack, int64_t batch_size) {
   const char* who = "iat::eval::robust_accuracy";
   iat::detail::check_images(who, x);
   iat::detail::check_labels(who, x, y);
@@ -114,18 +133,8 @@ inline RobustAccuracy robust_accuracy(const ModelRef& model, const torch::Tensor
   return r;
 }
 
-/// Like the plain overload, with per-point flags (`r.robust`, `r.clean`) and, with `seed`, every batch
-/// seeded on its own (seed + batch index). With shard_count > 1 only this process's batches are run and
-/// counted (accuracies over those points); iat::distributed::sharded_robust_accuracy combines the ranks.
-///
-/// **Example**
-/// \code
-/// auto pgd = iat::eval::pgd20();
-/// auto r = iat::eval::robust_accuracy(net, x, y, pgd, iat::eval::RobustAccuracyOptions().batch_size(128).seed(0));
-/// auto broken = r.clean & r.robust.logical_not();      // points the attack broke
-/// \endcode
-inline RobustAccuracy robust_accuracy(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
-                                      Attack& attack, const RobustAccuracyOptions& options) {
+IAT_INLINE RobustAccuracy robust_accuracy(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                          Attack& attack, const RobustAccuracyOptions& options) {
   const char* who = "iat::eval::robust_accuracy";
   iat::detail::check_images(who, x);
   iat::detail::check_labels(who, x, y);
@@ -161,6 +170,7 @@ inline RobustAccuracy robust_accuracy(const ModelRef& model, const torch::Tensor
   r.clean_accuracy = static_cast<double>(r.clean_correct) / total;
   return r;
 }
+#endif  // IAT_HEADER_BODIES
 
 }  // namespace eval
 }  // namespace iat

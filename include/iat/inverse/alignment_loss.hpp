@@ -4,6 +4,7 @@
 /// adversarial prediction with the inverse (or cached) one (docs/method.md §3).
 
 #include <iat/detail/checks.hpp>
+#include <iat/detail/compiled.hpp>
 #include <iat/functional/losses.hpp>
 #include <iat/inverse/inverse_loss.hpp>
 
@@ -134,15 +135,8 @@ namespace functional {
 ///           + iat::functional::alignment_loss(net(x_inv), net(x_adv));            // IAT, λ = 3.5
 /// iat::functional::alignment_loss(torch::softmax(net(x_inv), 1), net(x_adv));     // throws: probabilities
 /// \endcode
-inline torch::Tensor alignment_loss(const torch::Tensor& ref_logits, const torch::Tensor& adv_logits,
-                                    const AlignmentLossOptions& options = {}) {
-  const char* who = "iat::functional::alignment_loss";
-  detail::check_alignment_options(who, options);
-  detail::check_alignment_pair(who, ref_logits, adv_logits, "ref_logits");
-  if (options.check_logits()) detail::check_alignment_logits(who, ref_logits, adv_logits);
-  return detail::alignment_from_log_probs(torch::log_softmax(ref_logits / options.temperature(), 1), adv_logits,
-                                          options);
-}
+IAT_INLINE torch::Tensor alignment_loss(const torch::Tensor& ref_logits, const torch::Tensor& adv_logits,
+                                        const AlignmentLossOptions& options = {});
 
 /// The same loss with the reference given as probabilities [N, C] (a row of iat::OneOffCache, an EMA of
 /// probabilities). Rows must be non-negative and sum to 1 (within `probability_tolerance`); `adv_logits`
@@ -154,8 +148,23 @@ inline torch::Tensor alignment_loss(const torch::Tensor& ref_logits, const torch
 /// auto p_oo = cache->read(index);                                   // stored p(x̃) of these examples
 /// auto loss = iat::functional::alignment_loss_from_probs(p_oo, net(x_adv));
 /// \endcode
-inline torch::Tensor alignment_loss_from_probs(const torch::Tensor& ref_probs, const torch::Tensor& adv_logits,
-                                               const AlignmentLossOptions& options = {}) {
+IAT_INLINE torch::Tensor alignment_loss_from_probs(const torch::Tensor& ref_probs, const torch::Tensor& adv_logits,
+                                                   const AlignmentLossOptions& options = {});
+
+#if IAT_HEADER_BODIES  // the entry points' bodies: inline here, or compiled once (iat/detail/compiled.hpp)
+
+IAT_INLINE torch::Tensor alignment_loss(const torch::Tensor& ref_logits, const torch::Tensor& adv_logits,
+                                        const AlignmentLossOptions& options) {
+  const char* who = "iat::functional::alignment_loss";
+  detail::check_alignment_options(who, options);
+  detail::check_alignment_pair(who, ref_logits, adv_logits, "ref_logits");
+  if (options.check_logits()) detail::check_alignment_logits(who, ref_logits, adv_logits);
+  return detail::alignment_from_log_probs(torch::log_softmax(ref_logits / options.temperature(), 1), adv_logits,
+                                          options);
+}
+
+IAT_INLINE torch::Tensor alignment_loss_from_probs(const torch::Tensor& ref_probs, const torch::Tensor& adv_logits,
+                                                   const AlignmentLossOptions& options) {
   const char* who = "iat::functional::alignment_loss_from_probs";
   detail::check_alignment_options(who, options);
   detail::check_alignment_pair(who, ref_probs, adv_logits, "ref_probs");
@@ -170,6 +179,7 @@ inline torch::Tensor alignment_loss_from_probs(const torch::Tensor& ref_probs, c
   auto log_p = torch::log(ref_probs.to(adv_logits.scalar_type()).clamp_min(1e-30));
   return detail::alignment_from_log_probs(torch::log_softmax(log_p / options.temperature(), 1), adv_logits, options);
 }
+#endif  // IAT_HEADER_BODIES
 
 }  // namespace functional
 
@@ -189,7 +199,7 @@ class AlignmentLossImpl : public torch::nn::Cloneable<AlignmentLossImpl> {
   explicit AlignmentLossImpl(AlignmentLossOptions options_ = {}) : options(options_) { reset(); }
 
   /// Validates the options (the module has no state).
-  void reset() override { detail::check_alignment_options("iat::AlignmentLoss", options); }
+  void reset() override;
 
   /// λ·KL(p_ref ‖ p_adv) from reference logits.
   torch::Tensor forward(const torch::Tensor& ref_logits, const torch::Tensor& adv_logits) const {
@@ -202,13 +212,7 @@ class AlignmentLossImpl : public torch::nn::Cloneable<AlignmentLossImpl> {
   }
 
   /// Prints `iat::AlignmentLoss(weight=3.5, ...)`.
-  void pretty_print(std::ostream& stream) const override {
-    stream << "iat::AlignmentLoss(weight=" << options.weight() << ", direction="
-           << (options.direction() == KLDirection::kReferenceFirst ? "KL(ref||adv)" : "KL(adv||ref)")
-           << ", detach_reference=" << (options.detach_reference() ? "true" : "false")
-           << ", temperature=" << options.temperature()
-           << ", check_logits=" << (options.check_logits() ? "true" : "false") << ")";
-  }
+  void pretty_print(std::ostream& stream) const override;
 
   /// The options in force; may be changed between calls.
   AlignmentLossOptions options;
@@ -216,5 +220,18 @@ class AlignmentLossImpl : public torch::nn::Cloneable<AlignmentLossImpl> {
 
 /// A module holder for AlignmentLossImpl (see there).
 TORCH_MODULE(AlignmentLoss);
+
+#if IAT_HEADER_BODIES  // the entry points' bodies: inline here, or compiled once (iat/detail/compiled.hpp)
+
+IAT_INLINE void AlignmentLossImpl::reset() { detail::check_alignment_options("iat::AlignmentLoss", options); }
+
+IAT_INLINE void AlignmentLossImpl::pretty_print(std::ostream& stream) const {
+  stream << "iat::AlignmentLoss(weight=" << options.weight() << ", direction="
+         << (options.direction() == KLDirection::kReferenceFirst ? "KL(ref||adv)" : "KL(adv||ref)")
+         << ", detach_reference=" << (options.detach_reference() ? "true" : "false")
+         << ", temperature=" << options.temperature()
+         << ", check_logits=" << (options.check_logits() ? "true" : "false") << ")";
+}
+#endif  // IAT_HEADER_BODIES
 
 }  // namespace iat

@@ -5,6 +5,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/detail/compat.hpp>
+#include <iat/detail/compiled.hpp>
 #include <iat/inverse/inverse_loss.hpp>
 #include <iat/options_field.hpp>
 #include <iat/threat_model.hpp>
@@ -97,30 +98,7 @@ class InverseAttack {
   /// An inverse adversarial version of the batch x with labels y; `x_adv` (optional) is the
   /// adversarial batch the push term moves away from.
   torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
-                        const torch::Tensor& x_adv = {}) {
-    const char* who = "iat::InverseAttack";
-    check_options();
-    const InverseAttackOptions& o = options;
-    detail::AttackScope scope(who, model, x, y, o.keep_train_mode());
-    if (x_adv.defined()) {
-      TORCH_CHECK_VALUE(x_adv.sizes() == x.sizes(), who, ": x_adv must have x's shape ", x.sizes(), ", got ",
-                        x_adv.sizes());
-    }
-    const auto loss_options = o.loss_options();
-    detail::check_model_for_inverse_loss(who, model, loss_options);
-    auto x0 = x.detach();
-    auto targets = detail::inverse_targets(model, x0, x_adv, loss_options);
-
-    const double step_size = o.effective_step_size();
-    const ThreatModel ball = o.threat_model();
-    auto x_inv = x0;
-    if (o.random_init()) x_inv = ball.project(x0 + o.init_std() * torch::randn_like(x0), x0);
-    for (int64_t k = 0; k < o.steps(); ++k) {
-      auto grad = detail::inverse_input_gradient(who, model, x_inv, y, loss_options, targets).first;
-      x_inv = ball.project(x_inv - step_size * ball.ascent_direction(grad), x0);
-    }
-    return x_inv;
-  }
+                        const torch::Tensor& x_adv = {});
 
  private:
   void check_options() const {
@@ -137,5 +115,34 @@ class InverseAttack {
                                      "eps/2", o.eps() / 2.0);
   }
 };
+
+#if IAT_HEADER_BODIES  // the entry points' bodies: inline here, or compiled once (iat/detail/compiled.hpp)
+
+IAT_INLINE torch::Tensor InverseAttack::perturb(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                                const torch::Tensor& x_adv) {
+  const char* who = "iat::InverseAttack";
+  check_options();
+  const InverseAttackOptions& o = options;
+  detail::AttackScope scope(who, model, x, y, o.keep_train_mode());
+  if (x_adv.defined()) {
+    TORCH_CHECK_VALUE(x_adv.sizes() == x.sizes(), who, ": x_adv must have x's shape ", x.sizes(), ", got ",
+                      x_adv.sizes());
+  }
+  const auto loss_options = o.loss_options();
+  detail::check_model_for_inverse_loss(who, model, loss_options);
+  auto x0 = x.detach();
+  auto targets = detail::inverse_targets(model, x0, x_adv, loss_options);
+
+  const double step_size = o.effective_step_size();
+  const ThreatModel ball = o.threat_model();
+  auto x_inv = x0;
+  if (o.random_init()) x_inv = ball.project(x0 + o.init_std() * torch::randn_like(x0), x0);
+  for (int64_t k = 0; k < o.steps(); ++k) {
+    auto grad = detail::inverse_input_gradient(who, model, x_inv, y, loss_options, targets).first;
+    x_inv = ball.project(x_inv - step_size * ball.ascent_direction(grad), x0);
+  }
+  return x_inv;
+}
+#endif  // IAT_HEADER_BODIES
 
 }  // namespace iat

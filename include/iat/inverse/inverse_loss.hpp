@@ -4,6 +4,7 @@
 /// (docs/method.md §2), shared by iat::InverseAttack and iat::UniversalInversePerturbation.
 
 #include <iat/detail/checks.hpp>
+#include <iat/detail/compiled.hpp>
 #include <iat/functional/losses.hpp>
 #include <iat/model_ref.hpp>
 
@@ -100,9 +101,15 @@ namespace functional {
 /// auto l = iat::functional::inverse_loss(net(x_inv), y, iat::InverseLossOptions(),
 ///                                        {net(x).detach(), net(x_adv).detach()});   // [N]
 /// \endcode
-inline torch::Tensor inverse_loss(const torch::Tensor& logits, const torch::Tensor& y,
-                                  const InverseLossOptions& options, const InverseTargets& targets = {},
-                                  const torch::Tensor& features = {}) {
+IAT_INLINE torch::Tensor inverse_loss(const torch::Tensor& logits, const torch::Tensor& y,
+                                      const InverseLossOptions& options, const InverseTargets& targets = {},
+                                      const torch::Tensor& features = {});
+
+#if IAT_HEADER_BODIES  // the entry points' bodies: inline here, or compiled once (iat/detail/compiled.hpp)
+
+IAT_INLINE torch::Tensor inverse_loss(const torch::Tensor& logits, const torch::Tensor& y,
+                                      const InverseLossOptions& options, const InverseTargets& targets,
+                                      const torch::Tensor& features) {
   const char* who = "iat::functional::inverse_loss";
   detail::check_non_negative(who, "beta", options.beta());
   detail::check_non_negative(who, "pull_weight", options.pull_weight());
@@ -160,6 +167,7 @@ inline torch::Tensor inverse_loss(const torch::Tensor& logits, const torch::Tens
   }
   return loss;
 }
+#endif  // IAT_HEADER_BODIES
 
 }  // namespace functional
 

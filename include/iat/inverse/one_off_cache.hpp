@@ -4,6 +4,7 @@
 /// (docs/method.md §5) and for the per-example EMA reading of inverse momentum (docs/method.md §4.3).
 
 #include <iat/detail/checks.hpp>
+#include <iat/detail/compiled.hpp>
 #include <iat/inverse/alignment_loss.hpp>
 
 #include <torch/arg.h>
@@ -69,20 +70,7 @@ class OneOffCacheImpl : public torch::nn::Cloneable<OneOffCacheImpl> {
   explicit OneOffCacheImpl(OneOffCacheOptions options_) : options(options_) { reset(); }
 
   /// Validates the options and creates empty storage on the CPU (run by the constructor and clone()).
-  void reset() override {
-    const char* who = "iat::OneOffCache";
-    detail::check_at_least(who, "num_examples", options.num_examples(), 1);
-    detail::check_at_least(who, "num_classes", options.num_classes(), 1);
-    detail::check_at_least(who, "one_off_epoch", options.one_off_epoch(), 0);
-    detail::check_positive(who, "probability_tolerance", options.probability_tolerance());
-    TORCH_CHECK_VALUE(options.dtype() == torch::kFloat || options.dtype() == torch::kHalf ||
-                          options.dtype() == torch::kDouble || options.dtype() == torch::kBFloat16,
-                      who, ": dtype must be a floating type (kFloat, kHalf, kBFloat16 or kDouble), got ",
-                      options.dtype());
-    probs_ = register_buffer("probs", torch::zeros({options.num_examples(), options.num_classes()},
-                                                   torch::TensorOptions().dtype(options.dtype())));
-    stored_ = register_buffer("stored", torch::zeros({options.num_examples()}, torch::kBool));
-  }
+  void reset() override;
 
   /// The reference in force at `epoch`: natural before T', inverse at T', stored after.
   OneOffPhase phase(int64_t epoch) const {
@@ -153,10 +141,7 @@ class OneOffCacheImpl : public torch::nn::Cloneable<OneOffCacheImpl> {
   const torch::Tensor& probabilities() const { return probs_; }
 
   /// Prints `iat::OneOffCache(num_examples=50000, num_classes=10, ...)`.
-  void pretty_print(std::ostream& stream) const override {
-    stream << "iat::OneOffCache(num_examples=" << options.num_examples() << ", num_classes=" << options.num_classes()
-           << ", one_off_epoch=" << options.one_off_epoch() << ", dtype=" << options.dtype() << ")";
-  }
+  void pretty_print(std::ostream& stream) const override;
 
   /// The options in force (change `one_off_epoch` freely; the others take effect at reset()).
   OneOffCacheOptions options;
@@ -205,5 +190,28 @@ class OneOffCacheImpl : public torch::nn::Cloneable<OneOffCacheImpl> {
 
 /// A module holder for OneOffCacheImpl (see there).
 TORCH_MODULE(OneOffCache);
+
+#if IAT_HEADER_BODIES  // the entry points' bodies: inline here, or compiled once (iat/detail/compiled.hpp)
+
+IAT_INLINE void OneOffCacheImpl::reset() {
+  const char* who = "iat::OneOffCache";
+  detail::check_at_least(who, "num_examples", options.num_examples(), 1);
+  detail::check_at_least(who, "num_classes", options.num_classes(), 1);
+  detail::check_at_least(who, "one_off_epoch", options.one_off_epoch(), 0);
+  detail::check_positive(who, "probability_tolerance", options.probability_tolerance());
+  TORCH_CHECK_VALUE(options.dtype() == torch::kFloat || options.dtype() == torch::kHalf ||
+                        options.dtype() == torch::kDouble || options.dtype() == torch::kBFloat16,
+                    who, ": dtype must be a floating type (kFloat, kHalf, kBFloat16 or kDouble), got ",
+                    options.dtype());
+  probs_ = register_buffer("probs", torch::zeros({options.num_examples(), options.num_classes()},
+                                                 torch::TensorOptions().dtype(options.dtype())));
+  stored_ = register_buffer("stored", torch::zeros({options.num_examples()}, torch::kBool));
+}
+
+IAT_INLINE void OneOffCacheImpl::pretty_print(std::ostream& stream) const {
+  stream << "iat::OneOffCache(num_examples=" << options.num_examples() << ", num_classes=" << options.num_classes()
+         << ", one_off_epoch=" << options.one_off_epoch() << ", dtype=" << options.dtype() << ")";
+}
+#endif  // IAT_HEADER_BODIES
 
 }  // namespace iat

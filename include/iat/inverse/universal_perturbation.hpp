@@ -5,6 +5,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/detail/compat.hpp>
+#include <iat/detail/compiled.hpp>
 #include <iat/inverse/inverse_loss.hpp>
 
 #include <torch/arg.h>
@@ -135,67 +136,20 @@ class UniversalInversePerturbationImpl : public torch::nn::Cloneable<UniversalIn
 
   /// Validates the options and creates zero δ and momentum buffers on the CPU (run by the constructor
   /// and by clone()).
-  void reset() override {
-    const char* who = "iat::UniversalInversePerturbation";
-    detail::check_at_least(who, "num_classes", options.num_classes(), 1);
-    TORCH_CHECK_VALUE(!options.input_shape().empty(), who, ": input_shape must name the shape of one input, e.g. {3, 32, 32}");
-    for (int64_t d : options.input_shape()) {
-      TORCH_CHECK_VALUE(d > 0, who, ": input_shape must have positive sizes, got ", c10::IntArrayRef(options.input_shape()));
-    }
-    check_step_options();
-    std::vector<int64_t> shape{options.num_classes()};
-    shape.insert(shape.end(), options.input_shape().begin(), options.input_shape().end());
-    delta_ = register_buffer("delta", torch::zeros(shape));
-    momentum_buffer_ = register_buffer("momentum_buffer", torch::zeros(shape));
-  }
+  void reset() override;
 
   /// x̌ = clamp(x + δ_y, 0, 1), on x's device and dtype.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& y) {
-    const char* who = "iat::UniversalInversePerturbation";
-    check_batch(who, x, y);
-    return (x + delta_.index_select(0, y).to(x.scalar_type())).clamp(0.0, 1.0);
-  }
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& y);
 
   /// One step from the gradient of L_Inv at x̌ = forward(x, y), computed with `model` at its current
   /// weights; `x_adv` (optional) feeds the push term.
-  void update(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& x_adv = {}) {
-    const char* who = "iat::UniversalInversePerturbation::update";
-    detail::AttackScope scope(who, model, x, y, options.keep_train_mode());
-    check_batch(who, x, y);
-    if (x_adv.defined()) {
-      TORCH_CHECK_VALUE(x_adv.sizes() == x.sizes(), who, ": x_adv must have x's shape ", x.sizes(), ", got ",
-                        x_adv.sizes());
-    }
-    const auto loss_options = options.loss_options();
-    detail::check_model_for_inverse_loss(who, model, loss_options);
-    auto targets = detail::inverse_targets(model, x, x_adv, loss_options);
-    torch::Tensor x_check;
-    {
-      torch::NoGradGuard no_grad;
-      x_check = forward(x.detach(), y);
-    }
-    auto grad = detail::inverse_input_gradient(who, model, x_check, y, loss_options, targets).first;
-    step(y, grad);
-  }
+  void update(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& x_adv = {});
 
   /// The fused step: `logits` (and `features` for kFeatureL2) are the model's outputs for `x_check`,
   /// which must require grad and be forward(x, y) of this batch; `targets` are h(x) and h(x') for the
   /// regulariser. The graph is retained for the caller's backward.
   void update_from_logits(const torch::Tensor& x_check, const torch::Tensor& y, const torch::Tensor& logits,
-                          const InverseTargets& targets = {}, const torch::Tensor& features = {}) {
-    const char* who = "iat::UniversalInversePerturbation::update_from_logits";
-    check_batch(who, x_check, y);
-    TORCH_CHECK_VALUE(x_check.requires_grad() && logits.defined() && logits.requires_grad(), who,
-                      ": x_check must require grad and logits must be computed from it with gradients enabled "
-                      "(auto x_check = uip(x, y).requires_grad_(true); auto logits = net(x_check);)");
-    detail::check_model_output(who, logits, y, options.check_logits(),
-                               "set UniversalInversePerturbationOptions::check_logits(false) to use such a model");
-    check_num_classes(who, logits.size(1));
-    at::AutoGradMode grad_mode(true);
-    auto loss = functional::inverse_loss(logits, y, options.loss_options().check_logits(false), targets, features);
-    auto grad = torch::autograd::grad({loss.sum()}, {x_check}, {}, /*retain_graph=*/true)[0];
-    step(y, grad.detach());
-  }
+                          const InverseTargets& targets = {}, const torch::Tensor& features = {});
 
   /// The training forwards update_fused made, with their graphs: f(x') and f(x̌) for the loop's loss.
   struct FusedForwards {
@@ -218,61 +172,10 @@ class UniversalInversePerturbationImpl : public torch::nn::Cloneable<UniversalIn
   ///             iat::functional::alignment_loss(fwd.check_logits, fwd.adv_logits);
   /// \endcode
   FusedForwards update_fused(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
-                             const torch::Tensor& x_adv) {
-    const char* who = "iat::UniversalInversePerturbation::update_fused";
-    TORCH_CHECK_VALUE(x_adv.defined() && x_adv.sizes() == x.sizes(), who, ": x_adv must have x's shape ", x.sizes(),
-                      ", got ", x_adv.defined() ? x_adv.sizes() : c10::IntArrayRef{});
-    const auto loss_options = options.loss_options();
-    detail::check_model_for_inverse_loss(who, model, loss_options);
-    auto adv_out = detail::forward_for_inverse_loss(model, x_adv, loss_options);
-    auto x_check = forward(x.detach(), y).requires_grad_(true);
-    auto check_out = detail::forward_for_inverse_loss(model, x_check, loss_options);
-    InverseTargets targets;
-    if (detail::needs_natural_target(loss_options)) {
-      ModeGuard eval(model, false);
-      targets.natural = detail::inverse_targets(model, x, {}, loss_options).natural;
-    }
-    if (detail::needs_adversarial_target(loss_options)) {
-      targets.adversarial = (detail::needs_features(loss_options) ? adv_out.features : adv_out.logits).detach();
-    }
-    update_from_logits(x_check, y, check_out.logits, targets, check_out.features);
-    return {adv_out.logits, check_out.logits};
-  }
+                             const torch::Tensor& x_adv);
 
   /// The step from per-example gradients `grad` [N, input_shape...] of the inverse loss at x̌.
-  void step(const torch::Tensor& y, const torch::Tensor& grad) {
-    const char* who = "iat::UniversalInversePerturbation::step";
-    check_step_options();
-    TORCH_CHECK_VALUE(grad.defined() && grad.dim() == delta_.dim() && grad.sizes().slice(1) == delta_.sizes().slice(1),
-                      who, ": grad must have shape [N] + input_shape ", c10::IntArrayRef(options.input_shape()), ", got ",
-                      grad.defined() ? grad.sizes() : c10::IntArrayRef{});
-    detail::check_labels(who, grad, y);
-    detail::check_label_range(who, y, options.num_classes());
-    TORCH_CHECK_VALUE(grad.device() == delta_.device() && y.device() == delta_.device(), who,
-                      ": grad and y must be on the perturbation's device ", delta_.device(), ", got ", grad.device(),
-                      " and ", y.device(), " (call uip->to(device))");
-    torch::NoGradGuard no_grad;
-    const int64_t classes = options.num_classes();
-    auto class_grad = torch::zeros_like(delta_).index_add_(0, y, grad.to(delta_.scalar_type()));
-    auto class_count = torch::zeros({classes}, y.options()).index_add_(0, y, torch::ones_like(y));
-    if (reducer_) reducer_(class_grad, class_count);
-
-    std::vector<int64_t> view(static_cast<size_t>(delta_.dim()), 1);
-    view[0] = classes;
-    auto present = (class_count > 0).view(view);
-    const double gamma = options.gradient_momentum();
-    torch::Tensor direction;
-    if (gamma > 0.0) {
-      auto l1 = class_grad.flatten(1).abs().sum(1).clamp_min(1e-12).view(view);
-      auto m = gamma * momentum_buffer_ + class_grad / l1;
-      momentum_buffer_.copy_(torch::where(present, m, momentum_buffer_));
-      direction = momentum_buffer_.sign();
-    } else {
-      direction = class_grad.sign();
-    }
-    auto stepped = (delta_ - options.effective_step_size() * direction).clamp(-options.eps(), options.eps());
-    delta_.copy_(torch::where(present, stepped, delta_));
-  }
+  void step(const torch::Tensor& y, const torch::Tensor& grad);
 
   /// Installs (or, with an empty function, removes) the data-parallel gradient hook.
   void set_gradient_reducer(GradientReducer reducer) { reducer_ = std::move(reducer); }
@@ -283,12 +186,7 @@ class UniversalInversePerturbationImpl : public torch::nn::Cloneable<UniversalIn
   const torch::Tensor& momentum_buffer() const { return momentum_buffer_; }
 
   /// Prints `iat::UniversalInversePerturbation(num_classes=10, input_shape=[3, 32, 32], ...)`.
-  void pretty_print(std::ostream& stream) const override {
-    stream << "iat::UniversalInversePerturbation(num_classes=" << options.num_classes()
-           << ", input_shape=" << c10::IntArrayRef(options.input_shape()) << ", eps=" << options.eps()
-           << ", step_size=" << options.effective_step_size() << ", beta=" << options.beta()
-           << ", momentum=" << options.momentum() << ")";
-  }
+  void pretty_print(std::ostream& stream) const override;
 
   /// The options in force; `momentum` is meant to be changed by the loop at epoch T.
   UniversalInversePerturbationOptions options;
@@ -329,5 +227,130 @@ class UniversalInversePerturbationImpl : public torch::nn::Cloneable<UniversalIn
 
 /// A module holder for UniversalInversePerturbationImpl (see there).
 TORCH_MODULE(UniversalInversePerturbation);
+
+#if IAT_HEADER_BODIES  // the entry points' bodies: inline here, or compiled once (iat/detail/compiled.hpp)
+
+IAT_INLINE void UniversalInversePerturbationImpl::reset() {
+  const char* who = "iat::UniversalInversePerturbation";
+  detail::check_at_least(who, "num_classes", options.num_classes(), 1);
+  TORCH_CHECK_VALUE(!options.input_shape().empty(), who, ": input_shape must name the shape of one input, e.g. {3, 32, 32}");
+  for (int64_t d : options.input_shape()) {
+    TORCH_CHECK_VALUE(d > 0, who, ": input_shape must have positive sizes, got ", c10::IntArrayRef(options.input_shape()));
+  }
+  check_step_options();
+  std::vector<int64_t> shape{options.num_classes()};
+  shape.insert(shape.end(), options.input_shape().begin(), options.input_shape().end());
+  delta_ = register_buffer("delta", torch::zeros(shape));
+  momentum_buffer_ = register_buffer("momentum_buffer", torch::zeros(shape));
+}
+
+IAT_INLINE torch::Tensor UniversalInversePerturbationImpl::forward(const torch::Tensor& x, const torch::Tensor& y) {
+  const char* who = "iat::UniversalInversePerturbation";
+  check_batch(who, x, y);
+  return (x + delta_.index_select(0, y).to(x.scalar_type())).clamp(0.0, 1.0);
+}
+
+IAT_INLINE void UniversalInversePerturbationImpl::update(const ModelRef& model, const torch::Tensor& x,
+                                                         const torch::Tensor& y, const torch::Tensor& x_adv) {
+  const char* who = "iat::UniversalInversePerturbation::update";
+  detail::AttackScope scope(who, model, x, y, options.keep_train_mode());
+  check_batch(who, x, y);
+  if (x_adv.defined()) {
+    TORCH_CHECK_VALUE(x_adv.sizes() == x.sizes(), who, ": x_adv must have x's shape ", x.sizes(), ", got ",
+                      x_adv.sizes());
+  }
+  const auto loss_options = options.loss_options();
+  detail::check_model_for_inverse_loss(who, model, loss_options);
+  auto targets = detail::inverse_targets(model, x, x_adv, loss_options);
+  torch::Tensor x_check;
+  {
+    torch::NoGradGuard no_grad;
+    x_check = forward(x.detach(), y);
+  }
+  auto grad = detail::inverse_input_gradient(who, model, x_check, y, loss_options, targets).first;
+  step(y, grad);
+}
+
+IAT_INLINE void UniversalInversePerturbationImpl::step(const torch::Tensor& y, const torch::Tensor& grad) {
+  const char* who = "iat::UniversalInversePerturbation::step";
+  check_step_options();
+  TORCH_CHECK_VALUE(grad.defined() && grad.dim() == delta_.dim() && grad.sizes().slice(1) == delta_.sizes().slice(1),
+                    who, ": grad must have shape [N] + input_shape ", c10::IntArrayRef(options.input_shape()), ", got ",
+                    grad.defined() ? grad.sizes() : c10::IntArrayRef{});
+  detail::check_labels(who, grad, y);
+  detail::check_label_range(who, y, options.num_classes());
+  TORCH_CHECK_VALUE(grad.device() == delta_.device() && y.device() == delta_.device(), who,
+                    ": grad and y must be on the perturbation's device ", delta_.device(), ", got ", grad.device(),
+                    " and ", y.device(), " (call uip->to(device))");
+  torch::NoGradGuard no_grad;
+  const int64_t classes = options.num_classes();
+  auto class_grad = torch::zeros_like(delta_).index_add_(0, y, grad.to(delta_.scalar_type()));
+  auto class_count = torch::zeros({classes}, y.options()).index_add_(0, y, torch::ones_like(y));
+  if (reducer_) reducer_(class_grad, class_count);
+
+  std::vector<int64_t> view(static_cast<size_t>(delta_.dim()), 1);
+  view[0] = classes;
+  auto present = (class_count > 0).view(view);
+  const double gamma = options.gradient_momentum();
+  torch::Tensor direction;
+  if (gamma > 0.0) {
+    auto l1 = class_grad.flatten(1).abs().sum(1).clamp_min(1e-12).view(view);
+    auto m = gamma * momentum_buffer_ + class_grad / l1;
+    momentum_buffer_.copy_(torch::where(present, m, momentum_buffer_));
+    direction = momentum_buffer_.sign();
+  } else {
+    direction = class_grad.sign();
+  }
+  auto stepped = (delta_ - options.effective_step_size() * direction).clamp(-options.eps(), options.eps());
+  delta_.copy_(torch::where(present, stepped, delta_));
+}
+
+IAT_INLINE void UniversalInversePerturbationImpl::pretty_print(std::ostream& stream) const {
+  stream << "iat::UniversalInversePerturbation(num_classes=" << options.num_classes()
+         << ", input_shape=" << c10::IntArrayRef(options.input_shape()) << ", eps=" << options.eps()
+         << ", step_size=" << options.effective_step_size() << ", beta=" << options.beta()
+         << ", momentum=" << options.momentum() << ")";
+}
+
+IAT_INLINE void UniversalInversePerturbationImpl::update_from_logits(const torch::Tensor& x_check, const torch::Tensor& y,
+                                                                     const torch::Tensor& logits,
+                                                                     const InverseTargets& targets,
+                                                                     const torch::Tensor& features) {
+  const char* who = "iat::UniversalInversePerturbation::update_from_logits";
+  check_batch(who, x_check, y);
+  TORCH_CHECK_VALUE(x_check.requires_grad() && logits.defined() && logits.requires_grad(), who,
+                    ": x_check must require grad and logits must be computed from it with gradients enabled "
+                    "(auto x_check = uip(x, y).requires_grad_(true); auto logits = net(x_check);)");
+  detail::check_model_output(who, logits, y, options.check_logits(),
+                             "set UniversalInversePerturbationOptions::check_logits(false) to use such a model");
+  check_num_classes(who, logits.size(1));
+  at::AutoGradMode grad_mode(true);
+  auto loss = functional::inverse_loss(logits, y, options.loss_options().check_logits(false), targets, features);
+  auto grad = torch::autograd::grad({loss.sum()}, {x_check}, {}, /*retain_graph=*/true)[0];
+  step(y, grad.detach());
+}
+
+IAT_INLINE UniversalInversePerturbationImpl::FusedForwards UniversalInversePerturbationImpl::update_fused(
+    const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& x_adv) {
+  const char* who = "iat::UniversalInversePerturbation::update_fused";
+  TORCH_CHECK_VALUE(x_adv.defined() && x_adv.sizes() == x.sizes(), who, ": x_adv must have x's shape ", x.sizes(),
+                    ", got ", x_adv.defined() ? x_adv.sizes() : c10::IntArrayRef{});
+  const auto loss_options = options.loss_options();
+  detail::check_model_for_inverse_loss(who, model, loss_options);
+  auto adv_out = detail::forward_for_inverse_loss(model, x_adv, loss_options);
+  auto x_check = forward(x.detach(), y).requires_grad_(true);
+  auto check_out = detail::forward_for_inverse_loss(model, x_check, loss_options);
+  InverseTargets targets;
+  if (detail::needs_natural_target(loss_options)) {
+    ModeGuard eval(model, false);
+    targets.natural = detail::inverse_targets(model, x, {}, loss_options).natural;
+  }
+  if (detail::needs_adversarial_target(loss_options)) {
+    targets.adversarial = (detail::needs_features(loss_options) ? adv_out.features : adv_out.logits).detach();
+  }
+  update_from_logits(x_check, y, check_out.logits, targets, check_out.features);
+  return {adv_out.logits, check_out.logits};
+}
+#endif  // IAT_HEADER_BODIES
 
 }  // namespace iat

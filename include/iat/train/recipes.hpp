@@ -21,6 +21,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/attacks/pgd.hpp>
+#include <iat/detail/compiled.hpp>
 #include <iat/functional/grad_align.hpp>
 #include <iat/functional/losses.hpp>
 #include <iat/inverse/alignment_loss.hpp>
@@ -219,11 +220,7 @@ inline StepLoss single_step_impl(const ModelRef& model, const torch::Tensor& x, 
 /// iat::PGD pgd;                                             // ε = 8/255, α = 2/255, 10 steps
 /// auto step = iat::train::pgd_at_loss(net, x, y, pgd);
 /// \endcode
-inline StepLoss pgd_at_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack) {
-  auto x_adv = attack.perturb(model, x, y);
-  auto adv_logits = model(x_adv);
-  return detail::finish(detail::mean_ce(adv_logits, y), {}, adv_logits, {}, x_adv);
-}
+IAT_INLINE StepLoss pgd_at_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack);
 
 /// Standard training (docs/method.md §7): CE(f(x), y) on the clean batch, no adversary; what trains HAT's
 /// helper model, or a clean baseline. `adv_logits` are the clean logits and `x_adv` is x, so a loop's
@@ -233,11 +230,7 @@ inline StepLoss pgd_at_loss(const ModelRef& model, const torch::Tensor& x, const
 /// \code
 /// auto step = iat::train::natural_loss(net, x, y);
 /// \endcode
-inline StepLoss natural_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) {
-  auto logits = model(x);
-  auto ce = detail::mean_ce(logits, y);
-  return detail::finish(ce, torch::Tensor(), logits, torch::Tensor(), x.detach());
-}
+IAT_INLINE StepLoss natural_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y);
 
 /// TRADES (docs/method.md §7): CE(f(x), y) + β·KL(p(x) ‖ p(x')), β = 6; attack with trades_attack_options().
 /// `ref_probs` is p(x).
@@ -247,16 +240,8 @@ inline StepLoss natural_loss(const ModelRef& model, const torch::Tensor& x, cons
 /// iat::PGD trades_pgd(iat::train::trades_attack_options());
 /// auto step = iat::train::trades_loss(net, x, y, trades_pgd);
 /// \endcode
-inline StepLoss trades_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
-                            double beta = 6.0) {
-  iat::detail::check_non_negative("iat::train::trades_loss", "beta", beta);
-  auto x_adv = attack.perturb(model, x, y);
-  auto nat_logits = model(x);
-  auto adv_logits = model(x_adv);
-  auto ce = detail::mean_ce(nat_logits, y);
-  auto reg = beta * functional::kl_div(torch::log_softmax(nat_logits, 1), torch::log_softmax(adv_logits, 1)).mean();
-  return detail::finish(ce, reg, adv_logits, torch::softmax(nat_logits, 1), x_adv);
-}
+IAT_INLINE StepLoss trades_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                                double beta = 6.0);
 
 /// HAT, helper-based adversarial training (docs/method.md §7.2; Rade & Moosavi-Dezfooli, ICLR 2022), on
 /// TRADES: CE(f(x), y) + β·KL(p(x) ‖ p(x')) + γ·CE(f(x_h), ŷ), with the helper example x_h = x + h·(x' − x)
@@ -271,8 +256,132 @@ inline StepLoss trades_loss(const ModelRef& model, const torch::Tensor& x, const
 /// auto standard = iat::train::load_run_model("runs/c10-standard").model;   // trained with --method standard
 /// auto step = iat::train::hat_loss(net, x, y, trades_pgd, standard);
 /// \endcode
-inline StepLoss hat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
-                         const ModelRef& helper, const HATOptions& options = {}) {
+IAT_INLINE StepLoss hat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                             const ModelRef& helper, const HATOptions& options = {});
+
+/// MART (docs/method.md §7): BCE(p(x'), y) + β·mean_i KL(p(x_i) ‖ p(x'_i))·(1 − p_y(x_i)), β = 6, with
+/// BCE = −log p_y(x') − log(1 − max_{k≠y} p_k(x')) (the second log clamped at 1e-12). `ref_probs` is p(x).
+///
+/// **Example**
+/// \code
+/// iat::PGD pgd;
+/// auto step = iat::train::mart_loss(net, x, y, pgd);
+/// \endcode
+IAT_INLINE StepLoss mart_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                              double beta = 6.0);
+
+/// IAT, instance-wise (docs/method.md §2–§3): CE(f(x'), y) + λ·KL(p(x̃) ‖ p(x')), x̃ = inverse(x, y, x').
+/// `ref_probs` is p(x̃).
+///
+/// **Example**
+/// \code
+/// iat::PGD pgd;  iat::InverseAttack inverse;  iat::AlignmentLoss align;
+/// auto step = iat::train::iat_loss(net, x, y, pgd, inverse, align);
+/// \endcode
+IAT_INLINE StepLoss iat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                             InverseAttack& inverse, AlignmentLoss& align);
+
+/// UIAT (docs/method.md §3–§4): CE(f(x'), y) + λ·KL(p(x̌) ‖ p(x')), x̌ = uip(x, y), with one δ step per call at the
+/// current weights (fused by default, see UIATLossOptions). `ref_probs` is p(x̌).
+///
+/// Cost over pgd_at_loss, fused: one forward of x̌ (with graph) and one input-gradient backward through
+/// it, plus, when the pull term is on (β > 0, pull_weight > 0), one no-grad forward of x.
+///
+/// **Example**
+/// \code
+/// iat::UniversalInversePerturbation uip(iat::UniversalInversePerturbationOptions(10, {3, 32, 32}));
+/// if (epoch == 75) uip->options.momentum(0.9);
+/// auto step = iat::train::uiat_loss(net, x, y, pgd, uip, align);
+/// \endcode
+IAT_INLINE StepLoss uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                              UniversalInversePerturbation& uip, AlignmentLoss& align,
+                              const UIATLossOptions& options = {});
+
+/// UIAT with the kTargetEMA reading of inverse momentum (docs/method.md §4.3): the reference is the per-example EMA
+/// p̄ = γ·p̄_stored + (1 − γ)·p(x̌) kept in `ema_store` at dataset positions `index`, γ =
+/// uip->options.momentum() when its momentum_form is kTargetEMA (0 otherwise: the store just records p(x̌)).
+///
+/// **Example**
+/// \code
+/// iat::OneOffCache ema(iat::OneOffCacheOptions(50000, 10));
+/// uip->options.momentum_form(iat::InverseMomentum::kTargetEMA);
+/// if (epoch == 75) uip->options.momentum(0.9);
+/// auto step = iat::train::uiat_loss(net, x, y, pgd, uip, align, ema, index);
+/// \endcode
+IAT_INLINE StepLoss uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                              UniversalInversePerturbation& uip, AlignmentLoss& align, OneOffCache& ema_store,
+                              const torch::Tensor& index, const UIATLossOptions& options = {});
+
+/// The one-off strategy (docs/method.md §5, supplement equations (1)–(2)): CE(f(x'), y) + λ·KL(p_OO ‖ p(x')) with
+/// p_OO = p(x) for epoch < T', p(x̃) at T' (x̃ = inverse(x, y, x'), stored at `index`), the stored value
+/// after T'. `index` [N] holds the batch's positions in the training set. `ref_probs` is p_OO.
+///
+/// Cost over pgd_at_loss: one forward of x (with graph) before T', the inverse attack and a forward of x̃
+/// at T', nothing after T'.
+///
+/// **Example**
+/// \code
+/// iat::OneOffCache cache(iat::OneOffCacheOptions(50000, 10).one_off_epoch(80));
+/// auto step = iat::train::one_off_loss(net, x, y, index, epoch, pgd, inverse, cache, align);
+/// \endcode
+IAT_INLINE StepLoss one_off_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                 const torch::Tensor& index, int64_t epoch, Attack& attack, InverseAttack& inverse,
+                                 OneOffCache& cache, AlignmentLoss& align);
+
+/// Single-step adversarial training (docs/method.md §1, §6) without UIAT: CE(f(x̂), y) [+ GradAlign]. The attack
+/// decides the variant: iat::FGSM with random_start (FGSM-RS), iat::NFGSM (N-FGSM), or plain iat::FGSM with
+/// step 1.25ε and `grad_align_weight(0.2)` (GradAlign).
+///
+/// **Example**
+/// \code
+/// iat::FGSM fgsm_rs(iat::FGSMOptions().random_start(true));
+/// auto step = iat::train::single_step_loss(net, x, y, fgsm_rs);
+/// iat::FGSM fgsm(iat::FGSMOptions().step_size(1.25 * 8 / 255));
+/// auto ga = iat::train::single_step_loss(net, x, y, fgsm, iat::train::SingleStepOptions().grad_align_weight(0.2));
+/// \endcode
+IAT_INLINE StepLoss single_step_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                     Attack& attack, const SingleStepOptions& options = {});
+
+/// Single-step adversarial training with UIAT (supplement equation (5)): the single-step loss plus
+/// λ·KL(p(x̌) ‖ p(x̂)), where δ takes one signed step on CE alone (whatever uip's β) from the same forward
+/// of x̌. `ref_probs` is p(x̌).
+///
+/// **Example**
+/// \code
+/// iat::NFGSM nfgsm;
+/// auto step = iat::train::single_step_uiat_loss(net, x, y, nfgsm, uip, align);
+/// \endcode
+IAT_INLINE StepLoss single_step_uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                          Attack& attack, UniversalInversePerturbation& uip, AlignmentLoss& align,
+                                          const SingleStepOptions& options = {});
+
+#if IAT_HEADER_BODIES  // the entry points' bodies: inline here, or compiled once (iat/detail/compiled.hpp)
+
+IAT_INLINE StepLoss pgd_at_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack) {
+  auto x_adv = attack.perturb(model, x, y);
+  auto adv_logits = model(x_adv);
+  return detail::finish(detail::mean_ce(adv_logits, y), {}, adv_logits, {}, x_adv);
+}
+
+IAT_INLINE StepLoss natural_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) {
+  auto logits = model(x);
+  auto ce = detail::mean_ce(logits, y);
+  return detail::finish(ce, torch::Tensor(), logits, torch::Tensor(), x.detach());
+}
+
+IAT_INLINE StepLoss trades_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                                double beta) {
+  iat::detail::check_non_negative("iat::train::trades_loss", "beta", beta);
+  auto x_adv = attack.perturb(model, x, y);
+  auto nat_logits = model(x);
+  auto adv_logits = model(x_adv);
+  auto ce = detail::mean_ce(nat_logits, y);
+  auto reg = beta * functional::kl_div(torch::log_softmax(nat_logits, 1), torch::log_softmax(adv_logits, 1)).mean();
+  return detail::finish(ce, reg, adv_logits, torch::softmax(nat_logits, 1), x_adv);
+}
+
+IAT_INLINE StepLoss hat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                             const ModelRef& helper, const HATOptions& options) {
   const char* who = "iat::train::hat_loss";
   iat::detail::check_non_negative(who, "beta", options.beta());
   iat::detail::check_non_negative(who, "gamma", options.gamma());
@@ -301,16 +410,8 @@ inline StepLoss hat_loss(const ModelRef& model, const torch::Tensor& x, const to
   return detail::finish(ce, reg, adv_logits, torch::softmax(nat_logits, 1), x_adv);
 }
 
-/// MART (docs/method.md §7): BCE(p(x'), y) + β·mean_i KL(p(x_i) ‖ p(x'_i))·(1 − p_y(x_i)), β = 6, with
-/// BCE = −log p_y(x') − log(1 − max_{k≠y} p_k(x')) (the second log clamped at 1e-12). `ref_probs` is p(x).
-///
-/// **Example**
-/// \code
-/// iat::PGD pgd;
-/// auto step = iat::train::mart_loss(net, x, y, pgd);
-/// \endcode
-inline StepLoss mart_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
-                          double beta = 6.0) {
+IAT_INLINE StepLoss mart_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                              double beta) {
   iat::detail::check_non_negative("iat::train::mart_loss", "beta", beta);
   auto x_adv = attack.perturb(model, x, y);
   auto adv_logits = model(x_adv);
@@ -328,16 +429,8 @@ inline StepLoss mart_loss(const ModelRef& model, const torch::Tensor& x, const t
   return detail::finish(bce, reg, adv_logits, nat_probs, x_adv);
 }
 
-/// IAT, instance-wise (docs/method.md §2–§3): CE(f(x'), y) + λ·KL(p(x̃) ‖ p(x')), x̃ = inverse(x, y, x').
-/// `ref_probs` is p(x̃).
-///
-/// **Example**
-/// \code
-/// iat::PGD pgd;  iat::InverseAttack inverse;  iat::AlignmentLoss align;
-/// auto step = iat::train::iat_loss(net, x, y, pgd, inverse, align);
-/// \endcode
-inline StepLoss iat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
-                         InverseAttack& inverse, AlignmentLoss& align) {
+IAT_INLINE StepLoss iat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                             InverseAttack& inverse, AlignmentLoss& align) {
   auto x_adv = attack.perturb(model, x, y);
   auto x_inv = inverse.perturb(model, x, y, x_adv);
   auto adv_logits = model(x_adv);
@@ -347,56 +440,21 @@ inline StepLoss iat_loss(const ModelRef& model, const torch::Tensor& x, const to
                         torch::softmax(inv_logits, 1), x_adv);
 }
 
-/// UIAT (docs/method.md §3–§4): CE(f(x'), y) + λ·KL(p(x̌) ‖ p(x')), x̌ = uip(x, y), with one δ step per call at the
-/// current weights (fused by default, see UIATLossOptions). `ref_probs` is p(x̌).
-///
-/// Cost over pgd_at_loss, fused: one forward of x̌ (with graph) and one input-gradient backward through
-/// it, plus, when the pull term is on (β > 0, pull_weight > 0), one no-grad forward of x.
-///
-/// **Example**
-/// \code
-/// iat::UniversalInversePerturbation uip(iat::UniversalInversePerturbationOptions(10, {3, 32, 32}));
-/// if (epoch == 75) uip->options.momentum(0.9);
-/// auto step = iat::train::uiat_loss(net, x, y, pgd, uip, align);
-/// \endcode
-inline StepLoss uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
-                          UniversalInversePerturbation& uip, AlignmentLoss& align,
-                          const UIATLossOptions& options = {}) {
+IAT_INLINE StepLoss uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                              UniversalInversePerturbation& uip, AlignmentLoss& align,
+                              const UIATLossOptions& options) {
   return detail::uiat_loss_impl(model, x, y, attack, uip, align, options, nullptr, {});
 }
 
-/// UIAT with the kTargetEMA reading of inverse momentum (docs/method.md §4.3): the reference is the per-example EMA
-/// p̄ = γ·p̄_stored + (1 − γ)·p(x̌) kept in `ema_store` at dataset positions `index`, γ =
-/// uip->options.momentum() when its momentum_form is kTargetEMA (0 otherwise: the store just records p(x̌)).
-///
-/// **Example**
-/// \code
-/// iat::OneOffCache ema(iat::OneOffCacheOptions(50000, 10));
-/// uip->options.momentum_form(iat::InverseMomentum::kTargetEMA);
-/// if (epoch == 75) uip->options.momentum(0.9);
-/// auto step = iat::train::uiat_loss(net, x, y, pgd, uip, align, ema, index);
-/// \endcode
-inline StepLoss uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
-                          UniversalInversePerturbation& uip, AlignmentLoss& align, OneOffCache& ema_store,
-                          const torch::Tensor& index, const UIATLossOptions& options = {}) {
+IAT_INLINE StepLoss uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
+                              UniversalInversePerturbation& uip, AlignmentLoss& align, OneOffCache& ema_store,
+                              const torch::Tensor& index, const UIATLossOptions& options) {
   return detail::uiat_loss_impl(model, x, y, attack, uip, align, options, &ema_store, index);
 }
 
-/// The one-off strategy (docs/method.md §5, supplement equations (1)–(2)): CE(f(x'), y) + λ·KL(p_OO ‖ p(x')) with
-/// p_OO = p(x) for epoch < T', p(x̃) at T' (x̃ = inverse(x, y, x'), stored at `index`), the stored value
-/// after T'. `index` [N] holds the batch's positions in the training set. `ref_probs` is p_OO.
-///
-/// Cost over pgd_at_loss: one forward of x (with graph) before T', the inverse attack and a forward of x̃
-/// at T', nothing after T'.
-///
-/// **Example**
-/// \code
-/// iat::OneOffCache cache(iat::OneOffCacheOptions(50000, 10).one_off_epoch(80));
-/// auto step = iat::train::one_off_loss(net, x, y, index, epoch, pgd, inverse, cache, align);
-/// \endcode
-inline StepLoss one_off_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
-                             const torch::Tensor& index, int64_t epoch, Attack& attack, InverseAttack& inverse,
-                             OneOffCache& cache, AlignmentLoss& align) {
+IAT_INLINE StepLoss one_off_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                 const torch::Tensor& index, int64_t epoch, Attack& attack, InverseAttack& inverse,
+                                 OneOffCache& cache, AlignmentLoss& align) {
   auto x_adv = attack.perturb(model, x, y);
   auto adv_logits = model(x_adv);
   auto ce = detail::mean_ce(adv_logits, y);
@@ -422,36 +480,17 @@ inline StepLoss one_off_loss(const ModelRef& model, const torch::Tensor& x, cons
   C10_THROW_ERROR(Error, "unknown iat::OneOffPhase");  // unconditional: every path returns or throws, at -O0 too
 }
 
-/// Single-step adversarial training (docs/method.md §1, §6) without UIAT: CE(f(x̂), y) [+ GradAlign]. The attack
-/// decides the variant: iat::FGSM with random_start (FGSM-RS), iat::NFGSM (N-FGSM), or plain iat::FGSM with
-/// step 1.25ε and `grad_align_weight(0.2)` (GradAlign).
-///
-/// **Example**
-/// \code
-/// iat::FGSM fgsm_rs(iat::FGSMOptions().random_start(true));
-/// auto step = iat::train::single_step_loss(net, x, y, fgsm_rs);
-/// iat::FGSM fgsm(iat::FGSMOptions().step_size(1.25 * 8 / 255));
-/// auto ga = iat::train::single_step_loss(net, x, y, fgsm, iat::train::SingleStepOptions().grad_align_weight(0.2));
-/// \endcode
-inline StepLoss single_step_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
-                                 Attack& attack, const SingleStepOptions& options = {}) {
+IAT_INLINE StepLoss single_step_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                     Attack& attack, const SingleStepOptions& options) {
   return detail::single_step_impl(model, x, y, attack, nullptr, nullptr, options);
 }
 
-/// Single-step adversarial training with UIAT (supplement equation (5)): the single-step loss plus
-/// λ·KL(p(x̌) ‖ p(x̂)), where δ takes one signed step on CE alone (whatever uip's β) from the same forward
-/// of x̌. `ref_probs` is p(x̌).
-///
-/// **Example**
-/// \code
-/// iat::NFGSM nfgsm;
-/// auto step = iat::train::single_step_uiat_loss(net, x, y, nfgsm, uip, align);
-/// \endcode
-inline StepLoss single_step_uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
-                                      Attack& attack, UniversalInversePerturbation& uip, AlignmentLoss& align,
-                                      const SingleStepOptions& options = {}) {
+IAT_INLINE StepLoss single_step_uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                          Attack& attack, UniversalInversePerturbation& uip, AlignmentLoss& align,
+                                          const SingleStepOptions& options) {
   return detail::single_step_impl(model, x, y, attack, &uip, &align, options);
 }
+#endif  // IAT_HEADER_BODIES
 
 }  // namespace train
 }  // namespace iat
