@@ -14,15 +14,16 @@ if [ "${1:-}" = "--torch" ]; then torch=$2; shift 2; fi
 ROUNDS=${1:-3}
 CXX=${CXX:-c++}
 case "$torch" in
-  debian) inc=(-isystem /usr/include/torch/csrc/api/include); abi=1 ;;
+  debian) inc=(-isystem /usr/include/torch/csrc/api/include); abi=1; std=gnu++17 ;;
   pypi)
     source scripts/torch_pypi.sh
     root=$("$IAT_PYTHON" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
     inc=(-isystem "$root/include" -isystem "$root/include/torch/csrc/api/include")
-    abi=$("$IAT_PYTHON" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))') ;;
+    abi=$("$IAT_PYTHON" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))')
+    std=gnu++20 ;;  # LibTorch 2.x's headers require C++20 (its CMake target asks for it too)
   *) echo "compile_time.sh: --torch must be debian or pypi, got '$torch'" >&2; exit 2 ;;
 esac
-flags=(-std=gnu++17 -O3 -DNDEBUG "-D_GLIBCXX_USE_CXX11_ABI=$abi" -Iinclude "${inc[@]}" -c -o /dev/null)
+flags=("-std=$std" -O3 -DNDEBUG "-D_GLIBCXX_USE_CXX11_ABI=$abi" -Iinclude "${inc[@]}" -c -o /dev/null)
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for r in $(seq "$ROUNDS"); do
