@@ -2,8 +2,15 @@
 // backward, SGD step), run side by side in one process, interleaved repetition by repetition so that
 // machine load hits every method alike. Prints a table of median step times and their ratio to PGD-AT.
 //
-//   bench_step_cost [--model cnn|preact|both] [--batch 32] [--reps 5] [--threads 1] [--only METHOD]
+//   bench_step_cost [--model cnn|preact|demo|both] [--batch 32] [--reps 5] [--threads 1] [--only METHOD]
+//                   [--malloc kept|glibc]
 //
+// cnn and preact: CIFAR-shaped (3×32×32) inputs, the paper's budget (PGD-10, ε = 8/255, α = 2/255; ε' = 4/255).
+// demo: the demo's presets (fashion-pgd-at-cnn / fashion-uiat-cnn): iat::models::SmallCNN on 1×28×28 inputs,
+// PGD-5 with ε = 0.1, α = 0.025, ε' = α' = 0.05, δ momentum 0.9, λ = 3.5 (use --batch 128 as iat-train does).
+//
+// --malloc kept (default) calls iat::keep_freed_memory() first, as iat-train and iat-eval do; glibc keeps the C
+// library's default thresholds (every freed activation buffer back to the kernel, page faults on reuse).
 // --only runs one method (its name as the table prints it, e.g. "PGD-AT" or "UIAT (fused, beta=1)") and
 // nothing else in the process, so that /usr/bin/time's peak resident memory is that method's.
 //
@@ -11,13 +18,28 @@
 // forward of x̌ with its backward share and one input-gradient backward (~1.1×), plus a no-grad forward of
 // x for the pull term; IAT adds the 5-step inverse attack and its target forwards (~1.5×); one-off after
 // T' adds nothing (~1.0×), before T' one forward/backward of x.
+//
+// Before the methods it times the passes the accounting counts, on the same model and batch: a no-grad
+// forward (f), a forward with the input-gradient backward in evaluation mode as an attack step runs it
+// (a), and a training forward with the full backward (t). From them it prints the ratios that pass counting
+// alone predicts, K being the attack's steps:
+//   PGD-AT                          K·a + t
+//   UIAT, β = 1 (the defaults)      K·a + t + (a + t) + f     x̌'s forward, δ's input gradient, the training
+//                                                              backward through x̌, the no-grad p(x)
+//   UIAT, β = 0                     K·a + t + (a + t)
+//   UIAT, β = 0, detach_reference   K·a + t + a
+//   IAT                             K·a + t + 5·a + 2·f + t    the 5-step inverse attack, its targets h(x) and
+//                                                              h(x'), the training forward and backward of x̃
+// so that the measured rows can be read against what the passes themselves cost.
 
 #include <iat/attacks/pgd.hpp>
+#include <iat/cpu_allocator.hpp>
 #include <iat/inverse/alignment_loss.hpp>
 #include <iat/inverse/inverse_attack.hpp>
 #include <iat/inverse/one_off_cache.hpp>
 #include <iat/inverse/universal_perturbation.hpp>
 #include <iat/models/preact_resnet.hpp>
+#include <iat/models/small_cnn.hpp>
 #include <iat/train/recipes.hpp>
 
 #include <ATen/Parallel.h>
@@ -83,19 +105,77 @@ Times time_ms(F&& f) {
   return {wall, 1000.0 * static_cast<double>(c1 - c0) / CLOCKS_PER_SEC};
 }
 
+// The budget a model is benchmarked at: the paper's CIFAR one, or the demo's Fashion-MNIST presets.
+struct Budget {
+  std::vector<int64_t> input_shape;  // C, H, W
+  iat::PGDOptions attack;
+  iat::InverseAttackOptions inverse;
+  double inv_eps, inv_step;
+};
+
+Budget cifar_budget() {
+  return {{3, 32, 32}, iat::PGDOptions(), iat::InverseAttackOptions(), 4.0 / 255, 2.0 / 255};
+}
+
+Budget demo_budget() {  // the fashion-*-cnn presets of iat-train
+  return {{1, 28, 28}, iat::PGDOptions().eps(0.1).step_size(0.025).steps(5),
+          iat::InverseAttackOptions().eps(0.05).step_size(0.025), 0.05, 0.05};
+}
+
+// The passes of the accounting, timed on this model and batch (medians of `reps` after a warm-up).
 template <typename Net>
-void run(const char* model_name, Net net, int64_t batch, int64_t reps, const std::string& only) {
+void print_passes(Net& net, const torch::Tensor& x, const torch::Tensor& y, int64_t steps, int64_t reps) {
+  auto timed = [&](auto&& f) {
+    f();
+    std::vector<double> cpu;
+    for (int64_t r = 0; r < reps; ++r) cpu.push_back(time_ms(f).cpu);
+    return median(cpu);
+  };
+  net->eval();
+  const double f = timed([&] {
+    torch::NoGradGuard no_grad;
+    net->forward(x);
+  });
+  const double a = timed([&] {
+    auto xv = x.detach().requires_grad_(true);
+    auto loss = torch::cross_entropy_loss(net->forward(xv), y);
+    torch::autograd::grad(std::vector<torch::Tensor>{loss}, std::vector<torch::Tensor>{xv});
+  });
+  net->train();
+  const double t = timed([&] {
+    auto loss = torch::cross_entropy_loss(net->forward(x), y);
+    loss.backward();
+  });
+  net->zero_grad();
+  const double k = static_cast<double>(steps), pgd_at = k * a + t;
+  std::printf("\npasses (CPU ms): no-grad forward f %.1f, attack step a (forward + input gradient) %.1f, "
+              "training forward + backward t %.1f\n",
+              f, a, t);
+  std::printf("pass counting predicts (x PGD-AT): UIAT beta=1 %.2f, beta=0 %.2f, beta=0 detach_reference %.2f; "
+              "IAT %.2f\n",
+              (pgd_at + a + t + f) / pgd_at, (pgd_at + a + t) / pgd_at, (pgd_at + a) / pgd_at,
+              (pgd_at + 5 * a + 2 * f + t) / pgd_at);
+}
+
+template <typename Net>
+void run(const char* model_name, Net net, const Budget& budget, int64_t batch, int64_t reps,
+         const std::string& only) {
   torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
-  auto x = torch::rand({batch, 3, 32, 32});
+  std::vector<int64_t> shape{batch};
+  shape.insert(shape.end(), budget.input_shape.begin(), budget.input_shape.end());
+  auto x = torch::rand(shape);
   auto y = torch::randint(0, 10, {batch}, torch::kLong);
   auto index = torch::arange(batch, torch::kLong);
 
-  iat::PGD pgd;                       // ε = 8/255, α = 2/255, 10 steps
-  iat::InverseAttack inverse;         // ε' = 4/255, α' = 2/255, 5 steps, β = 1
-  iat::AlignmentLoss align;           // λ = 3.5
+  iat::PGD pgd(budget.attack);
+  iat::InverseAttack inverse(budget.inverse);  // 5 steps, β = 1
+  iat::AlignmentLoss align;                    // λ = 3.5
   iat::AlignmentLoss align_detached(iat::AlignmentLossOptions().detach_reference(true));
-  iat::UniversalInversePerturbation uip(iat::UniversalInversePerturbationOptions(10, {3, 32, 32}).momentum(0.9));
-  iat::UniversalInversePerturbation uip_ce(iat::UniversalInversePerturbationOptions(10, {3, 32, 32}).beta(0));
+  const auto uip_options = iat::UniversalInversePerturbationOptions(10, budget.input_shape)
+                               .eps(budget.inv_eps)
+                               .step_size(budget.inv_step);
+  iat::UniversalInversePerturbation uip(iat::UniversalInversePerturbationOptions(uip_options).momentum(0.9));
+  iat::UniversalInversePerturbation uip_ce(iat::UniversalInversePerturbationOptions(uip_options).beta(0));
   iat::OneOffCache cache(iat::OneOffCacheOptions(batch, 10).one_off_epoch(1));
   cache->store(index, torch::full({batch, 10}, 0.1));
 
@@ -137,6 +217,7 @@ void run(const char* model_name, Net net, int64_t batch, int64_t reps, const std
     }
     methods = {*keep};
   }
+  if (only.empty()) print_passes(net, x, y, budget.attack.steps(), reps);
   net->train();
   auto train_step = [&](Method& m) {
     return time_ms([&] {
@@ -170,25 +251,44 @@ void run(const char* model_name, Net net, int64_t batch, int64_t reps, const std
 int main(int argc, char** argv) {
   int64_t batch = 32, reps = 5;
   int threads = 1;
-  std::string model = "both", only;
+  std::string model = "both", only, malloc_mode = "kept";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batch")) batch = std::stoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--reps")) reps = std::stoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--threads")) threads = std::stoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--model")) model = argv[i + 1];
     else if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--malloc")) malloc_mode = argv[i + 1];
     else {
-      std::fprintf(stderr, "bench_step_cost: unknown flag %s (use --model, --batch, --reps, --threads, --only)\n", argv[i]);
+      std::fprintf(stderr, "bench_step_cost: unknown flag %s (use --model, --batch, --reps, --threads, --only, --malloc)\n",
+                   argv[i]);
       return 2;
     }
   }
-  if (model != "cnn" && model != "preact" && model != "both") {
-    std::fprintf(stderr, "bench_step_cost: --model must be cnn, preact or both, got %s\n", model.c_str());
+  if (model != "cnn" && model != "preact" && model != "demo" && model != "both") {
+    std::fprintf(stderr, "bench_step_cost: --model must be cnn, preact, demo or both, got %s\n", model.c_str());
     return 2;
   }
+  if (malloc_mode != "kept" && malloc_mode != "glibc") {
+    std::fprintf(stderr, "bench_step_cost: --malloc must be kept or glibc, got %s\n", malloc_mode.c_str());
+    return 2;
+  }
+  if (malloc_mode == "kept" && !iat::keep_freed_memory()) {
+    std::fprintf(stderr, "bench_step_cost: --malloc kept: this C library has no mallopt (not glibc)\n");
+    return 2;
+  }
+  std::printf("allocator: %s\n", malloc_mode == "kept" ? "iat::keep_freed_memory() (as iat-train)" : "glibc defaults");
   at::set_num_threads(threads);
   torch::manual_seed(0);
-  if (model != "preact") run("small CNN (3x32x32)", BenchCNN(), batch, reps, only);
-  if (model != "cnn") run("PreAct ResNet-18 (3x32x32)", iat::models::PreActResNet18(iat::models::PreActResNetOptions(10)), batch, reps, only);
+  if (model == "demo") {
+    run("the demo's SmallCNN (1x28x28, PGD-5, eps 0.1)", iat::models::SmallCNN(iat::models::SmallCNNOptions(10)),
+        demo_budget(), batch, reps, only);
+    return 0;
+  }
+  if (model != "preact") run("small CNN (3x32x32)", BenchCNN(), cifar_budget(), batch, reps, only);
+  if (model != "cnn") {
+    run("PreAct ResNet-18 (3x32x32)", iat::models::PreActResNet18(iat::models::PreActResNetOptions(10)),
+        cifar_budget(), batch, reps, only);
+  }
   return 0;
 }

@@ -13,7 +13,7 @@ import re
 import sys
 
 FLOORS = [
-    (0, ["iat/version.hpp", "iat/options_field.hpp", "iat/detail/compat.hpp", "iat/detail/checks.hpp",
+    (0, ["iat/version.hpp", "iat/options_field.hpp", "iat/cpu_allocator.hpp", "iat/detail/compat.hpp", "iat/detail/checks.hpp",
          "iat/detail/file_io.hpp", "iat/detail/archive_checksum.hpp", "iat/detail/compiled.hpp"]),
     (1, ["iat/model_ref.hpp", "iat/precision.hpp", "iat/threat_model.hpp", "iat/functional/losses.hpp",
          "iat/io/*.hpp", "iat/data/dataset.hpp"]),

@@ -1,5 +1,6 @@
 #include "support.hpp"
 
+#include <iat/cpu_allocator.hpp>
 #include <iat/train/checkpoint.hpp>
 #include <iat/train/ema.hpp>
 #include <iat/train/one_cycle.hpp>
@@ -7,6 +8,8 @@
 #include <torch/nn/modules/batchnorm.h>
 
 #include <csignal>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -212,3 +215,38 @@ TEST_CASE("save_atomically replaces the file whole and keeps it on failure", "[t
   }
   fs::remove_all(dir);
 }
+
+#ifdef __GLIBC__
+namespace {
+// Allocates `bytes`, writes them, and tells how glibc served them: the growth of its mmapped bytes and
+// of its heap, measured while the block is alive.
+struct Served {
+  std::size_t mmapped, heap_growth, heap_after_free;
+};
+Served serve(std::size_t bytes) {
+  const struct mallinfo2 before = mallinfo2();
+  auto* p = static_cast<char*>(std::malloc(bytes));
+  REQUIRE(p != nullptr);
+  std::memset(p, 1, bytes);
+  asm volatile("" : : "r"(p) : "memory");  // the block is used: the compiler may not drop the pair
+  const struct mallinfo2 during = mallinfo2();
+  std::free(p);
+  const struct mallinfo2 after = mallinfo2();
+  return {during.hblkhd - before.hblkhd, during.arena - before.arena, after.arena};
+}
+}  // namespace
+
+TEST_CASE("keep_freed_memory serves blocks below its threshold from the heap and keeps them when freed",
+          "[train][allocator]") {
+  REQUIRE(iat::keep_freed_memory());
+  // 48 MiB: above glibc's largest dynamic threshold (32 MiB), so without the setting it would be mmapped.
+  const std::size_t block = std::size_t{48} << 20;
+  const Served mid = serve(block);
+  CHECK(mid.mmapped == 0);
+  CHECK(mid.heap_growth >= block);
+  CHECK(mid.heap_after_free >= block);  // not trimmed back to the kernel (trim threshold 256 MiB)
+  // Above the 64 MiB threshold a block is still a mapping of its own.
+  const Served big = serve(std::size_t{80} << 20);
+  CHECK(big.mmapped >= (std::size_t{80} << 20));
+}
+#endif

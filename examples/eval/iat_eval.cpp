@@ -16,6 +16,7 @@
 // The parts: config.hpp (the command line), inputs.hpp (model and points), report.hpp (table, JSON,
 // adversarial examples); this file runs them in order, with the signal handling of --state.
 #include <iat/attacks/pgd.hpp>
+#include <iat/cpu_allocator.hpp>
 #include <iat/distributed/sharded_eval.hpp>
 #include <iat/eval/autoattack.hpp>
 #include <iat/eval/robust_accuracy.hpp>
@@ -33,9 +34,6 @@
 
 #include <algorithm>
 #include <atomic>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -111,13 +109,10 @@ iat::eval::AutoAttackOptions autoattack_options(const EvalConfig& c, const EvalM
 }
 
 int run(int argc, char** argv) {
-#ifdef __GLIBC__
   // The attacks allocate and free many tensors of a few hundred kB per iteration; with glibc's default
   // thresholds each becomes an mmap/munmap pair and page faults (measured: a third of FAB-T's CPU time
   // in system calls). Keeping freed memory in the heap removes that.
-  mallopt(M_MMAP_THRESHOLD, 64 << 20);
-  mallopt(M_TRIM_THRESHOLD, 256 << 20);
-#endif
+  iat::keep_freed_memory();
   EvalConfig c;
   if (parse_eval_command_line(argc, argv, c) == 0) return 0;  // --help
 

@@ -11,9 +11,14 @@
 #include "command_line.hpp"
 #include "trainer.hpp"
 
+#include <iat/cpu_allocator.hpp>
+
 #include <iostream>
 
 int main(int argc, char** argv) {
+  // Every training step allocates and frees hundreds of activation buffers; kept in the heap they cost no
+  // page faults (docs/benchmarks.md, "CPU memory allocator").
+  iat::keep_freed_memory();
   iat_examples::TrainConfig cfg;
   const int status = iat_examples::parse_command_line(argc, argv, cfg, std::cout, std::cerr);
   if (status != iat_examples::kRunTraining) return status;

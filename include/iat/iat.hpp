@@ -10,6 +10,7 @@
 /// \endcode
 
 #include <iat/version.hpp>
+#include <iat/cpu_allocator.hpp>
 #include <iat/model_ref.hpp>
 #include <iat/options_field.hpp>
 #include <iat/precision.hpp>
