@@ -5,6 +5,7 @@ same layout as iat-eval's report (the fields compare_reports.py reads).
 
     python3 run_reference.py --ref /path/to/auto-attack --model model.pt --data points.pt \
         --eps 0.1 --seed 0 --bs 250 --out ref.json [--apgd-steps 100 --fab-steps 100 --square-queries 5000]
+        [--n-targets 9]
 
 --ref (or the environment variable AUTOATTACK_REF) is a checkout of https://github.com/fra31/auto-attack
 (the check was written against commit a392200, the one RobustBench uses); it is imported from there and
@@ -34,6 +35,7 @@ def main():
     ap.add_argument("--apgd-steps", type=int, default=100)
     ap.add_argument("--fab-steps", type=int, default=100)
     ap.add_argument("--square-queries", type=int, default=5000)
+    ap.add_argument("--n-targets", type=int, default=9, help="target classes of APGD-T and FAB-T")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="where the model and the attacks run (cpu, cuda)")
     ap.add_argument("--jit-optimize", action="store_true", help="keep TorchScript graph optimisations on "
@@ -79,6 +81,8 @@ def main():
         a.n_iter_orig = a.n_iter
     adversary.fab.n_iter = args.fab_steps
     adversary.square.n_queries = args.square_queries
+    adversary.apgd_targeted.n_target_classes = args.n_targets
+    adversary.fab.n_target_classes = args.n_targets
 
     start = time.time()
     with torch.no_grad():
@@ -101,7 +105,7 @@ def main():
         "eps": args.eps, "seed": args.seed, "batch_size": args.bs, "threads": torch.get_num_threads(),
         "torch_version": torch.__version__, "device": args.device,
         "budgets": {"apgd_steps": args.apgd_steps, "fab_steps": args.fab_steps,
-                    "square_queries": args.square_queries},
+                    "square_queries": args.square_queries, "n_targets": args.n_targets},
         "attacks": adversary.attacks_to_run,
         "clean_accuracy": clean.float().mean().item(), "clean_correct": int(clean.sum()),
         "steps": steps,
