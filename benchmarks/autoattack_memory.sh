@@ -11,8 +11,9 @@
 # with 2 iterations (APGD, FAB), 10 Square queries and 1 target class: what an attack holds in memory at a
 # batch does not depend on how many iterations or targets it runs one after the other, and the full counts
 # would take hours per attack on a CPU. N = BATCH (one batch) measures one batch's working set in a quarter
-# of the time; 1 000 points add what is held across batches (measured: about 350 MiB on both sides). Peak resident memory (/usr/bin/time's maximum RSS) of the whole
-# process: Python, torch and the model included on the reference's side. One thread on both sides.
+# of the time; 1 000 points add what is held across batches (measured: 310-360 MiB on both sides). Peak
+# resident memory (/usr/bin/time's maximum RSS) of the whole process: Python, torch and the model included on
+# the reference's side. One thread on both sides.
 set -euo pipefail
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 here="$(cd "$(dirname "$0")" && pwd)"

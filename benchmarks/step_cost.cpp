@@ -24,10 +24,11 @@
 // (a), and a training forward with the full backward (t). From them it prints the ratios that pass counting
 // alone predicts, K being the attack's steps:
 //   PGD-AT                          K·a + t
-//   UIAT, β = 1 (the defaults)      K·a + t + (a + t) + f     x̌'s forward, δ's input gradient, the training
-//                                                              backward through x̌, the no-grad p(x)
-//   UIAT, β = 0                     K·a + t + (a + t)
-//   UIAT, β = 0, detach_reference   K·a + t + a
+//   UIAT, β = 1 (the defaults)      K·a + t + a + t           x̌'s forward with δ's input gradient (a), the
+//                                                              training backward through x̌ (t − f), the
+//                                                              no-grad p(x) (f)
+//   UIAT, β = 0                     K·a + t + a + t − f       no p(x)
+//   UIAT, β = 0, detach_reference   K·a + t + a               no training backward through x̌ either
 //   IAT                             K·a + t + 5·a + 2·f + t    the 5-step inverse attack, its targets h(x) and
 //                                                              h(x'), the training forward and backward of x̃
 // so that the measured rows can be read against what the passes themselves cost.
@@ -153,7 +154,7 @@ void print_passes(Net& net, const torch::Tensor& x, const torch::Tensor& y, int6
               f, a, t);
   std::printf("pass counting predicts (x PGD-AT): UIAT beta=1 %.2f, beta=0 %.2f, beta=0 detach_reference %.2f; "
               "IAT %.2f\n",
-              (pgd_at + a + t + f) / pgd_at, (pgd_at + a + t) / pgd_at, (pgd_at + a) / pgd_at,
+              (pgd_at + a + t) / pgd_at, (pgd_at + a + t - f) / pgd_at, (pgd_at + a) / pgd_at,
               (pgd_at + 5 * a + 2 * f + t) / pgd_at);
 }
 
