@@ -102,6 +102,25 @@ flags = r["robust_flags"]
 assert all(flags[i] == 0 for i in range(0, 32, 2)), flags
 assert r["robust_accuracy"] <= 0.5, r["robust_accuracy"]
 EOF
+    # The clean accuracy over all points counts a NaN row as wrong, whether AutoAttack's clean pass saw the
+    # point or (past --autoattack-n) the count after it. On these points the NaN rows are labelled 0, the class
+    # argmax gives a row of NaNs: counting argmax == y alone would call them correct.
+    "$PY" -c 'import sys, torch; p = torch.load(sys.argv[1]); p["y"][0::2] = 0; torch.save(p, sys.argv[2])' "$P" "$WORK/zeros.pt"
+    for n in 32 8; do
+      expect_rc 0 "$WORK/c$n.log" "$BIN" --model "$WORK/nan_model.pt" --data "$WORK/zeros.pt" --eps 0.05 "${QUICK[@]}" \
+        --nonfinite-as-broken --autoattack-n $n --out "$WORK/c$n.json"
+    done
+    "$PY" - "$WORK/nan_model.pt" "$WORK/zeros.pt" "$WORK/c32.json" "$WORK/c8.json" <<'EOF' || fail "clean accuracy over all points"
+import json, sys, torch
+model, points = torch.jit.load(sys.argv[1]), torch.load(sys.argv[2])
+with torch.no_grad():
+    logits = model(points["x"])
+assert (logits[0::2].argmax(1) == 0).all()  # what makes the check below able to fail
+want = ((logits.argmax(1) == points["y"]) & torch.isfinite(logits).all(1)).float().mean().item()
+for path in sys.argv[3:]:
+    got = json.load(open(path))["clean_acc"]
+    assert abs(got - want) < 1e-12, (path, got, want)
+EOF
     ;;
   badinput)
     expect_rc 2 "$WORK/a.log" "$BIN" --model "$WORK/rgb_model.pt" --data "$P" --eps 0.05 "${QUICK[@]}"
