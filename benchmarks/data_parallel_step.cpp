@@ -10,8 +10,9 @@
 // steps, the slowest rank's), sync_ms (median time in synchronize_gradients after backward: the part of the
 // communication not hidden behind backward), allreduce_ms (one all-reduce of every gradient alone, median of
 // 5, after the steps), gradient_bytes, model_bytes (parameters and buffers), buckets and how many of them
-// were launched during backward.
+// were launched during backward. Freed memory is kept in the heap (iat::keep_freed_memory), as in iat-train.
 
+#include <iat/cpu_allocator.hpp>
 #include <iat/distributed/data_parallel.hpp>
 #include <iat/models/preact_resnet.hpp>
 
@@ -74,6 +75,7 @@ Args parse(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const Args a = parse(argc, argv);
+  iat::keep_freed_memory();  // as iat-train does: freed activation buffers stay in the heap
   at::set_num_threads(static_cast<int>(a.threads));
   namespace dist = iat::distributed;
   const auto env = dist::environment_from_torchrun();

@@ -325,19 +325,16 @@ class DataParallel {
     torch::NoGradGuard no_grad;
     for (auto& bucket : buckets_) {
       bucket.work->wait();
+      const auto ranks = torch::scalar_tensor(static_cast<double>(world_size()), bucket.flat.options().device(torch::kCPU));
       int64_t offset = 0;
       for (size_t i : bucket.params) {
         auto& p = params_[i];
-        auto averaged = bucket.flat.narrow(0, offset, p.numel()).view_as(p);
-        if (p.grad().defined()) {
-          p.mutable_grad().copy_(averaged);
-        } else {
-          p.mutable_grad() = averaged.clone();
-        }
+        auto sum = bucket.flat.narrow(0, offset, p.numel()).view_as(p);
+        if (!p.grad().defined()) p.mutable_grad() = torch::empty_like(p);
+        torch::div_out(p.mutable_grad(), sum, ranks);  // the mean, written straight into .grad
         offset += p.numel();
       }
       bucket.work.reset();
-      bucket.flat = torch::Tensor();
       bucket.ready = false;
       bucket.pending = bucket.params.size();
     }
@@ -430,7 +427,15 @@ class DataParallel {
         const auto& p = params_[i];
         grads.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
       }
-      bucket.flat = detail::flatten(grads).div_(world_size());
+      // The bucket's buffer is allocated once and refilled each step; the sum is divided on the way back.
+      std::vector<torch::Tensor> flat;
+      flat.reserve(grads.size());
+      for (const auto& g : grads) flat.push_back(g.reshape(-1));
+      if (bucket.flat.defined()) {
+        torch::cat_out(bucket.flat, flat);
+      } else {
+        bucket.flat = torch::cat(flat);
+      }
       std::vector<torch::Tensor> tensors{bucket.flat};
       c10d::AllreduceOptions o;
       o.reduceOp = c10d::ReduceOp::SUM;
