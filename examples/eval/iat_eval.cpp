@@ -211,16 +211,15 @@ int run(int argc, char** argv) {
     eval_fail(e.what_without_backtrace());
   }
 
-  // Clean accuracy over all points: AutoAttack's clean pass counted the first aa_n (a row with non-finite
-  // logits as wrong); only the points past --autoattack-n need a forward pass here.
+  // Clean accuracy over all points: AutoAttack's clean pass counted the first aa_n; only the points past
+  // --autoattack-n need a forward pass here, counted the same way (a row with non-finite logits is wrong).
   results.clean_all_correct = results.autoattack.clean_correct;
   {
     torch::NoGradGuard ng;
     for (int64_t b = aa_n; b < x.size(0); b += c.batch_size) {
       const int64_t len = std::min(c.batch_size, x.size(0) - b);
-      const auto logits = model.forward(x.narrow(0, b, len));
       results.clean_all_correct +=
-          ((logits.argmax(1) == y.narrow(0, b, len)) & logits.isfinite().all(1)).sum().item<int64_t>();
+          iat::detail::finite_and_correct(model.forward(x.narrow(0, b, len)), y.narrow(0, b, len)).sum().item<int64_t>();
     }
   }
   if (!main_rank) return 0;  // rank 0 prints and writes the report; every rank holds the same one

@@ -92,10 +92,13 @@ inline std::vector<std::vector<torch::Tensor>> group_by_type(const std::vector<t
   return groups;
 }
 
-inline torch::Tensor flatten(const std::vector<torch::Tensor>& tensors) {
+// The tensors one after the other in one 1-D tensor: written into `out` when it is given (a buffer of the
+// right size, reused from step to step), a new tensor otherwise.
+inline torch::Tensor flatten(const std::vector<torch::Tensor>& tensors, torch::Tensor out = {}) {
   std::vector<torch::Tensor> flat;
   flat.reserve(tensors.size());
   for (const auto& t : tensors) flat.push_back(t.reshape(-1));
+  if (out.defined()) return torch::cat_out(out, flat);
   return torch::cat(flat);
 }
 
@@ -323,9 +326,9 @@ class DataParallel {
     for (size_t b = 0; b < buckets_.size(); ++b) buckets_[b].ready = true;
     launch_ready_buckets();
     torch::NoGradGuard no_grad;
+    const auto ranks = torch::scalar_tensor(static_cast<double>(world_size()), torch::kDouble);
     for (auto& bucket : buckets_) {
       bucket.work->wait();
-      const auto ranks = torch::scalar_tensor(static_cast<double>(world_size()), bucket.flat.options().device(torch::kCPU));
       int64_t offset = 0;
       for (size_t i : bucket.params) {
         auto& p = params_[i];
@@ -427,15 +430,8 @@ class DataParallel {
         const auto& p = params_[i];
         grads.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
       }
-      // The bucket's buffer is allocated once and refilled each step; the sum is divided on the way back.
-      std::vector<torch::Tensor> flat;
-      flat.reserve(grads.size());
-      for (const auto& g : grads) flat.push_back(g.reshape(-1));
-      if (bucket.flat.defined()) {
-        torch::cat_out(bucket.flat, flat);
-      } else {
-        bucket.flat = torch::cat(flat);
-      }
+      // The bucket's buffer is allocated at the first step and refilled; the sum is divided on the way back.
+      bucket.flat = detail::flatten(grads, bucket.flat);
       std::vector<torch::Tensor> tensors{bucket.flat};
       c10d::AllreduceOptions o;
       o.reduceOp = c10d::ReduceOp::SUM;

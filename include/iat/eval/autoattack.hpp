@@ -744,8 +744,7 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
   // Correct predictions and rows with non-finite logits (both bool, on the CPU).
   auto judge = [](const torch::Tensor& logits, const torch::Tensor& yb) {
     auto bad = logits.isfinite().all(1).logical_not().to(torch::kCPU);
-    auto ok = (iat::detail::predicted_class(logits).to(torch::kCPU) == yb.to(torch::kCPU)) & bad.logical_not();
-    return std::make_pair(ok, bad);
+    return std::make_pair(iat::detail::finite_and_correct(logits, yb).to(torch::kCPU), bad);
   };
 
   // Sanity checks on the first batch, as the reference (warnings only).

@@ -45,6 +45,13 @@ inline torch::Tensor cpu_random_signs(at::IntArrayRef sizes, const torch::Device
 /// Predicted classes: the index of the largest logit (the first one on ties).
 inline torch::Tensor predicted_class(const torch::Tensor& logits) { return std::get<1>(logits.max(1)); }
 
+/// Per row of logits [N, K] (bool [N]): the predicted class is the label and every logit is finite, so that a
+/// row of NaNs (whose max index may happen to be the label) counts as wrong. AutoAttack's clean pass and
+/// iat-eval's clean accuracy count with it.
+inline torch::Tensor finite_and_correct(const torch::Tensor& logits, const torch::Tensor& y) {
+  return (predicted_class(logits) == y.to(logits.device())) & logits.isfinite().all(1);
+}
+
 /// Indices (int64 [k]) of the true entries of a bool vector.
 inline torch::Tensor true_indices(const torch::Tensor& flags) { return flags.nonzero().view({-1}); }
 
