@@ -2,9 +2,14 @@
 // batch (docs/benchmarks.md, "Data parallelism"; run_data_parallel.sh runs 1 process and 2 side by side).
 // Each rank trains PreAct ResNet-18 (CIFAR-shaped random batch) on its slice of the global batch with
 // iat::distributed::DataParallel: begin_step (buffers from rank 0), forward, CE, backward (bucketed
-// all-reduces launched from autograd hooks when --overlap 1), synchronize_gradients, SGD step.
+// all-reduces launched from autograd hooks when --overlap 1), synchronize_gradients, SGD step. With
+// --attack-steps K > 0 the step is PGD-AT's (iat::train::pgd_at_loss with PGD-K, ε = 8/255, α = 2/255, its
+// random start drawn for the global batch and sliced, as iat-train does): K attack steps of compute per rank
+// before the same backward and the same gradients to all-reduce. 0 (the default) is a plain step, the worst
+// case for the share of communication.
 //
 //   bench_data_parallel_step [--batch 64] [--steps 5] [--warmup 1] [--overlap 1] [--threads 1] [--bucket-mb 25]
+//                            [--attack-steps 0]
 //
 // Prints one JSON line (rank 0): world_size, global and per-rank batch, step_ms (median over the timed
 // steps, the slowest rank's), sync_ms (median time in synchronize_gradients after backward: the part of the
@@ -14,7 +19,9 @@
 
 #include <iat/cpu_allocator.hpp>
 #include <iat/distributed/data_parallel.hpp>
+#include <iat/attacks/pgd.hpp>
 #include <iat/models/preact_resnet.hpp>
+#include <iat/train/recipes.hpp>
 
 #include <ATen/Parallel.h>
 #include <torch/nn/functional/loss.h>
@@ -40,7 +47,7 @@ double ms_since(std::chrono::steady_clock::time_point t) {
 }
 
 struct Args {
-  int64_t batch = 64, steps = 5, warmup = 1, threads = 1, overlap = 1;
+  int64_t batch = 64, steps = 5, warmup = 1, threads = 1, overlap = 1, attack_steps = 0;
   double bucket_mb = 25;
 };
 
@@ -59,13 +66,15 @@ Args parse(int argc, char** argv) {
     else if (flag == "--threads") a.threads = std::stoll(value);
     else if (flag == "--overlap") a.overlap = std::stoll(value);
     else if (flag == "--bucket-mb") a.bucket_mb = std::stod(value);
+    else if (flag == "--attack-steps") a.attack_steps = std::stoll(value);
     else {
       std::fprintf(stderr, "bench_data_parallel_step: unknown flag %s\n", flag.c_str());
       std::exit(2);
     }
   }
-  if (a.batch < 1 || a.steps < 1 || a.warmup < 0 || a.threads < 1 || a.bucket_mb <= 0) {
-    std::fprintf(stderr, "bench_data_parallel_step: --batch, --steps, --threads >= 1, --warmup >= 0, --bucket-mb > 0\n");
+  if (a.batch < 1 || a.steps < 1 || a.warmup < 0 || a.threads < 1 || a.bucket_mb <= 0 || a.attack_steps < 0) {
+    std::fprintf(stderr, "bench_data_parallel_step: --batch, --steps, --threads >= 1, --warmup, --attack-steps >= 0, "
+                 "--bucket-mb > 0\n");
     std::exit(2);
   }
   return a;
@@ -97,6 +106,7 @@ int main(int argc, char** argv) {
         pg, net.ptr(), dist::DataParallelOptions().bucket_mb(a.bucket_mb).overlap(a.overlap != 0));
   }
   const auto slice = dist::slice_of_batch(a.batch, env.rank, env.world_size);
+  iat::PGD pgd(iat::PGDOptions().steps(a.attack_steps > 0 ? a.attack_steps : 1));
 
   std::vector<double> step_ms, sync_ms;
   for (int64_t s = 0; s < a.warmup + a.steps; ++s) {
@@ -106,7 +116,13 @@ int main(int argc, char** argv) {
     if (pg) dist::barrier(pg);  // every rank starts the step together: the step time is the slowest rank's
     const auto t0 = std::chrono::steady_clock::now();
     if (dp) dp->begin_step();
-    auto loss = torch::nn::functional::cross_entropy(net->forward(x), y);
+    torch::Tensor loss;
+    if (a.attack_steps > 0) {
+      dist::GlobalDrawSlice draw(env.rank, env.world_size, x.numel());  // the global batch's random start, sliced
+      loss = iat::train::pgd_at_loss(net, x, y, pgd).loss;
+    } else {
+      loss = torch::nn::functional::cross_entropy(net->forward(x), y);
+    }
     opt.zero_grad();
     loss.backward();
     const auto t_sync = std::chrono::steady_clock::now();
@@ -141,10 +157,12 @@ int main(int argc, char** argv) {
   }
   if (env.rank == 0) {
     std::printf("{\"world_size\": %d, \"global_batch\": %lld, \"rank_batch\": %lld, \"overlap\": %s, \"threads\": %lld, "
+                "\"attack_steps\": %lld, "
                 "\"step_ms\": %.1f, \"sync_ms\": %.1f, \"allreduce_ms\": %.1f, \"gradient_bytes\": %lld, "
                 "\"model_bytes\": %lld, \"buckets\": %zu, \"buckets_launched_in_backward\": %zu}\n",
                 env.world_size, static_cast<long long>(a.batch), static_cast<long long>(slice.end - slice.begin),
-                pg ? (a.overlap ? "true" : "false") : "null", static_cast<long long>(a.threads), median(step_ms),
+                pg ? (a.overlap ? "true" : "false") : "null", static_cast<long long>(a.threads),
+                static_cast<long long>(a.attack_steps), median(step_ms),
                 median(sync_ms), allreduce, static_cast<long long>(grad_bytes), static_cast<long long>(model_bytes),
                 dp ? dp->num_buckets() : size_t{0}, dp ? dp->buckets_launched_in_backward() : size_t{0});
   }

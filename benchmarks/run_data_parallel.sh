@@ -8,6 +8,8 @@
 #   benchmarks/run_data_parallel.sh [--torch debian|pypi] [BUILD_DIR] [ROUNDS] [BATCH]
 # debian (default): BUILD_DIR build, Debian's launcher (python3 -m torch.distributed.run, with the
 # --redirects/--tee it needs on Python 3.11); pypi: BUILD_DIR build-pypi and the PyPI leg's torchrun.
+# Environment: STEPS timed steps per run (5); ATTACK_STEPS K > 0 times PGD-AT steps with PGD-K (iat-train's
+# step) instead of plain ones (0, the default: the worst case for the share of communication).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 torch=debian
@@ -22,7 +24,7 @@ BATCH=${3:-64}
 BIN=$BUILD_DIR/benchmarks/bench_data_parallel_step
 [ -x "$BIN" ] || { echo "run_data_parallel.sh: build $BIN first (cmake --build $BUILD_DIR --target bench_data_parallel_step)" >&2; exit 2; }
 export OMP_NUM_THREADS=1
-ARGS=(--batch "$BATCH" --steps "${STEPS:-5}" --warmup 1 --threads 1)
+ARGS=(--batch "$BATCH" --steps "${STEPS:-5}" --warmup 1 --threads 1 --attack-steps "${ATTACK_STEPS:-0}")
 port=$(( 29600 + RANDOM % 300 ))
 two() {  # two OVERLAP: rank 0's JSON line of a 2-process run
   port=$(( port + 1 ))
@@ -36,7 +38,7 @@ apart() {  # two independent 1-process runs of half the batch at once, no commun
   /usr/bin/python3 -c 'import json, sys; r = [json.load(open(f)) for f in sys.argv[1:]]; m = max(r, key=lambda x: x["step_ms"]); m["apart"] = True; print(json.dumps(m))' "$a" "$b"
   rm -f "$a" "$b"
 }
-HALF=(--batch $(( BATCH / 2 )) --steps "${STEPS:-5}" --warmup 1 --threads 1)
+HALF=(--batch $(( BATCH / 2 )) --steps "${STEPS:-5}" --warmup 1 --threads 1 --attack-steps "${ATTACK_STEPS:-0}")
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for r in $(seq "$ROUNDS"); do
@@ -52,7 +54,8 @@ def med(key, **where):
     return statistics.median(r[key] for r in rows if all(r.get(k) == v for k, v in where.items()))
 t1 = med("step_ms", world_size=1, global_batch=rows[0]["global_batch"])
 t_apart = med("step_ms", apart=True)
-print(f"global batch {rows[0]['global_batch']}, gradients {rows[0]['gradient_bytes'] / 1e6:.1f} MB per step "
+step = f"PGD-AT steps with PGD-{rows[0]['attack_steps']}" if rows[0]["attack_steps"] else "plain training steps"
+print(f"{step}, global batch {rows[0]['global_batch']}, gradients {rows[0]['gradient_bytes'] / 1e6:.1f} MB per step "
       f"(model {rows[0]['model_bytes'] / 1e6:.1f} MB)")
 for overlap in (True, False):
     t2 = med("step_ms", world_size=2, overlap=overlap)
