@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
     if (dp) dp->begin_step();
     torch::Tensor loss;
     if (a.attack_steps > 0) {
-      dist::GlobalDrawSlice draw(env.rank, env.world_size, x.numel());  // the global batch's random start, sliced
+      dist::GlobalDrawSlice draw(env.rank, env.world_size);  // the global batch's random start, sliced
       loss = iat::train::pgd_at_loss(net, x, y, pgd).loss;
     } else {
       loss = torch::nn::functional::cross_entropy(net->forward(x), y);

@@ -14,7 +14,8 @@ import sys
 
 FLOORS = [
     (0, ["iat/version.hpp", "iat/options_field.hpp", "iat/cpu_allocator.hpp", "iat/detail/compat.hpp", "iat/detail/checks.hpp",
-         "iat/detail/file_io.hpp", "iat/detail/archive_checksum.hpp", "iat/detail/compiled.hpp"]),
+         "iat/detail/file_io.hpp", "iat/detail/archive_checksum.hpp", "iat/detail/compiled.hpp",
+         "iat/detail/batch_draw.hpp"]),
     (1, ["iat/model_ref.hpp", "iat/precision.hpp", "iat/threat_model.hpp", "iat/functional/losses.hpp",
          "iat/io/*.hpp", "iat/data/dataset.hpp"]),
     (2, ["iat/attacks/*.hpp", "iat/attacks/detail/*.hpp", "iat/inverse/*.hpp", "iat/models/*.hpp", "iat/data/*.hpp",

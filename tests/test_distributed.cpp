@@ -4,9 +4,12 @@
 // computes the one-process reference itself, compares.
 #include "support.hpp"
 
+#include <iat/attacks/fgsm.hpp>
 #include <iat/attacks/pgd.hpp>
+#include <iat/detail/batch_draw.hpp>
 #include <iat/distributed/data_parallel.hpp>
 #include <iat/distributed/sharded_eval.hpp>
+#include <iat/inverse/inverse_attack.hpp>
 #include <iat/train/awp.hpp>
 #include <iat/train/recipes.hpp>
 
@@ -99,6 +102,9 @@ TrainResult train(const std::string& method, const dist::ProcessGroupPtr& pg) {
   iat::PGD pgd(method == "trades" ? iat::train::trades_attack_options().steps(3) : iat::PGDOptions().steps(3));
   iat::UniversalInversePerturbation uip(iat::UniversalInversePerturbationOptions(kClasses, {3, 8, 8}));
   iat::AlignmentLoss align;
+  iat::InverseAttack inverse(iat::InverseAttackOptions().steps(2).init_std(0.05));
+  iat::FGSM fgsm_rs(iat::FGSMOptions().random_start(true));
+  const auto grad_align = iat::train::SingleStepOptions().grad_align_weight(0.2);
   iat::train::AWP awp(iat::train::AWPOptions().gamma(0.05).warmup_epochs(0));
   std::unique_ptr<dist::DataParallel> dp;
   if (pg) {
@@ -117,10 +123,13 @@ TrainResult train(const std::string& method, const dist::ProcessGroupPtr& pg) {
     torch::Tensor loss;
     iat::train::WeightPerturbation v;
     {
-      dist::GlobalDrawSlice draw(rank, world, x.numel());
+      dist::GlobalDrawSlice draw(rank, world);
       if (method == "pgd-at") loss = iat::train::pgd_at_loss(net, x, y, pgd).loss;
       if (method == "trades") loss = iat::train::trades_loss(net, x, y, pgd).loss;
       if (method == "uiat") loss = iat::train::uiat_loss(net, x, y, pgd, uip, align).loss;
+      // Two batch-shaped draws per step: PGD's start and the inverse attack's; FGSM-RS's start and GradAlign's noise.
+      if (method == "iat") loss = iat::train::iat_loss(net, x, y, pgd, inverse, align).loss;
+      if (method == "grad-align") loss = iat::train::single_step_loss(net, x, y, fgsm_rs, grad_align).loss;
       if (method == "awp" || method == "awp-local") {
         iat::train::FixedExamples adv(pgd.perturb(net, x, y));
         v = awp.perturb(net, [&](const iat::ModelRef& m) { return iat::train::pgd_at_loss(m, x, y, adv).loss; }, step);
@@ -144,7 +153,7 @@ TrainResult train(const std::string& method, const dist::ProcessGroupPtr& pg) {
   return {flat_parameters(*net), uip->delta().clone(), uip->momentum_buffer().clone()};
 }
 
-const std::vector<std::string> kMethods{"pgd-at", "trades", "uiat", "awp", "awp-local", "uiat-awp"};
+const std::vector<std::string> kMethods{"pgd-at", "trades", "uiat", "iat", "grad-align", "awp", "awp-local", "uiat-awp"};
 
 // Sharded evaluation: 41 points in batches of 9 (5 batches: ranks 0 and 1 run 3 and 2 of them).
 constexpr int64_t kEvalPoints = 41;
@@ -384,24 +393,48 @@ TEST_CASE("distributed: the torchrun environment is read, malformed variables ar
   CHECK(dist::environment_from_torchrun().world_size == 1);
 }
 
-TEST_CASE("distributed: a draw scoped by GlobalDrawSlice is the rank's slice of the global draw", "[distributed]") {
-  const int64_t per_rank = 2 * 3 * 8 * 8;
-  for (bool gaussian : {false, true}) {
+TEST_CASE("distributed: every batch-shaped draw in a GlobalDrawSlice scope is the rank's slice of the global draw",
+          "[distributed]") {
+  // Rows of 3×5×5 = 75 numbers (not a multiple of 16: randn's vectorised path does not apply), 3 rows a rank.
+  const auto uniform = [](const torch::Tensor& like) { return torch::empty_like(like).uniform_(-1, 1); };
+  const auto gaussian = [](const torch::Tensor& like) { return torch::randn_like(like); };
+  for (bool channels_last : {false, true}) {
+    const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    auto global_like = torch::zeros({6, 3, 5, 5}).contiguous(format);
+    auto local_like = torch::zeros({3, 3, 5, 5}).contiguous(format);
+    // One process: two draws for the global batch (a start, then a second one such as IAT's inverse start).
     torch::manual_seed(3);
-    auto global = gaussian ? torch::randn({2 * per_rank}) : torch::rand({2 * per_rank});
+    auto first = iat::detail::draw_for_batch(global_like, uniform);
+    auto second = iat::detail::draw_for_batch(global_like, gaussian);
     auto after_global = torch::rand({4});
     for (int rank = 0; rank < 2; ++rank) {
       torch::manual_seed(3);
-      torch::Tensor mine;
+      torch::Tensor mine_first, mine_second;
       {
-        dist::GlobalDrawSlice slice(rank, 2, per_rank);
-        mine = gaussian ? torch::randn({per_rank}) : torch::rand({per_rank});
+        dist::GlobalDrawSlice slice(rank, 2);
+        mine_first = iat::detail::draw_for_batch(local_like, uniform);
+        mine_second = iat::detail::draw_for_batch(local_like, gaussian);
       }
-      INFO("gaussian " << gaussian << ", rank " << rank);
-      CHECK(torch::equal(mine, global.narrow(0, rank * per_rank, per_rank)));
+      INFO("channels_last " << channels_last << ", rank " << rank);
+      CHECK(mine_first.sizes() == local_like.sizes());
+      CHECK(mine_first.is_contiguous(format));
+      CHECK(torch::equal(mine_first, first.narrow(0, 3 * rank, 3)));
+      CHECK(torch::equal(mine_second, second.narrow(0, 3 * rank, 3)));
       CHECK(torch::equal(torch::rand({4}), after_global));  // the generator ends where one process's does
     }
   }
+  // Outside a scope (and after one) a draw is the draw itself; scopes nest and restore what was there.
+  torch::manual_seed(4);
+  auto plain = torch::empty({2, 7}).uniform_(-1, 1);
+  torch::manual_seed(4);
+  {
+    dist::GlobalDrawSlice outer(1, 2);
+    { dist::GlobalDrawSlice inner(0, 1); }
+    CHECK(iat::detail::batch_draw_slice().rank == 1);
+    CHECK(iat::detail::batch_draw_slice().world_size == 2);
+  }
+  CHECK(torch::equal(iat::detail::draw_for_batch(torch::zeros({2, 7}), uniform), plain));
+  CHECK_THROWS_WITH(dist::GlobalDrawSlice(2, 2), Catch::Contains("rank 2 is not in [0, world_size = 2)"));
 }
 
 TEST_CASE("distributed: construction and begin_step broadcast rank 0's state, cache rows and metrics are shared",
@@ -454,7 +487,8 @@ TEST_CASE("distributed: bucketed gradient averaging equals the mean of the ranks
   fs::remove_all(dir);
 }
 
-TEST_CASE("distributed: N steps of PGD-AT, TRADES, UIAT and AWP on 2 processes equal 1 process at the global batch",
+TEST_CASE("distributed: N steps of PGD-AT, TRADES, UIAT, IAT, GradAlign and AWP on 2 processes equal 1 process "
+          "at the global batch",
           "[distributed]") {
   if (skip_without_gloo()) return;
   auto dir = run_workers("train");

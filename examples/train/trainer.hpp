@@ -157,8 +157,9 @@ class Trainer {
         if (dp_) dp_->begin_step();  // rank 0's buffers (batch-norm statistics), as PyTorch's DDP
         iat::train::StepLoss out;
         {
-          // The random start is this rank's slice of the one a single process would draw for the global batch.
-          iat::distributed::GlobalDrawSlice draw(env_.rank, env_.world_size, batch.x.numel());
+          // Every random draw of the step (starts, noise, the inverse start) is this rank's slice of the one a
+          // single process would make for the global batch.
+          iat::distributed::GlobalDrawSlice draw(env_.rank, env_.world_size);
           out = method_->loss(model_, iat::with_precision(model_, precision_), batch, epoch);
         }
         if (one_off_epoch(epoch)) written_rows_.push_back(batch.index.cpu());

@@ -439,11 +439,14 @@ PY
       "$PYTHON" -c 'import json, sys; d = [json.load(open(sys.argv[1] + f))["distributed"] for f in ("/config.json", "/summary.json")]; assert d == [{"world_size": 2, "backend": "gloo"}] * 2, d' \
         "$WORK/two-$m" || fail "$m: world size not recorded"
     done
-    # The one-off method through its epoch T' on 2 processes (each rank's cache rows shared at the checkpoint):
-    # it runs, but is not the one-process result: its inverse attack's random start is a second draw per step,
-    # which GlobalDrawSlice does not slice (docs/distributed.md).
+    # The one-off method through its epoch T' = 1 and one epoch after it on 2 processes: at T' each step draws
+    # twice (PGD's start, then the inverse attack's), both sliced from the global batch's draws; each rank's
+    # cache rows are shared at the end of T', and epoch 2 reads rows the other rank wrote: one process's weights.
+    "$BIN" "${ARGS[@]}" --method uiat-one-off --epochs 3 --out "$WORK/one-one-off" > "$WORK/log" 2>&1 ||
+      { cat "$WORK/log"; fail "uiat-one-off: one process failed"; }
     "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" "${ARGS[@]}" --method uiat-one-off \
-      --out "$WORK/two-one-off" > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "uiat-one-off: two processes failed"; }
+      --epochs 3 --out "$WORK/two-one-off" > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "uiat-one-off: two processes failed"; }
+    same_weights "$WORK/one-one-off" "$WORK/two-one-off"
     # Two machines: one torchrun per node, one process each, on the loopback.
     port=$(free_port)
     for node in 0 1; do

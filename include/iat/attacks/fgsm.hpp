@@ -4,6 +4,7 @@
 /// Wong et al. 2020).
 
 #include <iat/attacks/attack.hpp>
+#include <iat/detail/batch_draw.hpp>
 #include <iat/detail/compat.hpp>
 #include <iat/options_field.hpp>
 
@@ -64,7 +65,10 @@ class FGSM : public Attack {
     detail::AttackScope scope(who, model, x, y, o.keep_train_mode());
     const double eps = o.eps();
     auto x0 = x.detach();
-    auto eta = o.random_start() ? torch::empty_like(x0).uniform_(-eps, eps) : torch::zeros_like(x0);
+    auto eta = o.random_start() ? detail::draw_for_batch(x0, [&](const torch::Tensor& like) {
+                                    return torch::empty_like(like).uniform_(-eps, eps);
+                                  })
+                                : torch::zeros_like(x0);
     if (o.clamp_start()) eta = (x0 + eta).clamp(0.0, 1.0) - x0;
     auto grad = detail::input_gradient(model, x0 + eta, [&](const torch::Tensor& logits) {
                   detail::check_model_output(who, logits, y);

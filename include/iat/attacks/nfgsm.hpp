@@ -3,6 +3,7 @@
 /// iat::NFGSM: N-FGSM (de Jorge et al. 2022), FGSM from a large noise without projection to the ε-ball.
 
 #include <iat/attacks/attack.hpp>
+#include <iat/detail/batch_draw.hpp>
 #include <iat/detail/compat.hpp>
 #include <iat/options_field.hpp>
 
@@ -59,7 +60,9 @@ class NFGSM : public Attack {
     detail::AttackScope scope(who, model, x, y, o.keep_train_mode());
     const double k_eps = o.noise_scale() * o.eps();
     auto x0 = x.detach();
-    auto eta = torch::empty_like(x0).uniform_(-k_eps, k_eps);
+    auto eta = detail::draw_for_batch(x0, [&](const torch::Tensor& like) {
+      return torch::empty_like(like).uniform_(-k_eps, k_eps);
+    });
     if (o.clamp_start()) eta = (x0 + eta).clamp(0.0, 1.0) - x0;
     auto grad = detail::input_gradient(model, x0 + eta, [&](const torch::Tensor& logits) {
                   detail::check_model_output(who, logits, y);

@@ -3,6 +3,7 @@
 /// iat::PGD: projected gradient ascent in an L∞ or L2 ball (Madry et al.), with pluggable losses.
 
 #include <iat/attacks/attack.hpp>
+#include <iat/detail/batch_draw.hpp>
 #include <iat/detail/compat.hpp>
 #include <iat/detail/compiled.hpp>
 #include <iat/options_field.hpp>
@@ -155,7 +156,9 @@ IAT_INLINE torch::Tensor PGD::perturb(const ModelRef& model, const torch::Tensor
   for (int64_t run = 0; run < o.restarts(); ++run) {
     auto x_adv = x0;
     if (o.random_start()) {
-      auto noise = o.init_noise() == InitNoise::kUniform ? ball.uniform_in_ball(x0) : torch::randn_like(x0) * o.init_std();
+      auto noise = detail::draw_for_batch(x0, [&](const torch::Tensor& like) {
+        return o.init_noise() == InitNoise::kUniform ? ball.uniform_in_ball(like) : torch::randn_like(like) * o.init_std();
+      });
       x_adv = ball.project(x0 + noise, x0);
     }
     for (int64_t k = 0; k < o.steps(); ++k) {

@@ -6,6 +6,7 @@
 /// plus what the method needs: the global batch sliced per rank, random draws made for the global batch,
 /// UIAT's per-class sums and the one-off cache's rows shared by all ranks (docs/distributed.md).
 
+#include <iat/detail/batch_draw.hpp>
 #include <iat/distributed/process_group.hpp>
 #include <iat/inverse/one_off_cache.hpp>
 #include <iat/inverse/universal_perturbation.hpp>
@@ -210,42 +211,37 @@ inline void share_cache_rows(const ProcessGroupPtr& pg, OneOffCache& cache, cons
   }
 }
 
-/// Makes a random draw of this rank's slice equal to the same slice of a draw for the whole global batch:
-/// all ranks share one generator seed; before the draw the generator skips the numbers of the slices of
-/// lower ranks, after it those of higher ranks, so every rank's generator ends where one process's would.
-///
-/// Exact for draws that take one number of the CPU generator per float32 element in order: `uniform_`
-/// and `rand` (PGD's and FGSM's uniform starts, N-FGSM's noise), and `randn` of a contiguous float32
-/// tensor whose element count is a multiple of 16 (TRADES' Gaussian start for most image shapes). The
-/// skip costs drawing the skipped numbers (a few ms per million). Scope exactly one batch-shaped draw.
+/// Makes the batch-shaped random draws of a training step — PGD's, FGSM's and N-FGSM's starts and noise,
+/// TRADES' Gaussian start, the inverse attack's start (IAT, the one-off method's epoch T'), GradAlign's
+/// noise, any number of them — this rank's slice of the draws one process would make for the global batch.
+/// While the scope lives, each such draw is made for the global batch (world_size times the rank's rows,
+/// the shape one process draws) and the rank keeps its rows, so every rank's generator ends where one
+/// process's would, on any device. All ranks must share one generator seed and hold equal slices
+/// (slice_of_batch). Only draws made by iat's components are sliced (they go through
+/// iat::detail::draw_for_batch); a draw of your own inside the scope is this rank's own. Scope the
+/// training step, not evaluation (sharded evaluation seeds each batch itself). The cost: drawing the
+/// other ranks' numbers too (a few ms per million).
 ///
 /// **Example**
 /// \code
 /// {
-///   iat::distributed::GlobalDrawSlice slice(env.rank, env.world_size, x_local.numel());
-///   x_adv = pgd.perturb(net, x_local, y_local);                  // its random start is the global one's slice
+///   iat::distributed::GlobalDrawSlice slice(env.rank, env.world_size);
+///   auto step = iat::train::iat_loss(net, x_local, y_local, pgd, inverse, align);   // both starts sliced
 /// }
 /// \endcode
 class GlobalDrawSlice {
  public:
-  GlobalDrawSlice(int rank, int world_size, int64_t numel_per_rank)
-      : rank_(rank), world_size_(world_size), numel_(numel_per_rank) {
+  GlobalDrawSlice(int rank, int world_size) : previous_(iat::detail::batch_draw_slice()) {
     TORCH_CHECK_VALUE(world_size >= 1 && rank >= 0 && rank < world_size, "iat::distributed::GlobalDrawSlice: rank ",
                       rank, " is not in [0, world_size = ", world_size, ")");
-    TORCH_CHECK_VALUE(numel_per_rank >= 0, "iat::distributed::GlobalDrawSlice: numel_per_rank must be >= 0");
-    skip(static_cast<int64_t>(rank_) * numel_);
+    iat::detail::batch_draw_slice() = {rank, world_size};
   }
-  ~GlobalDrawSlice() { skip(static_cast<int64_t>(world_size_ - 1 - rank_) * numel_); }
+  ~GlobalDrawSlice() { iat::detail::batch_draw_slice() = previous_; }
   GlobalDrawSlice(const GlobalDrawSlice&) = delete;
   GlobalDrawSlice& operator=(const GlobalDrawSlice&) = delete;
 
  private:
-  static void skip(int64_t count) {
-    if (count > 0) torch::empty({count}, torch::kFloat).uniform_();
-  }
-  int rank_;
-  int world_size_;
-  int64_t numel_;
+  iat::detail::BatchDrawSlice previous_;
 };
 
 /// Data parallelism for one module over a c10d process group (docs/distributed.md).

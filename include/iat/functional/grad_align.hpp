@@ -3,6 +3,7 @@
 /// iat::functional::grad_align: the GradAlign regulariser (Andriushchenko & Flammarion 2020).
 
 #include <iat/detail/checks.hpp>
+#include <iat/detail/batch_draw.hpp>
 #include <iat/detail/compat.hpp>
 #include <iat/functional/losses.hpp>
 #include <iat/model_ref.hpp>
@@ -46,7 +47,10 @@ inline torch::Tensor grad_align(const ModelRef& model, const torch::Tensor& x, c
     return torch::autograd::grad({loss}, {x_var}, {}, /*retain_graph=*/iat::nullopt, create_graph)[0];
   };
   auto g_clean = input_grad(x, false).detach().flatten(1);
-  auto g_noisy = input_grad(x.detach() + torch::empty_like(x).uniform_(-eps, eps), true).flatten(1);
+  auto noise = iat::detail::draw_for_batch(x, [&](const torch::Tensor& like) {
+    return torch::empty_like(like).uniform_(-eps, eps);
+  });
+  auto g_noisy = input_grad(x.detach() + noise, true).flatten(1);
   auto cos = at::cosine_similarity(g_clean, g_noisy, 1, 1e-8);
   return weight * (1.0 - cos).mean();
 }

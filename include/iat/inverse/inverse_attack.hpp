@@ -4,6 +4,7 @@
 /// Algorithm 1 of the supplement).
 
 #include <iat/attacks/attack.hpp>
+#include <iat/detail/batch_draw.hpp>
 #include <iat/detail/compat.hpp>
 #include <iat/detail/compiled.hpp>
 #include <iat/inverse/inverse_loss.hpp>
@@ -136,7 +137,10 @@ IAT_INLINE torch::Tensor InverseAttack::perturb(const ModelRef& model, const tor
   const double step_size = o.effective_step_size();
   const ThreatModel ball = o.threat_model();
   auto x_inv = x0;
-  if (o.random_init()) x_inv = ball.project(x0 + o.init_std() * torch::randn_like(x0), x0);
+  if (o.random_init()) {
+    auto z = detail::draw_for_batch(x0, [](const torch::Tensor& like) { return torch::randn_like(like); });
+    x_inv = ball.project(x0 + o.init_std() * z, x0);
+  }
   for (int64_t k = 0; k < o.steps(); ++k) {
     auto grad = detail::inverse_input_gradient(who, model, x_inv, y, loss_options, targets).first;
     x_inv = ball.project(x_inv - step_size * ball.ascent_direction(grad), x0);
