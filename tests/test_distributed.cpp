@@ -179,8 +179,22 @@ iat::eval::RobustAccuracyOptions eval_ra_options() {
   return iat::eval::RobustAccuracyOptions().batch_size(kEvalBatch).seed(5);
 }
 
+// AutoAttack's per-point results as the tests compare them: final flags, re-check, x_adv, counts, then each
+// attack's flags and counts.
+std::vector<torch::Tensor> report_tensors(const iat::eval::AutoAttackReport& report) {
+  std::vector<torch::Tensor> out{report.robust, report.robust_rechecked, report.x_adv,
+                                 torch::tensor({report.robust_count, report.robust_count_rechecked,
+                                                report.clean_correct, static_cast<int64_t>(report.steps.size())})};
+  for (const auto& step : report.steps) {
+    out.push_back(step.robust_flags);
+    out.push_back(torch::tensor({step.attacked, step.robust}));
+  }
+  return out;
+}
+
 // What the sharded-evaluation test compares: robust_accuracy's flags and counts, AutoAttack's flags after
-// each attack, final flags, re-check, x_adv and counts. `pg` null: one process.
+// each attack, final flags, re-check, x_adv and counts; last, the rows AutoAttack passed through the model
+// (not compared: the ranks share the work). `pg` null: one process.
 std::vector<torch::Tensor> evaluate(const dist::ProcessGroupPtr& pg) {
   torch::set_num_threads(1);
   auto net = make_net(21);
@@ -188,18 +202,35 @@ std::vector<torch::Tensor> evaluate(const dist::ProcessGroupPtr& pg) {
   auto pgd = iat::eval::pgd(8.0 / 255, 3);
   auto ra = pg ? dist::sharded_robust_accuracy(pg, net, x, y, pgd, eval_ra_options())
                : iat::eval::robust_accuracy(net, x, y, pgd, eval_ra_options());
-  auto report = pg ? dist::sharded_autoattack(pg, net, x, y, eval_aa_options())
-                   : iat::eval::AutoAttack(eval_aa_options()).run(net, x, y);
-  std::vector<torch::Tensor> out{ra.robust, ra.clean,
-                                 torch::tensor({ra.correct, ra.clean_correct, ra.total, report.robust_count,
-                                                report.robust_count_rechecked, report.clean_correct,
-                                                static_cast<int64_t>(report.steps.size())}),
-                                 report.robust, report.robust_rechecked, report.x_adv};
-  for (const auto& step : report.steps) {
-    out.push_back(step.robust_flags);
-    out.push_back(torch::tensor({step.attacked, step.robust}));
-  }
+  auto rows = std::make_shared<int64_t>(0);
+  const auto counted = iat::ModelRef(net).wrapped([rows](const auto& call, const torch::Tensor& t) {
+    *rows += t.size(0);
+    return call(t);
+  });
+  auto report = pg ? dist::sharded_autoattack(pg, counted, x, y, eval_aa_options())
+                   : iat::eval::AutoAttack(eval_aa_options()).run(counted, x, y);
+  std::vector<torch::Tensor> out{ra.robust, ra.clean, torch::tensor({ra.correct, ra.clean_correct, ra.total})};
+  for (auto& t : report_tensors(report)) out.push_back(t);
+  out.push_back(torch::tensor({*rows}));
   return out;
+}
+
+// The state file of the state-file test: beside the launcher's outputs, named by its process id (the
+// workers' parent).
+fs::path eval_state_path(pid_t launcher) {
+  return fs::temp_directory_path() / ("iat_dp_" + std::to_string(launcher) + "_aa_state.pt");
+}
+
+iat::eval::AutoAttackOptions eval_state_options(const fs::path& path) {
+  return eval_aa_options().state_path(path.string());
+}
+
+// The state-file test's points: eval_points() labelled with the model's own predictions, so that all 41
+// are clean-correct and APGD-CE runs 5 batches.
+std::pair<torch::Tensor, torch::Tensor> eval_state_points(Net& net) {
+  auto x = eval_points().first;
+  torch::NoGradGuard no_grad;
+  return {x, net(x).argmax(1)};
 }
 
 // --- the worker side ---
@@ -258,6 +289,29 @@ void worker_train(const dist::ProcessGroupPtr& pg) {
     auto r = train(method, pg);
     save({r.weights, r.delta, r.momentum}, "train_" + method);
   }
+}
+
+// Sharded AutoAttack with a state file: first one that is not the same on both ranks (rank 1's path does not
+// exist), which both refuse; then the launcher's, from which both resume.
+void worker_eval_state(const dist::ProcessGroupPtr& pg, int rank) {
+  torch::set_num_threads(1);
+  auto net = make_net(21);
+  auto [x, y] = eval_state_points(net);
+  const fs::path path = eval_state_path(::getppid());
+  std::string refusal;
+  try {
+    dist::sharded_autoattack(pg, net, x, y, eval_state_options(rank == 0 ? path : fs::path(path.string() + ".absent")));
+  } catch (const c10::Error& e) {
+    refusal = e.what_without_backtrace();
+  }
+  const bool refused = refusal.find("is not the same on every rank") != std::string::npos &&
+                       refusal.find("rank 1: absent") != std::string::npos;
+  auto report = dist::sharded_autoattack(pg, net, x, y, eval_state_options(path));
+  auto out = report_tensors(report);
+  out.push_back(torch::tensor({static_cast<int64_t>(refused), static_cast<int64_t>(report.resumed),
+                               static_cast<int64_t>(report.steps.at(0).resumed),
+                               static_cast<int64_t>(report.steps.at(1).resumed)}));
+  save(out, "eval_state");
 }
 
 // --- the launcher side ---
@@ -359,6 +413,7 @@ TEST_CASE("distributed: worker", "[.][distributed_worker]") {
   }
   if (name == "train") worker_train(pg);
   if (name == "eval") save(evaluate(pg), "eval");
+  if (name == "eval_state") worker_eval_state(pg, env.rank);
   dist::barrier(pg);
 }
 
@@ -527,24 +582,83 @@ TEST_CASE("distributed: sharded robust_accuracy and AutoAttack on 2 processes eq
   auto r0 = load(dir, "eval", 0), r1 = load(dir, "eval", 1);
   REQUIRE(r0.size() == one.size());
   REQUIRE(r1.size() == one.size());
+  // Rows through the model: the ranks share AutoAttack's clean pass and final re-check with the attacks;
+  // only the sanity checks (6 passes over the first batch of 9) run on both.
+  const auto rows = [](const std::vector<torch::Tensor>& r) { return r.back().item<int64_t>(); };
+  CHECK(rows(r0) + rows(r1) - rows(one) == 6 * kEvalBatch);
+  CHECK(rows(r0) < rows(one));
+  CHECK(rows(r1) < rows(one));
+  one.pop_back();
+  r0.pop_back();
+  r1.pop_back();
   for (size_t i = 0; i < one.size(); ++i) {
-    INFO("tensor " << i << " of the results (0-1: robust_accuracy flags, 2: counts, 3-5: AutoAttack flags, "
-                      "re-check, x_adv, then per attack)");
+    INFO("tensor " << i << " of the results (0-1: robust_accuracy flags, 2: its counts, 3-6: AutoAttack's flags, "
+                      "re-check, x_adv, counts, then per attack)");
     CHECK(torch::equal(r0[i], one[i]));
     CHECK(torch::equal(r1[i], one[i]));
   }
-  const auto counts = one[2];
+  const auto counts = one[2], aa = one[6];
   INFO("robust_accuracy: " << counts[0].item<int64_t>() << " robust of " << counts[1].item<int64_t>()
-                           << " clean; AutoAttack: " << counts[3].item<int64_t>() << " robust");
+                           << " clean; AutoAttack: " << aa[0].item<int64_t>() << " robust");
   // The attacks changed something on both ranks' batches, so an unmerged or mis-seeded shard would show.
   auto broken = one[1] & one[0].logical_not();
   auto batch_of = torch::arange(kEvalPoints).div(kEvalBatch, "floor");
   auto on_rank1 = batch_of.remainder(2).to(torch::kBool);                    // batches 1, 3: rank 1's
   CHECK((broken & on_rank1.logical_not()).any().item<bool>());               // PGD broke points of rank 0
   CHECK((broken & on_rank1).any().item<bool>());                             // and of rank 1
-  CHECK(counts[4].item<int64_t>() == counts[3].item<int64_t>());
-  CHECK(counts[6].item<int64_t>() == 4);  // apgd-ce, apgd-t, fab-t, square
-  CHECK(counts[5].item<int64_t>() > counts[3].item<int64_t>());             // AutoAttack broke points
+  CHECK(aa[1].item<int64_t>() == aa[0].item<int64_t>());  // re-checked as counted
+  CHECK(aa[3].item<int64_t>() == 4);                       // apgd-ce, apgd-t, fab-t, square
+  CHECK(aa[2].item<int64_t>() > aa[0].item<int64_t>());    // AutoAttack broke points
+  fs::remove_all(dir);
+}
+
+TEST_CASE("distributed: sharded AutoAttack resumes from a state file of one process stopped within an attack, "
+          "and one process from the one it writes", "[distributed]") {
+  if (skip_without_gloo()) return;
+  torch::set_num_threads(1);
+  auto net = make_net(21);
+  auto [x, y] = eval_state_points(net);
+  auto reference = iat::eval::AutoAttack(eval_aa_options()).run(net, x, y);
+  REQUIRE(reference.steps.size() == 4);
+  REQUIRE(reference.steps[0].attacked == kEvalPoints);  // APGD-CE on all 41: 5 batches
+  REQUIRE(reference.steps[1].attacked > 0);             // APGD-T had points left
+  const auto uninterrupted = report_tensors(reference);
+  // One process, stopped after APGD-CE's second batch (of 5): the state holds 2 of its batches.
+  const fs::path path = eval_state_path(::getpid());
+  fs::remove(path);
+  struct Stop {};
+  auto stopping = eval_state_options(path).on_batch([](const iat::eval::AutoAttackProgress& p) {
+    if (p.attack == "apgd-ce" && p.batch == 2) throw Stop{};
+  });
+  CHECK_THROWS_AS(iat::eval::AutoAttack(stopping).run(net, x, y), Stop);
+  REQUIRE(fs::exists(path));
+  // Two processes resume from it (batches 3-5 of APGD-CE shared, then the rest) and rank 0 rewrites it.
+  auto dir = run_workers("eval_state");
+  for (int rank = 0; rank < kWorld; ++rank) {
+    INFO("rank " << rank);
+    auto r = load(dir, "eval_state", rank);
+    REQUIRE(r.size() == uninterrupted.size() + 1);
+    const auto flags = r.back();
+    CHECK(flags[0].item<int64_t>() == 1);  // the state file absent on rank 1 was refused by both, naming it
+    CHECK(flags[1].item<int64_t>() == 1);  // resumed
+    CHECK(flags[2].item<int64_t>() == 1);  // APGD-CE continued from the state
+    CHECK(flags[3].item<int64_t>() == 0);  // APGD-T run afresh
+    for (size_t i = 0; i < uninterrupted.size(); ++i) {
+      INFO("tensor " << i << " of the report (0-3: final flags, re-check, x_adv, counts, then per attack)");
+      CHECK(torch::equal(r[i], uninterrupted[i]));
+    }
+  }
+  // One process resumes from what rank 0 wrote: every attack done, the same report.
+  auto report = iat::eval::AutoAttack(eval_state_options(path)).run(net, x, y);
+  CHECK(report.resumed);
+  for (const auto& step : report.steps) CHECK(step.resumed);
+  const auto again = report_tensors(report);
+  REQUIRE(again.size() == uninterrupted.size());
+  for (size_t i = 0; i < again.size(); ++i) {
+    INFO("tensor " << i << " of the report resumed in one process");
+    CHECK(torch::equal(again[i], uninterrupted[i]));
+  }
+  fs::remove(path);
   fs::remove_all(dir);
 }
 

@@ -125,11 +125,6 @@ int run(int argc, char** argv) {
   const bool main_rank = g_env.rank == 0;
   iat::distributed::ProcessGroupPtr pg;
   if (g_env.world_size > 1) {
-    if (!c.state.empty()) {
-      eval_fail(fmt::format("--state is for one process: under torchrun (WORLD_SIZE = {}) each rank runs only its share "
-                            "of the batches, which no one state file holds; leave --state out or evaluate in one process",
-                            g_env.world_size));
-    }
     if (c.seed < 0) {
       eval_fail(fmt::format("--seed must be >= 0 under torchrun, got {}: a seed from the clock would differ between the "
                             "ranks", c.seed));
@@ -138,7 +133,9 @@ int run(int argc, char** argv) {
     g_dist_timeout = c.dist_timeout;
     g_pg_joined = true;
   }
-  if (!c.state.empty()) {  // without a state file nothing would be kept: the signals' default (at once)
+  // Without a state file nothing would be kept, and under torchrun rank 0 writes it only between attacks
+  // (each rank holds its own batches within one): the signals' default (at once) for both.
+  if (!c.state.empty() && !pg) {
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
   }

@@ -10,7 +10,8 @@
 # badinput (a model that fails on the points' shape, a file of 0 points, usage errors: exit 2 with one readable line,
 # never an abort), out (an unwritable --out is refused before the evaluation, an existing report is kept, the
 # report's picture is drawn beside it, or the command to draw it is printed),
-# torchrun (2 ranks write the report of 1 process; what is refused; other points on one rank; a killed rank).
+# torchrun (2 ranks write the report of 1 process; they resume from one process's --state and one process from
+# theirs; what is refused; other points on one rank; a killed rank).
 set -euo pipefail
 BIN=$1
 PY=$2
@@ -178,8 +179,9 @@ EOF
     ;;
   torchrun)
     # Under torchrun (docs/distributed.md, "iat-eval on several processes"): 2 ranks share the batches and
-    # rank 0 writes the one-process report, flag for flag and x_adv bit for bit; --state and a seed from the
-    # clock are refused; ranks that loaded other points stop, naming it; a killed rank stops the other.
+    # rank 0 writes the one-process report, flag for flag and x_adv bit for bit; they resume from a state file
+    # of one process killed mid-run and one process from theirs, with the same report; a seed from the clock
+    # is refused; ranks that loaded other points stop, naming it; a killed rank stops the other.
     if [ -x "$(dirname "$PY")/torchrun" ]; then LAUNCH=("$(dirname "$PY")/torchrun"); else LAUNCH=("$PY" -m torch.distributed.run); fi
     LAUNCH+=(--redirects 2 --tee 2)  # Debian's 1.13 launcher on Python 3.11 needs them (docs/distributed.md)
     free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -188,7 +190,8 @@ EOF
     expect_rc 0 "$WORK/one.log" "$BIN" "${RUN[@]}" --out "$WORK/one.json" --save-adv "$WORK/one_adv.pt"
     expect_rc 0 "$WORK/two.log" "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" \
       "${RUN[@]}" --out "$WORK/two.json" --save-adv "$WORK/two_adv.pt"
-    "$PY" - "$WORK/one.json" "$WORK/two.json" "$WORK/one_adv.pt" "$WORK/two_adv.pt" <<'PY' || fail "2 processes differ from 1"
+    same_report() {  # same_report ONE.json ONE_adv.pt OTHER.json OTHER_adv.pt: flags, accuracies and x_adv equal
+    "$PY" - "$1" "$3" "$2" "$4" <<'PY'
 import json, sys, torch
 one, two = (json.load(open(p)) for p in sys.argv[1:3])
 for key in ("robust_flags", "robust_flags_rechecked", "robust_accuracy", "robust_accuracy_rechecked", "clean_accuracy",
@@ -196,19 +199,33 @@ for key in ("robust_flags", "robust_flags_rechecked", "robust_accuracy", "robust
     assert one[key] == two[key], (key, one[key], two[key])
 for a, b in zip(one["steps"], two["steps"]):
     assert (a["attack"], a["robust_flags"], a["attacked"]) == (b["attack"], b["robust_flags"], b["attacked"]), (a, b)
-assert one["distributed"] == {"world_size": 1, "backend": "none"}, one["distributed"]
-assert two["distributed"] == {"world_size": 2, "backend": "gloo"}, two["distributed"]
 # Not a trivial comparison: some points fall to the attacks and some survive.
 assert 0 < one["robust_accuracy"] < one["clean_accuracy"], (one["robust_accuracy"], one["clean_accuracy"])
 x1, x2 = (torch.load(p)["x_adv"] for p in sys.argv[3:5])
 assert torch.equal(x1, x2), (x1 - x2).abs().max()
 print("robust", one["robust_accuracy"], "pgd20", one["also"]["pgd20"]["accuracy"])
 PY
+    }
+    same_report "$WORK/one.json" "$WORK/one_adv.pt" "$WORK/two.json" "$WORK/two_adv.pt" || fail "2 processes differ from 1"
+    [ "$(field "$WORK/one.json" distributed)" = '{"backend": "none", "world_size": 1}' ] || fail "one process: $(field "$WORK/one.json" distributed)"
+    [ "$(field "$WORK/two.json" distributed)" = '{"backend": "gloo", "world_size": 2}' ] || fail "two: $(field "$WORK/two.json" distributed)"
     [ "$(grep -c "AutoAttack (counted)" "$WORK/two.log")" = 1 ] || { cat "$WORK/two.log"; fail "not rank 0 alone printed the table"; }
     # (the launcher exits 1 when a rank fails; each rank's own status 2 is in its "exitcode" line)
-    expect_rc 1 "$WORK/s.log" "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" \
-      "${RUN[@]}" --state "$WORK/state"
-    expect_in "$WORK/s.log" "--state is for one process"
+    # --state: one process killed with SIGKILL once its state file holds something, 2 ranks resuming from it,
+    # then one process resuming from the file rank 0 wrote (every attack done): the uninterrupted report.
+    "$BIN" "${RUN[@]}" --state "$WORK/state" > "$WORK/s1.log" 2>&1 &
+    s1=$!
+    for _ in $(seq 200); do [ -e "$WORK/state" ] && break; sleep 0.05; done
+    kill -9 $s1 2>/dev/null || true
+    wait $s1 2>/dev/null || true
+    [ -e "$WORK/state" ] || { cat "$WORK/s1.log"; fail "no state file was written"; }
+    expect_rc 0 "$WORK/s2.log" "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" \
+      "${RUN[@]}" --state "$WORK/state" --out "$WORK/s2.json" --save-adv "$WORK/s2_adv.pt"
+    expect_in "$WORK/s2.log" "resumed from"
+    same_report "$WORK/one.json" "$WORK/one_adv.pt" "$WORK/s2.json" "$WORK/s2_adv.pt" || fail "2 processes resumed differ"
+    expect_rc 0 "$WORK/s3.log" "$BIN" "${RUN[@]}" --state "$WORK/state" --out "$WORK/s3.json" --save-adv "$WORK/s3_adv.pt"
+    expect_in "$WORK/s3.log" "resumed from .*done apgd-ce,apgd-t,square"
+    same_report "$WORK/one.json" "$WORK/one_adv.pt" "$WORK/s3.json" "$WORK/s3_adv.pt" || fail "1 process resumed differs"
     expect_rc 1 "$WORK/seed.log" "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" \
       "${RUN[@]}" --seed -1
     expect_in "$WORK/seed.log" "--seed must be >= 0 under torchrun"

@@ -8,9 +8,11 @@
 /// batch draws its random numbers from a seed of its own (AutoAttack re-seeds before every attack on every
 /// batch, as the reference does; robust_accuracy with seed s seeds batch b with s + b), so a batch draws the
 /// same numbers on whichever rank runs it. After each attack the ranks' results are combined, so every rank
-/// starts the next attack from the same flags. Clean pass, sanity checks and final re-check (forward passes
-/// only) run on every rank in full.
+/// starts the next attack from the same flags. AutoAttack's clean pass and final re-check are shared the
+/// same way (batch k on rank k % world_size); its sanity checks on the first batch run on every rank.
 
+#include <iat/attacks/detail/autoattack.hpp>
+#include <iat/detail/archive_checksum.hpp>
 #include <iat/distributed/process_group.hpp>
 #include <iat/eval/autoattack.hpp>
 #include <iat/eval/robust_accuracy.hpp>
@@ -18,6 +20,10 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <sstream>
+#include <string>
 #include <vector>
 
 namespace iat {
@@ -32,32 +38,34 @@ inline void all_reduce(const ProcessGroupPtr& pg, const torch::Tensor& tensor, c
   pg->allreduce(tensors, o)->wait();
 }
 
-// Combines the ranks' results of one AutoAttack attack in place (see AutoAttackShardMerge).
+// Combines the ranks' results of one AutoAttack attack in place (see AutoAttackShardMerge); with x_adv
+// undefined (the clean pass, the final re-check), the flags only.
 inline void merge_autoattack_shards(const ProcessGroupPtr& pg, iat::eval::AutoAttackShardMerge& m) {
   const auto idx = m.attacked.to(torch::kCPU);
   if (idx.numel() > 0) {
     // Flags over the attacked rows: robust is the minimum (each rank only ever clears its own rows),
     // adv_mask and nonfinite the maximum.
-    auto flags = torch::stack({m.robust.index_select(0, idx), m.adv_mask.index_select(0, idx),
-                               m.nonfinite.index_select(0, idx)})
+    auto own_hit = m.adv_mask.index_select(0, idx);
+    auto flags = torch::stack({m.robust.index_select(0, idx), own_hit, m.nonfinite.index_select(0, idx)})
                      .to(torch::kInt);
     auto robust = flags[0].clone();
     auto marks = flags.narrow(0, 1, 2).contiguous();
     all_reduce(pg, robust, c10d::ReduceOp::MIN);
     all_reduce(pg, marks, c10d::ReduceOp::MAX);
-    // Adversarial examples: the one rank that found a row contributes it, the others zeros (x + 0 == x).
-    auto rows = m.x_adv.index_select(0, idx.to(m.x_adv.device())).to(torch::kCPU);
-    auto own_hit = m.adv_mask.index_select(0, idx).to(torch::kCPU);
-    std::vector<int64_t> shape(rows.dim(), 1);
-    shape[0] = rows.size(0);
-    auto contribution = torch::where(own_hit.view(shape), rows, torch::zeros_like(rows)).contiguous();
-    all_reduce(pg, contribution, c10d::ReduceOp::SUM);
     auto hit = marks[0].to(torch::kBool);
-    auto merged = torch::where(hit.view(shape), contribution, rows);
     m.robust.index_copy_(0, idx, robust.to(torch::kBool));
     m.adv_mask.index_copy_(0, idx, hit);
     m.nonfinite.index_copy_(0, idx, marks[1].to(torch::kBool));
-    m.x_adv.index_copy_(0, idx.to(m.x_adv.device()), merged.to(m.x_adv.device(), m.x_adv.scalar_type()));
+    if (m.x_adv.defined()) {
+      // Adversarial examples: the one rank that found a row contributes it, the others zeros (x + 0 == x).
+      auto rows = m.x_adv.index_select(0, idx.to(m.x_adv.device())).to(torch::kCPU);
+      std::vector<int64_t> shape(rows.dim(), 1);
+      shape[0] = rows.size(0);
+      auto contribution = torch::where(own_hit.view(shape), rows, torch::zeros_like(rows)).contiguous();
+      all_reduce(pg, contribution, c10d::ReduceOp::SUM);
+      auto merged = torch::where(hit.view(shape), contribution, rows);
+      m.x_adv.index_copy_(0, idx.to(m.x_adv.device()), merged.to(m.x_adv.device(), m.x_adv.scalar_type()));
+    }
   }
   auto counts = torch::tensor({static_cast<double>(m.zero_grad_points)}, torch::kDouble);
   auto seconds = torch::tensor({m.seconds}, torch::kDouble);
@@ -65,6 +73,30 @@ inline void merge_autoattack_shards(const ProcessGroupPtr& pg, iat::eval::AutoAt
   all_reduce(pg, seconds, c10d::ReduceOp::MAX);
   m.zero_grad_points = static_cast<int64_t>(counts.item<double>());
   m.seconds = seconds.item<double>();
+}
+
+// Refuses a state file that is not the same on every rank (absent on some, or other bytes): the ranks would
+// resume from different points and their collectives would no longer match.
+inline void check_same_state_file(const ProcessGroupPtr& pg, const std::string& path) {
+  std::error_code ec;
+  const bool present = std::filesystem::exists(path, ec);
+  uint64_t h = 0;
+  if (present) {
+    const std::string bytes = iat::detail::read_whole_file(path, "iat::distributed::sharded_autoattack");
+    h = iat::detail::hash_bytes(bytes.data(), bytes.size()) | 1;  // 0: absent
+  }
+  auto mine = torch::tensor({static_cast<int64_t>(h)}, torch::kLong);
+  const auto all = all_gather(pg, mine);
+  std::ostringstream seen;
+  bool differ = false;
+  for (size_t r = 0; r < all.size(); ++r) {
+    const int64_t v = all[r].item<int64_t>();
+    differ = differ || v != all[0].item<int64_t>();
+    seen << (r > 0 ? ", " : "") << "rank " << r << ": " << (v == 0 ? "absent" : "hash " + iat::detail::hex64(static_cast<uint64_t>(v)));
+  }
+  TORCH_CHECK_VALUE(!differ, "iat::distributed::sharded_autoattack: the state file '", path,
+                    "' is not the same on every rank (", seen.str(), "); every rank resumes from it and rank 0 "
+                    "writes it: put it on a filesystem all ranks share, or remove it everywhere to start afresh");
 }
 
 }  // namespace detail
@@ -105,8 +137,12 @@ inline iat::eval::RobustAccuracy sharded_robust_accuracy(const ProcessGroupPtr& 
 /// AutoAttack over the ranks of `pg`: the attack batches of each attack are shared round-robin (batch b on
 /// rank b % world_size), each seeded as in one process, and combined after every attack, so every rank
 /// returns the report of `iat::eval::AutoAttack(options).run(model, x, y)` in one process — flags per
-/// attack, counts, x_adv, re-check — except the wall times (each attack's: the slowest rank's). A state
-/// file is refused (each rank holds only its batches). Every rank must pass the same x, y, weights and
+/// attack, counts, x_adv, re-check — except the wall times (each attack's: the slowest rank's). With a
+/// state file (`state_path`), rank 0 writes it after the clean pass and after each attack, once the ranks'
+/// results are combined, and every rank resumes from it: it must be the same file on every rank (a
+/// filesystem they share; checked by its bytes' hash before anything runs). A run stopped within an attack
+/// resumes at the start of that attack; one-process state files (which also hold finished batches) resume
+/// under any number of processes and the other way round. Every rank must pass the same x, y, weights and
 /// options; on_batch and log see this rank's batches only.
 ///
 /// **Example**
@@ -120,6 +156,7 @@ inline iat::eval::AutoAttackReport sharded_autoattack(const ProcessGroupPtr& pg,
                                                       iat::eval::AutoAttackOptions options) {
   TORCH_CHECK_VALUE(options.seed() >= 0, "iat::distributed::sharded_autoattack: the seed must be fixed (>= 0), got ",
                     options.seed(), "; a seed from the clock could differ between ranks");
+  if (!options.state_path().empty()) detail::check_same_state_file(pg, options.state_path());
   options.shard_index(pg->getRank()).shard_count(pg->getSize());
   options.shard_merge([pg](iat::eval::AutoAttackShardMerge& m) { detail::merge_autoattack_shards(pg, m); });
   iat::eval::AutoAttack aa(std::move(options));

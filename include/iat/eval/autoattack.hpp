@@ -61,13 +61,14 @@ struct AutoAttackProgress {
 /// What one process of a sharded evaluation holds after running its batches of one attack
 /// (iat::distributed::sharded_autoattack fills `AutoAttackOptions::shard_merge` with a function that
 /// combines these over the ranks in place). Rows outside this process's batches still hold the values of
-/// the start of the attack.
+/// the start of the attack. The clean pass and the final re-check are merged the same way, with `robust`
+/// holding the correct predictions (true on other processes' rows) and `x_adv` undefined (flags only).
 struct AutoAttackShardMerge {
-  torch::Tensor attacked;   ///< int64 [M]: the indices the attack ran on (every rank's batches)
+  torch::Tensor attacked;   ///< int64 [M]: the indices whose flags are merged (every rank's batches)
   torch::Tensor robust;     ///< bool [N], updated in place
   torch::Tensor adv_mask;   ///< bool [N]: points with an adversarial example, updated in place
   torch::Tensor nonfinite;  ///< bool [N], updated in place
-  torch::Tensor x_adv;      ///< [N, ...]: adversarial examples, updated in place
+  torch::Tensor x_adv;      ///< [N, ...]: adversarial examples, updated in place (undefined: flags only)
   int64_t zero_grad_points = 0;  ///< this attack's count on this process; the merge makes it the total
   double seconds = 0;            ///< this process's time; the merge makes it the slowest rank's
 };
@@ -103,7 +104,10 @@ struct AutoAttackOptions : ThreatModelOptions<AutoAttackOptions> {
   TORCH_ARG(iat::optional<torch::Device>, device) = iat::nullopt;
   /// A state file (settings, robust flags, adversarial examples found, progress), rewritten atomically
   /// after every batch: an interrupted run continues from it (empty: no state file). A file written
-  /// under other settings is refused (see `state_mismatch_ok`).
+  /// under other settings is refused (see `state_mismatch_ok`). Sharded (shard_count > 1), only
+  /// shard_index 0 writes it, after the clean pass and after each attack once the processes' results are
+  /// combined; every process reads it at the start (the same file: iat::distributed::sharded_autoattack
+  /// checks). A run with any number of processes resumes from a file any other one wrote.
   TORCH_ARG(std::string, state_path) = "";
   /// What identifies the model, bound into the state file (e.g. a hash of the model file, as iat-eval
   /// passes); empty: not recorded (the clean predictions are still compared on resume).
@@ -117,7 +121,8 @@ struct AutoAttackOptions : ThreatModelOptions<AutoAttackOptions> {
   /// Progress messages (one line each); unset: silent.
   TORCH_ARG(std::function<void(const std::string&)>, log) = nullptr;
   /// Called after every attack batch, once the state file holds it; an exception thrown here stops the
-  /// run with the state file consistent (a later run resumes from the next batch).
+  /// run with the state file consistent (a later run resumes from the next batch; sharded: from the
+  /// start of the attack that was running).
   TORCH_ARG(std::function<void(const AutoAttackProgress&)>, on_batch) = nullptr;
   /// APGD iterations (standard: 100).
   TORCH_ARG(int64_t, apgd_steps) = 100;
@@ -455,8 +460,12 @@ class AutoAttack {
     if (options.log()) options.log()(s);
   }
 
-  void save_state(const detail::AutoAttackState& state) const {
-    if (!options.state_path().empty()) state.save(options.state_path());
+  // `complete`: every process's results are in (after the clean pass and after each attack); a sharded
+  // run saves only then, from shard 0, since between those points each process holds only its batches.
+  void save_state(const detail::AutoAttackState& state, bool complete) const {
+    if (options.state_path().empty()) return;
+    if (options.shard_count() > 1 && (!complete || options.shard_index() != 0)) return;
+    state.save(options.state_path());
   }
 
   // Everything that changes the results, as the state file records it.
@@ -675,9 +684,6 @@ class AutoAttack {
                       options.shard_count());
     TORCH_CHECK_VALUE(options.shard_count() == 1 || options.shard_merge(), who,
                       ": shard_count > 1 needs a shard_merge function (iat::distributed::sharded_autoattack)");
-    TORCH_CHECK_VALUE(options.shard_count() == 1 || options.state_path().empty(), who,
-                      ": a state file (state_path) cannot be used by a sharded evaluation (shard_count ",
-                      options.shard_count(), "): each process holds only its own batches");
     const auto& known = autoattack_attack_names();
     TORCH_CHECK_VALUE(options.version() != AutoAttackVersion::kCustom || !options.attacks().empty(), who,
                       ": version kCustom needs a non-empty attack list (from ", detail::join(known, ", "), ")");
@@ -697,7 +703,7 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
   iat::detail::check_labels(who, x_in, y_in);
   check_options();
   const AutoAttackOptions& o = options;
-  if (!o.state_path().empty()) iat::detail::check_writable(who, "state_path", o.state_path());
+  if (!o.state_path().empty() && o.shard_index() == 0) iat::detail::check_writable(who, "state_path", o.state_path());
   const auto start = std::chrono::steady_clock::now();
   const torch::Device device = o.device() ? *o.device() : x_in.device();
   auto x = x_in.detach().to(torch::kFloat);
@@ -761,26 +767,44 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
   adapt_to_classes(attacks, classes, report.n_target_classes, warn);
   report.attacks = attacks;
 
+  // Correct predictions and non-finite rows of every point of `points` (the clean pass, the final
+  // re-check), in batches; sharded, each process judges its batches (k % shard_count == shard_index) and
+  // the merge shares the flags (another process's rows start true for its minimum, false for its maximum).
+  auto judge_all = [&](const torch::Tensor& points) {
+    auto correct = torch::ones({n}, torch::kBool);
+    auto bad = torch::zeros({n}, torch::kBool);
+    for (int64_t b = 0, k = 0; b < n; b += bs, ++k) {
+      if (k % o.shard_count() != o.shard_index()) continue;
+      const int64_t len = std::min(bs, n - b);
+      auto judged = judge(forward(points.narrow(0, b, len)), y_cpu.narrow(0, b, len));
+      correct.narrow(0, b, len).copy_(judged.first);
+      bad.narrow(0, b, len).copy_(judged.second);
+    }
+    if (o.shard_count() > 1) {
+      AutoAttackShardMerge m{torch::arange(n), correct, torch::zeros({n}, torch::kBool), bad, torch::Tensor()};
+      o.shard_merge()(m);
+    }
+    return std::make_pair(correct, bad);
+  };
+
+  // The state file is read before the clean pass: a sharded run's shard 0 rewrites it after the clean
+  // pass, which the other processes pass only together with it.
+  detail::AutoAttackState state;
+  const bool resumed = !o.state_path().empty() && detail::AutoAttackState::load(o.state_path(), x, state);
+
   // Clean pass (also when resuming: it checks the state file's clean predictions).
-  auto clean = torch::zeros({n}, torch::kBool);
-  auto nonfinite = torch::zeros({n}, torch::kBool);
-  for (int64_t b = 0; b < n; b += bs) {
-    const int64_t len = std::min(bs, n - b);
-    auto judged = judge(forward(x.narrow(0, b, len)), y_cpu.narrow(0, b, len));
-    clean.narrow(0, b, len).copy_(judged.first);
-    nonfinite.narrow(0, b, len).copy_(judged.second);
-  }
+  auto clean_pass = judge_all(x);
+  auto clean = clean_pass.first;
+  auto nonfinite = clean_pass.second;
   const int64_t nonfinite_clean = nonfinite.sum().item<int64_t>();
   if (nonfinite_clean > 0 && !o.nonfinite_as_broken()) detail::throw_nonfinite(nonfinite_clean, n, "the clean pass");
   report.clean_correct = clean.sum().item<int64_t>();
   report.clean_accuracy = static_cast<double>(report.clean_correct) / static_cast<double>(n);
 
   // The saved state, or a fresh one.
-  detail::AutoAttackState state;
   auto robust = clean.clone();
   auto x_adv = x.clone();
   auto adv_mask = torch::zeros({n}, torch::kBool);
-  const bool resumed = !o.state_path().empty() && detail::AutoAttackState::load(o.state_path(), x, state);
   std::vector<std::pair<std::string, std::string>> settings;
   if (!o.state_path().empty()) settings = settings_of(x, y_cpu, attacks);
   if (resumed) {
@@ -809,7 +833,7 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
   state.nonfinite = nonfinite;
   state.adv_mask = adv_mask;
   state.x_adv = x_adv;
-  save_state(state);
+  save_state(state, true);
 
   for (const auto& name : attacks) {
     AutoAttackStep step;
@@ -875,15 +899,18 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
                         adv.index_select(0, iat::detail::true_indices(fooled).to(adv.device())).to(x_adv.device()));
       state.current_batches = b + 1;
       state.current_seconds = seconds_before + elapsed();
-      save_state(state);
+      save_state(state, false);
       log(name + " - " + std::to_string(b + 1) + "/" + std::to_string(batches) + " - " +
           std::to_string(hit.numel()) + " out of " + std::to_string(ib.numel()) + " successfully perturbed");
       if (o.on_batch()) o.on_batch()(AutoAttackProgress{name, b + 1, batches, robust.sum().item<int64_t>()});
     }
     step.seconds = seconds_before + elapsed();
     if (o.shard_count() > 1) {
-      AutoAttackShardMerge m{idx, robust, adv_mask, nonfinite, x_adv, state.zero_grad_points - zero_grad_before,
-                             step.seconds};
+      // The rows of batches a run before this one finished (resumed within the attack) are the same on
+      // every process already; only the batches from first_batch on are combined.
+      const int64_t from = std::min(first_batch * bs, num_robust);
+      AutoAttackShardMerge m{idx.narrow(0, from, num_robust - from), robust, adv_mask, nonfinite, x_adv,
+                             state.zero_grad_points - zero_grad_before, step.seconds};
       o.shard_merge()(m);
       state.zero_grad_points = zero_grad_before + m.zero_grad_points;
       step.seconds = m.seconds;
@@ -897,7 +924,7 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
     state.current_start = torch::Tensor();
     state.current_batches = 0;
     state.current_seconds = 0;
-    save_state(state);
+    save_state(state, true);
     std::ostringstream line;
     line.setf(std::ios::fixed);
     line.precision(1);
@@ -917,14 +944,9 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
   report.robust_accuracy = static_cast<double>(report.robust_count) / static_cast<double>(n);
   report.x_adv = x_adv;
   report.max_perturbation = o.threat_model().distance(x_adv, x).max().item<double>();
-  auto rechecked = torch::zeros({n}, torch::kBool);
-  auto recheck_bad = torch::zeros({n}, torch::kBool);
-  for (int64_t b = 0; b < n; b += bs) {
-    const int64_t len = std::min(bs, n - b);
-    auto judged = judge(forward(x_adv.narrow(0, b, len)), y_cpu.narrow(0, b, len));
-    rechecked.narrow(0, b, len).copy_(judged.first);
-    recheck_bad.narrow(0, b, len).copy_(judged.second);
-  }
+  auto recheck = judge_all(x_adv);
+  auto rechecked = recheck.first;
+  auto recheck_bad = recheck.second;
   const int64_t bad_final = recheck_bad.sum().item<int64_t>();
   if (bad_final > 0 && !o.nonfinite_as_broken()) detail::throw_nonfinite(bad_final, n, "the final re-check");
   nonfinite.logical_or_(recheck_bad);
