@@ -292,7 +292,8 @@ void worker_train(const dist::ProcessGroupPtr& pg) {
 }
 
 // Sharded AutoAttack with a state file: first one that is not the same on both ranks (rank 1's path does not
-// exist), which both refuse; then the launcher's, from which both resume.
+// exist), which both refuse; then one rank 0 cannot read (a folder), which rank 1 refuses too; then the
+// launcher's, from which both resume.
 void worker_eval_state(const dist::ProcessGroupPtr& pg, int rank) {
   torch::set_num_threads(1);
   auto net = make_net(21);
@@ -306,9 +307,18 @@ void worker_eval_state(const dist::ProcessGroupPtr& pg, int rank) {
   }
   const bool refused = refusal.find("is not the same on every rank") != std::string::npos &&
                        refusal.find("rank 1: absent") != std::string::npos;
+  std::string unreadable;
+  try {
+    dist::sharded_autoattack(pg, net, x, y,
+                             eval_state_options(rank == 0 ? fs::temp_directory_path() : fs::path(path.string() + ".absent")));
+  } catch (const c10::Error& e) {
+    unreadable = e.what_without_backtrace();
+  }
+  const bool refused_unreadable =
+      unreadable.find(rank == 0 ? "cannot read" : "rank 0 cannot use the state file") != std::string::npos;
   auto report = dist::sharded_autoattack(pg, net, x, y, eval_state_options(path));
   auto out = report_tensors(report);
-  out.push_back(torch::tensor({static_cast<int64_t>(refused), static_cast<int64_t>(report.resumed),
+  out.push_back(torch::tensor({static_cast<int64_t>(refused && refused_unreadable), static_cast<int64_t>(report.resumed),
                                static_cast<int64_t>(report.steps.at(0).resumed),
                                static_cast<int64_t>(report.steps.at(1).resumed)}));
   save(out, "eval_state");
@@ -639,7 +649,7 @@ TEST_CASE("distributed: sharded AutoAttack resumes from a state file of one proc
     auto r = load(dir, "eval_state", rank);
     REQUIRE(r.size() == uninterrupted.size() + 1);
     const auto flags = r.back();
-    CHECK(flags[0].item<int64_t>() == 1);  // the state file absent on rank 1 was refused by both, naming it
+    CHECK(flags[0].item<int64_t>() == 1);  // files absent on rank 1, unreadable on rank 0: refused by both
     CHECK(flags[1].item<int64_t>() == 1);  // resumed
     CHECK(flags[2].item<int64_t>() == 1);  // APGD-CE continued from the state
     CHECK(flags[3].item<int64_t>() == 0);  // APGD-T run afresh

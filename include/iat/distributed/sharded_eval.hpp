@@ -75,28 +75,38 @@ inline void merge_autoattack_shards(const ProcessGroupPtr& pg, iat::eval::AutoAt
   m.seconds = seconds.item<double>();
 }
 
-// Refuses a state file that is not the same on every rank (absent on some, or other bytes): the ranks would
-// resume from different points and their collectives would no longer match.
-inline void check_same_state_file(const ProcessGroupPtr& pg, const std::string& path) {
-  std::error_code ec;
-  const bool present = std::filesystem::exists(path, ec);
-  uint64_t h = 0;
-  if (present) {
-    const std::string bytes = iat::detail::read_whole_file(path, "iat::distributed::sharded_autoattack");
-    h = iat::detail::hash_bytes(bytes.data(), bytes.size()) | 1;  // 0: absent
+// Refuses, on every rank at once, a state file that is not the same on every rank (absent on some, or other
+// bytes: the ranks would resume from different points and their collectives would no longer match) or that
+// rank 0 cannot write. A rank's own failure (an unreadable file) is shared too, so that no rank goes on
+// alone to wait for the others.
+inline void check_state_file(const ProcessGroupPtr& pg, const std::string& path) {
+  const char* who = "iat::distributed::sharded_autoattack";
+  uint64_t h = 0;  // 0: absent
+  std::string problem;
+  try {
+    std::error_code ec;
+    if (std::filesystem::exists(path, ec)) {
+      const std::string bytes = iat::detail::read_whole_file(path, who);
+      h = iat::detail::hash_bytes(bytes.data(), bytes.size()) | 1;
+    }
+    if (pg->getRank() == 0) iat::detail::check_writable(who, "state_path", path);
+  } catch (const c10::Error& e) {
+    problem = e.what_without_backtrace();
   }
-  auto mine = torch::tensor({static_cast<int64_t>(h)}, torch::kLong);
-  const auto all = all_gather(pg, mine);
+  const auto all = all_gather(pg, torch::tensor({static_cast<int64_t>(h), static_cast<int64_t>(!problem.empty())}));
+  TORCH_CHECK_VALUE(problem.empty(), problem);
   std::ostringstream seen;
   bool differ = false;
   for (size_t r = 0; r < all.size(); ++r) {
-    const int64_t v = all[r].item<int64_t>();
-    differ = differ || v != all[0].item<int64_t>();
-    seen << (r > 0 ? ", " : "") << "rank " << r << ": " << (v == 0 ? "absent" : "hash " + iat::detail::hex64(static_cast<uint64_t>(v)));
+    TORCH_CHECK_VALUE(all[r][1].item<int64_t>() == 0, who, ": rank ", r, " cannot use the state file '", path,
+                      "' (its own message says why)");
+    const auto v = static_cast<uint64_t>(all[r][0].item<int64_t>());
+    differ = differ || v != static_cast<uint64_t>(all[0][0].item<int64_t>());
+    seen << (r > 0 ? ", " : "") << "rank " << r << ": " << (v == 0 ? "absent" : "hash " + iat::detail::hex64(v));
   }
-  TORCH_CHECK_VALUE(!differ, "iat::distributed::sharded_autoattack: the state file '", path,
-                    "' is not the same on every rank (", seen.str(), "); every rank resumes from it and rank 0 "
-                    "writes it: put it on a filesystem all ranks share, or remove it everywhere to start afresh");
+  TORCH_CHECK_VALUE(!differ, who, ": the state file '", path, "' is not the same on every rank (", seen.str(),
+                    "); every rank resumes from it and rank 0 writes it: put it on a filesystem all ranks share, or "
+                    "remove it everywhere to start afresh");
 }
 
 }  // namespace detail
@@ -140,10 +150,11 @@ inline iat::eval::RobustAccuracy sharded_robust_accuracy(const ProcessGroupPtr& 
 /// attack, counts, x_adv, re-check — except the wall times (each attack's: the slowest rank's). With a
 /// state file (`state_path`), rank 0 writes it after the clean pass and after each attack, once the ranks'
 /// results are combined, and every rank resumes from it: it must be the same file on every rank (a
-/// filesystem they share; checked by its bytes' hash before anything runs). A run stopped within an attack
-/// resumes at the start of that attack; one-process state files (which also hold finished batches) resume
-/// under any number of processes and the other way round. Every rank must pass the same x, y, weights and
-/// options; on_batch and log see this rank's batches only.
+/// filesystem they share; its bytes' hash is compared, and rank 0's right to write it checked, on every
+/// rank before anything runs). A run stopped within an attack resumes at the start of that attack;
+/// one-process state files (which also hold finished batches) resume under any number of processes and
+/// the other way round. Every rank must pass the same x, y, weights and options; on_batch and log see
+/// this rank's batches only.
 ///
 /// **Example**
 /// \code
@@ -156,7 +167,7 @@ inline iat::eval::AutoAttackReport sharded_autoattack(const ProcessGroupPtr& pg,
                                                       iat::eval::AutoAttackOptions options) {
   TORCH_CHECK_VALUE(options.seed() >= 0, "iat::distributed::sharded_autoattack: the seed must be fixed (>= 0), got ",
                     options.seed(), "; a seed from the clock could differ between ranks");
-  if (!options.state_path().empty()) detail::check_same_state_file(pg, options.state_path());
+  if (!options.state_path().empty()) detail::check_state_file(pg, options.state_path());
   options.shard_index(pg->getRank()).shard_count(pg->getSize());
   options.shard_merge([pg](iat::eval::AutoAttackShardMerge& m) { detail::merge_autoattack_shards(pg, m); });
   iat::eval::AutoAttack aa(std::move(options));
