@@ -8,8 +8,11 @@
 #   (pure Python, pinned in scripts/requirements-pypi.txt) is installed without dependencies into
 #   .venv/torchattacks-debian and Debian's python3-scipy provides the one module it imports.
 # pypi: BUILD_DIR build-pypi, the PyPI leg's environment (scripts/torch_pypi.sh: torch 2.x, torchattacks).
+# One thread means one: at::set_num_threads / torch.set_num_threads do not reach OpenBLAS's own thread pool,
+# which otherwise takes the second core on both sides (and spends much of it spinning in the kernel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 torch=debian
 if [ "${1:-}" = "--torch" ]; then torch=$2; shift 2; fi
 case "$torch" in
@@ -38,7 +41,7 @@ bin="$BUILD_DIR/benchmarks/bench_pgd_step"
 blas=$(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu 2>/dev/null || echo unknown)
 echo "LibTorch leg: $torch; Python: $PYTHON ($($PYTHON -c 'import torch; print(torch.__version__)'))"
 echo "BLAS (Debian's LibTorch and python3-torch): $blas"
-echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc --all) cores; threads 1"
+echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc --all) cores; threads 1 (OPENBLAS_NUM_THREADS=1 too); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 out=$(mktemp)
 for r in $(seq "$ROUNDS"); do
   "$bin" --threads 1 | tee -a "$out"
