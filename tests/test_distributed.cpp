@@ -215,7 +215,7 @@ std::vector<torch::Tensor> evaluate(const dist::ProcessGroupPtr& pg) {
   return out;
 }
 
-// The state file of the state-file test: beside the launcher's outputs, named by its process id (the
+// The state file of the state-file test: in the temporary folder, named by the launcher's process id (the
 // workers' parent).
 fs::path eval_state_path(pid_t launcher) {
   return fs::temp_directory_path() / ("iat_dp_" + std::to_string(launcher) + "_aa_state.pt");

@@ -98,7 +98,7 @@ iat::eval::AutoAttackOptions autoattack_options(const EvalConfig& c, const EvalM
   opts.version(c.aa_version).attacks(c.aa_attacks);
   opts.norm(c.norm).eps(c.eps).seed(c.seed).batch_size(c.batch_size).device(device).state_path(c.state);
   opts.nonfinite_as_broken(c.nonfinite_as_broken).state_mismatch_ok(c.state_mismatch_ok);
-  if (!c.state.empty()) {
+  if (!c.state.empty() && g_env.world_size == 1) {  // under torchrun no signal is caught (run() says why)
     opts.on_batch([](const iat::eval::AutoAttackProgress& p) {
       if (g_stop_signal.load() != 0) throw Stopped{p};  // the state file holds this batch
     });
