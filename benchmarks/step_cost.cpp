@@ -1,4 +1,4 @@
-// Step cost of IAT, UIAT and the one-off strategy against PGD-AT: one whole training step each (recipe,
+// Step cost of IAT, UIAT and the one-off strategy against PGD-AT, and of TRADES+UIAT against TRADES: one whole training step each (recipe,
 // backward, SGD step), run side by side in one process, interleaved repetition by repetition so that
 // machine load hits every method alike. Prints a table of median step times and their ratio to PGD-AT.
 //
@@ -31,6 +31,8 @@
 //   UIAT, β = 0, detach_reference   K·a + t + a               no training backward through x̌ either
 //   IAT                             K·a + t + 5·a + 2·f + t    the 5-step inverse attack, its targets h(x) and
 //                                                              h(x'), the training forward and backward of x̃
+//   TRADES                          f + K·a + 2·t              p(x) for the KL attack, x and x' trained
+//   TRADES + UIAT                   f + K·a + 2·t + a + t − f  x̌ as in UIAT; its h(x) is the attack's p(x)
 // so that the measured rows can be read against what the passes themselves cost.
 
 #include <iat/attacks/pgd.hpp>
@@ -152,10 +154,11 @@ void print_passes(Net& net, const torch::Tensor& x, const torch::Tensor& y, int6
   std::printf("\npasses (CPU ms): no-grad forward f %.1f, attack step a (forward + input gradient) %.1f, "
               "training forward + backward t %.1f\n",
               f, a, t);
+  const double trades = f + k * a + 2 * t;
   std::printf("pass counting predicts (x PGD-AT): UIAT beta=1 %.2f, beta=0 %.2f, beta=0 detach_reference %.2f; "
-              "IAT %.2f\n",
+              "IAT %.2f; (x TRADES) TRADES+UIAT %.2f\n",
               (pgd_at + a + t) / pgd_at, (pgd_at + a + t - f) / pgd_at, (pgd_at + a) / pgd_at,
-              (pgd_at + 5 * a + 2 * f + t) / pgd_at);
+              (pgd_at + 5 * a + 2 * f + t) / pgd_at, (trades + a + t - f) / trades);
 }
 
 template <typename Net>
@@ -169,6 +172,8 @@ void run(const char* model_name, Net net, const Budget& budget, int64_t batch, i
   auto index = torch::arange(batch, torch::kLong);
 
   iat::PGD pgd(budget.attack);
+  // TRADES' attack at the same budget: KL from x + 0.001·N(0, 1).
+  iat::PGD trades_pgd(iat::PGDOptions(budget.attack).loss(iat::Loss::kKL).init_noise(iat::InitNoise::kGaussian).init_std(0.001));
   iat::InverseAttack inverse(budget.inverse);  // 5 steps, β = 1
   iat::AlignmentLoss align;                    // λ = 3.5
   iat::AlignmentLoss align_detached(iat::AlignmentLossOptions().detach_reference(true));
@@ -177,6 +182,7 @@ void run(const char* model_name, Net net, const Budget& budget, int64_t batch, i
                                .step_size(budget.inv_step);
   iat::UniversalInversePerturbation uip(iat::UniversalInversePerturbationOptions(uip_options).momentum(0.9));
   iat::UniversalInversePerturbation uip_ce(iat::UniversalInversePerturbationOptions(uip_options).beta(0));
+  iat::UniversalInversePerturbation uip_trades(iat::UniversalInversePerturbationOptions(uip_options).momentum(0.9));
   iat::OneOffCache cache(iat::OneOffCacheOptions(batch, 10).one_off_epoch(1));
   cache->store(index, torch::full({batch, 10}, 0.1));
 
@@ -206,6 +212,11 @@ void run(const char* model_name, Net net, const Budget& budget, int64_t batch, i
                      {}});
   methods.push_back({"one-off, t < T'",
                      [&] { return iat::train::one_off_loss(net, x, y, index, 0, pgd, inverse, cache, align); },
+                     {},
+                     {}});
+  methods.push_back({"TRADES", [&] { return iat::train::trades_loss(net, x, y, trades_pgd); }, {}, {}});
+  methods.push_back({"TRADES+UIAT (beta=1)",
+                     [&] { return iat::train::trades_uiat_loss(net, x, y, trades_pgd, uip_trades, align); },
                      {},
                      {}});
 
@@ -243,6 +254,14 @@ void run(const char* model_name, Net net, const Budget& budget, int64_t batch, i
   for (auto& m : methods) {
     std::printf("| %s | %.0f | %.2f | %.0f | %.2f |\n", m.name.c_str(), median(m.cpu), median(m.cpu) / base_cpu,
                 median(m.wall), median(m.wall) / base_wall);
+  }
+  auto row = [&](const char* name) {
+    auto it = std::find_if(methods.begin(), methods.end(), [&](const Method& m) { return m.name == name; });
+    return it == methods.end() ? nullptr : &*it;
+  };
+  if (const Method *trades = row("TRADES"), *both = row("TRADES+UIAT (beta=1)"); trades && both) {
+    std::printf("TRADES+UIAT / TRADES: %.2f (CPU), %.2f (wall)\n", median(both->cpu) / median(trades->cpu),
+                median(both->wall) / median(trades->wall));
   }
   std::fflush(stdout);
 }

@@ -330,6 +330,44 @@ TEST_CASE("PGD ascends each of its losses", "[attacks][pgd]") {
   CHECK(kl_adv > 3 * kl_noise);
 }
 
+TEST_CASE("PGD given the clean logits skips its clean forward and finds the same x' bit for bit", "[attacks][pgd]") {
+  TinyNet net = trained_tiny_net();
+  auto [x, y] = quadrant_data(16);
+  torch::Tensor clean;
+  {
+    torch::NoGradGuard ng;
+    clean = net(x);
+  }
+  int64_t forwards = 0;
+  auto counted = [&](const torch::Tensor& t) {  // TinyNet computes alike in train and eval mode
+    ++forwards;
+    return net(t);
+  };
+  for (auto loss : {iat::Loss::kKL, iat::Loss::kTargetedDLR, iat::Loss::kCE}) {
+    INFO("loss " << static_cast<int>(loss));
+    iat::PGD pgd(iat::PGDOptions().eps(0.2).steps(3).loss(loss).init_noise(iat::InitNoise::kGaussian));
+    torch::manual_seed(5);
+    forwards = 0;
+    auto own = pgd.perturb(counted, x, y);
+    const int64_t own_forwards = forwards;
+    torch::manual_seed(5);
+    forwards = 0;
+    auto given = pgd.perturb_given_clean(counted, x, y, clean);
+    CHECK(torch::equal(own, given));
+    CHECK(forwards == own_forwards - (loss == iat::Loss::kCE ? 0 : 1));
+  }
+  // Under keep_train_mode the attack's clean forward is a train-mode one: the given (eval-mode) logits are not used.
+  iat::PGD kept(iat::PGDOptions().eps(0.2).step_size(0.1).steps(2).loss(iat::Loss::kKL).keep_train_mode(true));
+  forwards = 0;
+  kept.perturb_given_clean(counted, x, y, clean);
+  CHECK(forwards == 3);
+  // The base class's default ignores them (an attack with no clean forward).
+  iat::FGSM fgsm(iat::FGSMOptions().eps(0.1));
+  CHECK(torch::equal(static_cast<iat::Attack&>(fgsm).perturb_given_clean(net, x, y, clean), fgsm.perturb(net, x, y)));
+  REQUIRE_THROWS_WITH(iat::PGD(iat::PGDOptions().loss(iat::Loss::kKL)).perturb_given_clean(net, x, y, clean.slice(0, 0, 3)),
+                      Catch::Contains("clean_logits must be [N, C] with N = 16"));
+}
+
 TEST_CASE("PGD restarts keep, per example, the first misclassifying run or the highest loss", "[attacks][pgd]") {
   TinyNet net = trained_tiny_net();
   auto [x, y] = quadrant_data(32);

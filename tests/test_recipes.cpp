@@ -220,6 +220,51 @@ TEST_CASE("UIAT recipe: fused and two-pass orders, EMA reading, cost", "[recipes
   }
 }
 
+TEST_CASE("TRADES + UIAT recipe: CE(f(x), y) + 6 KL(p(x) || p(x')) + 3.5 KL(p(x_check) || p(x'))", "[recipes][uiat]") {
+  TinyNet net;
+  net->train();
+  auto [x, y] = quadrant_data(32);
+  iat::PGD trades_pgd(iat::train::trades_attack_options().steps(3));
+  iat::AlignmentLoss align;
+  auto opts = iat::UniversalInversePerturbationOptions(4, {1, 4, 4}).step_size(1.0 / 255);
+  iat::UniversalInversePerturbation uip(opts), twin(opts);
+
+  SECTION("the objective written out; x' is the TRADES attack's; delta takes update()'s step") {
+    torch::manual_seed(3);
+    auto x_adv = trades_pgd.perturb(net, x, y);
+    auto x_check = twin(x, y);  // δ = 0 before the call
+    torch::manual_seed(3);
+    auto step = iat::train::trades_uiat_loss(net, x, y, trades_pgd, uip, align);
+    no_param_grads(*net);
+    CHECK(torch::equal(step.x_adv, x_adv));  // the attack's draws and its clean reference unchanged
+    auto pn = torch::softmax(net(x), 1), pa = torch::softmax(net(x_adv), 1), pc = torch::softmax(net(x_check), 1);
+    const double trades = 6.0 * kl_rows(pn, pa).mean().item<double>();
+    const double uiat = 3.5 * kl_rows(pc, pa).mean().item<double>();
+    CHECK(step.loss.item<double>() == Approx(ce_of(net(x), y) + trades + uiat));
+    CHECK(step.ce.item<double>() == Approx(ce_of(net(x), y)));
+    CHECK(step.regularizer.item<double>() == Approx(trades + uiat).margin(1e-6));  // float32 KL of ~1e-3
+    CHECK(max_abs_diff(step.ref_probs, pc) < kTol);
+    twin->update(net, x, y, x_adv);  // its own eval-mode h(x): the recipe's reused one gives the same step
+    CHECK(max_abs_diff(uip->delta(), twin->delta()) < kTol);
+    CHECK(uip->delta().abs().max().item<double>() > 0);
+    step.loss.backward();
+    CHECK(net->fc2->weight.grad().defined());
+    // β = 0 leaves UIAT's term on top of CE(f(x), y) alone.
+    auto plain = iat::train::trades_uiat_loss(net, x, y, trades_pgd, uip, align, 0.0);
+    CHECK(plain.regularizer.item<double>() > 0);
+    CHECK_THROWS_WITH(iat::train::trades_uiat_loss(net, x, y, trades_pgd, uip, align, -1.0), Catch::Contains("beta"));
+  }
+  SECTION("cost: TRADES' forwards plus x_check's; p(x) computed once for the attack and the pull term") {
+    CountingNet counted;
+    iat::train::trades_loss(counted, x, y, trades_pgd);
+    const int64_t trades_graph = counted->graph_forwards, trades_plain = counted->plain_forwards;
+    counted->reset_counts();
+    iat::train::trades_uiat_loss(counted, x, y, trades_pgd, uip, align);
+    CHECK(counted->graph_forwards == trades_graph + 1);
+    CHECK(counted->plain_forwards == trades_plain);
+  }
+}
+
 TEST_CASE("one-off recipe: natural before T', inverse at T' (stored), stored after", "[recipes][one_off]") {
   TinyNet net;
   const auto data = quadrant_data(16);

@@ -159,7 +159,7 @@ inline std::string flag_of(const std::string& key) {
 /// "hat" needs).
 inline const std::vector<std::string>& methods() {
   static const std::vector<std::string> m = {"pgd-at",  "trades",    "mart",         "iat",
-                                             "uiat",    "uiat-one-off", "fgsm-rs",  "n-fgsm",
+                                             "uiat",    "uiat-one-off", "trades-uiat", "fgsm-rs",  "n-fgsm",
                                              "gradalign", "fgsm-rs-uiat", "n-fgsm-uiat", "gradalign-uiat",
                                              "standard", "hat"};
   return m;

@@ -39,9 +39,9 @@ class Method {
     const bool single = name_ == "fgsm-rs" || name_ == "n-fgsm" || name_ == "gradalign" ||
                         name_.rfind("fgsm-rs-", 0) == 0 || name_.rfind("n-fgsm-", 0) == 0 ||
                         name_.rfind("gradalign-", 0) == 0;
-    uses_uip_ = name_ == "uiat" || (single && name_.find("-uiat") != std::string::npos);
+    uses_uip_ = name_ == "uiat" || name_ == "trades-uiat" || (single && name_.find("-uiat") != std::string::npos);
     // The adversary.
-    if (name_ == "trades" || name_ == "hat") {
+    if (name_ == "trades" || name_ == "trades-uiat" || name_ == "hat") {
       attack_ = std::make_unique<iat::PGD>(
           iat::train::trades_attack_options().eps(cfg.eps).step_size(cfg.step_size).steps(cfg.steps));
     } else if (name_.rfind("fgsm-rs", 0) == 0) {
@@ -209,6 +209,7 @@ class Method {
     namespace T = iat::train;
     if (name_ == "pgd-at") return T::pgd_at_loss(model, b.x, b.y, attack);
     if (name_ == "trades") return T::trades_loss(model, b.x, b.y, attack, cfg_.trades_beta);
+    if (name_ == "trades-uiat") return T::trades_uiat_loss(model, b.x, b.y, attack, uip, align_, cfg_.trades_beta);
     if (name_ == "mart") return T::mart_loss(model, b.x, b.y, attack, cfg_.mart_beta);
     if (name_ == "standard") return T::natural_loss(model, b.x, b.y);
     if (name_ == "hat") {

@@ -60,6 +60,8 @@ int main() {
   show("UIP delta after update", uip->delta());
   show("pgd_at_loss", iat::train::pgd_at_loss(net, x, y, pgd).loss);
   show("trades_loss", iat::train::trades_loss(net, x, y, pgd).loss);
+  iat::PGD trades_pgd(iat::train::trades_attack_options().eps(eps).steps(3));
+  show("trades_uiat_loss", iat::train::trades_uiat_loss(net, x, y, trades_pgd, uip, align).loss);
   show("alignment_loss", iat::functional::alignment_loss(net->forward(x), net->forward(x + 0.01)));
 
   iat::OneOffCache cache(iat::OneOffCacheOptions(6, 5));

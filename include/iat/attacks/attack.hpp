@@ -43,6 +43,15 @@ class Attack {
   virtual ~Attack() = default;
   /// An adversarial version of the batch x with labels y.
   virtual torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) = 0;
+  /// perturb(model, x, y) for a caller that already holds `clean_logits`, the model's logits of x computed
+  /// without gradients in evaluation mode: an attack whose loss needs that forward (iat::PGD on kKL or
+  /// kTargetedDLR, in evaluation mode) uses them instead of its own, with the same result bit for bit. The
+  /// default ignores them. A recipe that needs p(x) besides the attack (TRADES with UIAT) saves a forward.
+  virtual torch::Tensor perturb_given_clean(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                            const torch::Tensor& clean_logits) {
+    (void)clean_logits;
+    return perturb(model, x, y);
+  }
   /// A short name for reports, e.g. "PGD".
   virtual std::string name() const = 0;
 };

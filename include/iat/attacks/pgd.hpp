@@ -91,7 +91,16 @@ class PGD : public Attack {
 
   torch::Tensor perturb(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) override;
 
+  /// perturb() with f(x) given (no gradients, evaluation mode, [N, C]): the clean forward of kKL and
+  /// kTargetedDLR is skipped. Ignored under keep_train_mode (the attack's clean forward is then in train
+  /// mode) and for losses that need no clean forward.
+  torch::Tensor perturb_given_clean(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                    const torch::Tensor& clean_logits) override;
+
  private:
+  torch::Tensor run(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                    const torch::Tensor& clean_logits);
+
   void check_options() const {
     const char* who = "iat::PGD";
     const PGDOptions& o = options;
@@ -109,6 +118,20 @@ class PGD : public Attack {
 #if IAT_HEADER_BODIES  // the entry points' bodies: inline here, or compiled once (iat/detail/compiled.hpp)
 
 IAT_INLINE torch::Tensor PGD::perturb(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y) {
+  return run(model, x, y, {});
+}
+
+IAT_INLINE torch::Tensor PGD::perturb_given_clean(const ModelRef& model, const torch::Tensor& x,
+                                                  const torch::Tensor& y, const torch::Tensor& clean_logits) {
+  const bool usable = !options.keep_train_mode();
+  TORCH_CHECK_VALUE(!clean_logits.defined() || (clean_logits.dim() == 2 && clean_logits.size(0) == x.size(0)),
+                    "iat::PGD::perturb_given_clean: clean_logits must be [N, C] with N = ", x.size(0),
+                    " (x's batch), got ", clean_logits.defined() ? clean_logits.sizes() : c10::IntArrayRef{});
+  return run(model, x, y, usable ? clean_logits : torch::Tensor());
+}
+
+IAT_INLINE torch::Tensor PGD::run(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                  const torch::Tensor& clean_logits) {
   const char* who = "iat::PGD";
   check_options();
   const PGDOptions& o = options;
@@ -133,7 +156,7 @@ IAT_INLINE torch::Tensor PGD::perturb(const ModelRef& model, const torch::Tensor
   };
   if (o.loss() == Loss::kKL || o.loss() == Loss::kTargetedDLR) {
     torch::NoGradGuard no_grad;
-    auto logits = model(x0);
+    auto logits = clean_logits.defined() ? clean_logits.detach() : model(x0);
     check_output(logits);
     if (o.loss() == Loss::kKL) clean_log_p = torch::log_softmax(logits, 1);
     if (o.loss() == Loss::kTargetedDLR) target = logits.argsort(1, /*descending=*/true).select(1, o.target_rank() - 1);

@@ -163,6 +163,9 @@ class UniversalInversePerturbationImpl : public torch::nn::Cloneable<UniversalIn
   /// mode so that batch-norm statistics see no extra batch), and steps δ through x̌'s graph
   /// (update_from_logits, graph retained). Returns both logits for the loop's backward. Cost: the two
   /// forwards the loss needs anyway, one input-gradient backward, and the no-grad forward of x.
+  /// `natural_logits`, when given, are that no-grad eval-mode f(x), already computed by the caller: they
+  /// serve as h(x) of the output-level regulariser instead of a forward of its own (kFeatureL2 needs the
+  /// features and forwards x anyway).
   ///
   /// **Example**
   /// \code
@@ -172,7 +175,7 @@ class UniversalInversePerturbationImpl : public torch::nn::Cloneable<UniversalIn
   ///             iat::functional::alignment_loss(fwd.check_logits, fwd.adv_logits);
   /// \endcode
   FusedForwards update_fused(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
-                             const torch::Tensor& x_adv);
+                             const torch::Tensor& x_adv, const torch::Tensor& natural_logits = {});
 
   /// The step from per-example gradients `grad` [N, input_shape...] of the inverse loss at x̌.
   void step(const torch::Tensor& y, const torch::Tensor& grad);
@@ -331,7 +334,8 @@ IAT_INLINE void UniversalInversePerturbationImpl::update_from_logits(const torch
 }
 
 IAT_INLINE UniversalInversePerturbationImpl::FusedForwards UniversalInversePerturbationImpl::update_fused(
-    const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& x_adv) {
+    const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& x_adv,
+    const torch::Tensor& natural_logits) {
   const char* who = "iat::UniversalInversePerturbation::update_fused";
   TORCH_CHECK_VALUE(x_adv.defined() && x_adv.sizes() == x.sizes(), who, ": x_adv must have x's shape ", x.sizes(),
                     ", got ", x_adv.defined() ? x_adv.sizes() : c10::IntArrayRef{});
@@ -341,7 +345,11 @@ IAT_INLINE UniversalInversePerturbationImpl::FusedForwards UniversalInversePertu
   auto x_check = forward(x.detach(), y).requires_grad_(true);
   auto check_out = detail::forward_for_inverse_loss(model, x_check, loss_options);
   InverseTargets targets;
-  if (detail::needs_natural_target(loss_options)) {
+  if (detail::needs_natural_target(loss_options) && natural_logits.defined() && !detail::needs_features(loss_options)) {
+    TORCH_CHECK_VALUE(natural_logits.dim() == 2 && natural_logits.size(0) == x.size(0), who,
+                      ": natural_logits must be [N, C] with N = ", x.size(0), ", got ", natural_logits.sizes());
+    targets.natural = natural_logits.detach();
+  } else if (detail::needs_natural_target(loss_options)) {
     ModeGuard eval(model, false);
     targets.natural = detail::inverse_targets(model, x, {}, loss_options).natural;
   }

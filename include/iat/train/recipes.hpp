@@ -243,6 +243,24 @@ IAT_INLINE StepLoss natural_loss(const ModelRef& model, const torch::Tensor& x, 
 IAT_INLINE StepLoss trades_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
                                 double beta = 6.0);
 
+/// TRADES with UIAT (docs/method.md §7): TRADES' objective plus UIAT's alignment term,
+/// CE(f(x), y) + β·KL(p(x) ‖ p(x')) + λ·KL(p(x̌) ‖ p(x')), x' from the TRADES attack, x̌ = uip(x, y) with one
+/// fused δ step per call (as uiat_loss's default). p(x) in evaluation mode without gradients is computed once
+/// and serves both the attack's KL start (Attack::perturb_given_clean) and δ's pull target. Forwards in the
+/// caller's mode: x, x', x̌. `regularizer` is both KL terms, `ref_probs` p(x̌).
+///
+/// Cost over trades_loss: one forward of x̌ (with graph) and one input-gradient backward through it; the
+/// training backward runs through x̌ too. No forward of x beyond TRADES' own.
+///
+/// **Example**
+/// \code
+/// iat::PGD trades_pgd(iat::train::trades_attack_options());
+/// auto step = iat::train::trades_uiat_loss(net, x, y, trades_pgd, uip, align);
+/// \endcode
+IAT_INLINE StepLoss trades_uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                     Attack& attack, UniversalInversePerturbation& uip, AlignmentLoss& align,
+                                     double beta = 6.0);
+
 /// HAT, helper-based adversarial training (docs/method.md §7.2; Rade & Moosavi-Dezfooli, ICLR 2022), on
 /// TRADES: CE(f(x), y) + β·KL(p(x) ‖ p(x')) + γ·CE(f(x_h), ŷ), with the helper example x_h = x + h·(x' − x)
 /// (not clipped to [0, 1], as the authors) and its label ŷ = argmax f_std(x') from `helper`, a model trained
@@ -378,6 +396,25 @@ IAT_INLINE StepLoss trades_loss(const ModelRef& model, const torch::Tensor& x, c
   auto ce = detail::mean_ce(nat_logits, y);
   auto reg = beta * functional::kl_div(torch::log_softmax(nat_logits, 1), torch::log_softmax(adv_logits, 1)).mean();
   return detail::finish(ce, reg, adv_logits, torch::softmax(nat_logits, 1), x_adv);
+}
+
+IAT_INLINE StepLoss trades_uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
+                                     Attack& attack, UniversalInversePerturbation& uip, AlignmentLoss& align,
+                                     double beta) {
+  iat::detail::check_non_negative("iat::train::trades_uiat_loss", "beta", beta);
+  torch::Tensor clean_logits;  // f(x), evaluation mode, no gradients: the KL attack's reference and δ's h(x)
+  {
+    torch::NoGradGuard no_grad;
+    ModeGuard eval_mode(model, false);
+    clean_logits = model(x.detach());
+  }
+  auto x_adv = attack.perturb_given_clean(model, x, y, clean_logits);
+  auto nat_logits = model(x);
+  auto ce = detail::mean_ce(nat_logits, y);
+  auto fwd = uip->update_fused(model, x, y, x_adv, clean_logits);
+  auto trades = beta * functional::kl_div(torch::log_softmax(nat_logits, 1), torch::log_softmax(fwd.adv_logits, 1)).mean();
+  auto [align_term, ref] = detail::uiat_alignment(uip, align, fwd.check_logits, fwd.adv_logits, nullptr, {});
+  return detail::finish(ce, trades + align_term, fwd.adv_logits, ref, x_adv);
 }
 
 IAT_INLINE StepLoss hat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
