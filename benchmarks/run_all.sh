@@ -110,6 +110,8 @@ if text is not None:
     for m in re.finditer(r"^\| ([^|]+?) \| [\d.]+ \| ([\d.]+) \| [\d.]+ \| [\d.]+ \|$", text, re.M):
         if m.group(1) != "PGD-AT":
             rows.append((m.group(1) + " step, small CNN, batch 32", "method / PGD-AT (CPU time)", float(m.group(2))))
+    m = re.search(r"^TRADES\+UIAT / TRADES: ([\d.]+) \(CPU\)", text, re.M)
+    rows.append(("TRADES+UIAT step, small CNN, batch 32", "method / TRADES (CPU time)", float(m.group(1)) if m else None))
 text = log("autoattack")
 if text is not None:
     m = re.search(r"median cpu: +iat ([\d.]+) s, reference ([\d.]+) s", text)

@@ -12,7 +12,9 @@
 // --malloc kept (default) calls iat::keep_freed_memory() first, as iat-train and iat-eval do; glibc keeps the C
 // library's default thresholds (every freed activation buffer back to the kernel, page faults on reuse).
 // --only runs one method (its name as the table prints it, e.g. "PGD-AT" or "UIAT (fused, beta=1)") and
-// nothing else in the process, so that /usr/bin/time's peak resident memory is that method's.
+// nothing else in the process, so that /usr/bin/time's peak resident memory is that method's; several
+// names separated by ';' run those methods only (ratios then to the first named), e.g.
+// --only "TRADES;TRADES+UIAT (beta=1)".
 //
 // The accounting (forwards+backwards of the model, PGD-10 attack): PGD-AT = 11 units; UIAT (fused) adds one
 // forward of x̌ with its backward share and one input-gradient backward (~1.1×), plus a no-grad forward of
@@ -221,15 +223,22 @@ void run(const char* model_name, Net net, const Budget& budget, int64_t batch, i
                      {}});
 
   if (!only.empty()) {
-    auto keep = std::find_if(methods.begin(), methods.end(), [&](const Method& m) { return m.name == only; });
-    if (keep == methods.end()) {
-      std::fprintf(stderr, "bench_step_cost: --only names no method; the methods are:\n");
-      for (const auto& m : methods) std::fprintf(stderr, "  %s\n", m.name.c_str());
-      std::exit(2);
+    std::vector<Method> kept;
+    for (size_t start = 0; start <= only.size();) {
+      const size_t end = std::min(only.find(';', start), only.size());
+      const std::string name = only.substr(start, end - start);
+      auto keep = std::find_if(methods.begin(), methods.end(), [&](const Method& m) { return m.name == name; });
+      if (keep == methods.end()) {
+        std::fprintf(stderr, "bench_step_cost: --only: '%s' names no method; the methods are:\n", name.c_str());
+        for (const auto& m : methods) std::fprintf(stderr, "  %s\n", m.name.c_str());
+        std::exit(2);
+      }
+      kept.push_back(*keep);
+      start = end + 1;
     }
-    methods = {*keep};
+    methods = kept;
   }
-  if (only.empty()) print_passes(net, x, y, budget.attack.steps(), reps);
+  if (methods.size() > 1) print_passes(net, x, y, budget.attack.steps(), reps);
   net->train();
   auto train_step = [&](Method& m) {
     return time_ms([&] {
