@@ -250,8 +250,13 @@ TEST_CASE("TRADES + UIAT recipe: CE(f(x), y) + 6 KL(p(x) || p(x')) + 3.5 KL(p(x_
     step.loss.backward();
     CHECK(net->fc2->weight.grad().defined());
     // β = 0 leaves UIAT's term on top of CE(f(x), y) alone.
+    torch::manual_seed(4);
+    auto x_adv0 = trades_pgd.perturb(net, x, y);
+    auto pc0 = torch::softmax(net(uip(x, y)), 1), pa0 = torch::softmax(net(x_adv0), 1);
+    torch::manual_seed(4);
     auto plain = iat::train::trades_uiat_loss(net, x, y, trades_pgd, uip, align, 0.0);
     CHECK(plain.regularizer.item<double>() > 0);
+    CHECK(plain.regularizer.item<double>() == Approx(3.5 * kl_rows(pc0, pa0).mean().item<double>()).margin(1e-6));
     CHECK_THROWS_WITH(iat::train::trades_uiat_loss(net, x, y, trades_pgd, uip, align, -1.0), Catch::Contains("beta"));
   }
   SECTION("cost: TRADES' forwards plus x_check's; p(x) computed once for the attack and the pull term") {

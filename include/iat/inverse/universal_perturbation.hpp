@@ -345,13 +345,15 @@ IAT_INLINE UniversalInversePerturbationImpl::FusedForwards UniversalInversePertu
   auto x_check = forward(x.detach(), y).requires_grad_(true);
   auto check_out = detail::forward_for_inverse_loss(model, x_check, loss_options);
   InverseTargets targets;
-  if (detail::needs_natural_target(loss_options) && natural_logits.defined() && !detail::needs_features(loss_options)) {
-    TORCH_CHECK_VALUE(natural_logits.dim() == 2 && natural_logits.size(0) == x.size(0), who,
-                      ": natural_logits must be [N, C] with N = ", x.size(0), ", got ", natural_logits.sizes());
-    targets.natural = natural_logits.detach();
-  } else if (detail::needs_natural_target(loss_options)) {
-    ModeGuard eval(model, false);
-    targets.natural = detail::inverse_targets(model, x, {}, loss_options).natural;
+  if (detail::needs_natural_target(loss_options)) {
+    if (natural_logits.defined() && !detail::needs_features(loss_options)) {
+      TORCH_CHECK_VALUE(natural_logits.dim() == 2 && natural_logits.size(0) == x.size(0), who,
+                        ": natural_logits must be [N, C] with N = ", x.size(0), ", got ", natural_logits.sizes());
+      targets.natural = natural_logits.detach();
+    } else {
+      ModeGuard eval(model, false);
+      targets.natural = detail::inverse_targets(model, x, {}, loss_options).natural;
+    }
   }
   if (detail::needs_adversarial_target(loss_options)) {
     targets.adversarial = (detail::needs_features(loss_options) ? adv_out.features : adv_out.logits).detach();

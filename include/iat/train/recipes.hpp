@@ -138,6 +138,11 @@ inline torch::Tensor align_probs_checked_model(AlignmentLoss& align, const torch
   return functional::alignment_loss_from_probs(ref_probs, adv_logits, o.check_logits(false));
 }
 
+/// TRADES' term before its β: mean_i KL(p(x_i) ‖ p(x'_i)) from the two batches' logits (TRADES, HAT, TRADES + UIAT).
+inline torch::Tensor trades_kl(const torch::Tensor& nat_logits, const torch::Tensor& adv_logits) {
+  return functional::kl_div(torch::log_softmax(nat_logits, 1), torch::log_softmax(adv_logits, 1)).mean();
+}
+
 inline StepLoss finish(torch::Tensor ce, torch::Tensor reg, const torch::Tensor& adv_logits,
                        const torch::Tensor& ref_probs, const torch::Tensor& x_adv) {
   StepLoss out;
@@ -394,7 +399,7 @@ IAT_INLINE StepLoss trades_loss(const ModelRef& model, const torch::Tensor& x, c
   auto nat_logits = model(x);
   auto adv_logits = model(x_adv);
   auto ce = detail::mean_ce(nat_logits, y);
-  auto reg = beta * functional::kl_div(torch::log_softmax(nat_logits, 1), torch::log_softmax(adv_logits, 1)).mean();
+  auto reg = beta * detail::trades_kl(nat_logits, adv_logits);
   return detail::finish(ce, reg, adv_logits, torch::softmax(nat_logits, 1), x_adv);
 }
 
@@ -412,7 +417,7 @@ IAT_INLINE StepLoss trades_uiat_loss(const ModelRef& model, const torch::Tensor&
   auto nat_logits = model(x);
   auto ce = detail::mean_ce(nat_logits, y);
   auto fwd = uip->update_fused(model, x, y, x_adv, clean_logits);
-  auto trades = beta * functional::kl_div(torch::log_softmax(nat_logits, 1), torch::log_softmax(fwd.adv_logits, 1)).mean();
+  auto trades = beta * detail::trades_kl(nat_logits, fwd.adv_logits);
   auto [align_term, ref] = detail::uiat_alignment(uip, align, fwd.check_logits, fwd.adv_logits, nullptr, {});
   return detail::finish(ce, trades + align_term, fwd.adv_logits, ref, x_adv);
 }
@@ -441,7 +446,7 @@ IAT_INLINE StepLoss hat_loss(const ModelRef& model, const torch::Tensor& x, cons
   auto ce = detail::mean_ce(nat_logits, y);
   TORCH_CHECK_VALUE(helper_classes == nat_logits.size(1), who, ": the helper model has ", helper_classes,
                     " classes, the model ", nat_logits.size(1));
-  auto kl = functional::kl_div(torch::log_softmax(nat_logits, 1), torch::log_softmax(adv_logits, 1)).mean();
+  auto kl = detail::trades_kl(nat_logits, adv_logits);
   auto help = functional::cross_entropy(help_logits, helper_labels, LogitsCheck::kOff).mean();
   auto reg = options.beta() * kl + options.gamma() * help;
   return detail::finish(ce, reg, adv_logits, torch::softmax(nat_logits, 1), x_adv);
