@@ -192,6 +192,16 @@ std::vector<torch::Tensor> report_tensors(const iat::eval::AutoAttackReport& rep
   return out;
 }
 
+// The first want.size() tensors of `got` equal `want`, both report_tensors() of an evaluation.
+void check_same_report(const std::vector<torch::Tensor>& got, const std::vector<torch::Tensor>& want,
+                       const std::string& what) {
+  REQUIRE(got.size() >= want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    INFO("tensor " << i << " of the report " << what << " (0-3: final flags, re-check, x_adv, counts, then per attack)");
+    CHECK(torch::equal(got[i], want[i]));
+  }
+}
+
 // What the sharded-evaluation test compares: robust_accuracy's flags and counts, AutoAttack's flags after
 // each attack, final flags, re-check, x_adv and counts; last, the rows AutoAttack passed through the model
 // (not compared: the ranks share the work). `pg` null: one process.
@@ -219,6 +229,11 @@ std::vector<torch::Tensor> evaluate(const dist::ProcessGroupPtr& pg) {
 // workers' parent).
 fs::path eval_state_path(pid_t launcher) {
   return fs::temp_directory_path() / ("iat_dp_" + std::to_string(launcher) + "_aa_state.pt");
+}
+
+// The stopped-within-an-attack test's state file, beside the other one.
+fs::path eval_stop_path(pid_t launcher) {
+  return fs::temp_directory_path() / ("iat_dp_" + std::to_string(launcher) + "_aa_stop.pt");
 }
 
 iat::eval::AutoAttackOptions eval_state_options(const fs::path& path) {
@@ -324,6 +339,40 @@ void worker_eval_state(const dist::ProcessGroupPtr& pg, int rank) {
   save(out, "eval_state");
 }
 
+// Sharded AutoAttack with a state file stopped within an attack: both ranks stop once APGD-CE's second round
+// (batches 3 and 4 of 5, one per rank) is in the state file, rank 0 keeps a copy of that file for the
+// launcher's one-process resume, and both resume from it: only batch 5 is left of APGD-CE.
+void worker_eval_stop(const dist::ProcessGroupPtr& pg, int rank) {
+  torch::set_num_threads(1);
+  auto net = make_net(21);
+  auto [x, y] = eval_state_points(net);
+  const fs::path path = eval_stop_path(::getppid());
+  struct Stop {};
+  bool stopped = false;
+  try {
+    dist::sharded_autoattack(pg, net, x, y, eval_state_options(path).on_batch([](const iat::eval::AutoAttackProgress& p) {
+      if (p.attack == "apgd-ce" && p.batch >= 3) throw Stop{};  // rank 0's batch 3, rank 1's batch 4
+    }));
+  } catch (const Stop&) {
+    stopped = true;
+  }
+  if (rank == 0) fs::copy_file(path, fs::path(path.string() + ".mid"), fs::copy_options::overwrite_existing);
+  dist::barrier(pg);  // the file is whole and copied before either rank reads it again
+  int64_t apgd_ce_batches = 0;
+  std::string log;
+  auto report = dist::sharded_autoattack(pg, net, x, y,
+                                         eval_state_options(path)
+                                             .on_batch([&](const iat::eval::AutoAttackProgress& p) {
+                                               apgd_ce_batches += p.attack == "apgd-ce";
+                                             })
+                                             .log([&](const std::string& line) { log += line + "\n"; }));
+  auto out = report_tensors(report);
+  out.push_back(torch::tensor({static_cast<int64_t>(stopped), static_cast<int64_t>(report.steps.at(0).resumed),
+                               apgd_ce_batches,
+                               static_cast<int64_t>(log.find("apgd-ce after 4 batch(es)") != std::string::npos)}));
+  save(out, "eval_stop");
+}
+
 // --- the launcher side ---
 
 int free_port() {
@@ -424,6 +473,7 @@ TEST_CASE("distributed: worker", "[.][distributed_worker]") {
   if (name == "train") worker_train(pg);
   if (name == "eval") save(evaluate(pg), "eval");
   if (name == "eval_state") worker_eval_state(pg, env.rank);
+  if (name == "eval_stop") worker_eval_stop(pg, env.rank);
   dist::barrier(pg);
 }
 
@@ -653,10 +703,7 @@ TEST_CASE("distributed: sharded AutoAttack resumes from a state file of one proc
     CHECK(flags[1].item<int64_t>() == 1);  // resumed
     CHECK(flags[2].item<int64_t>() == 1);  // APGD-CE continued from the state
     CHECK(flags[3].item<int64_t>() == 0);  // APGD-T run afresh
-    for (size_t i = 0; i < uninterrupted.size(); ++i) {
-      INFO("tensor " << i << " of the report (0-3: final flags, re-check, x_adv, counts, then per attack)");
-      CHECK(torch::equal(r[i], uninterrupted[i]));
-    }
+    check_same_report(r, uninterrupted, "on this rank");
   }
   // One process resumes from what rank 0 wrote: every attack done, the same report.
   auto report = iat::eval::AutoAttack(eval_state_options(path)).run(net, x, y);
@@ -664,11 +711,51 @@ TEST_CASE("distributed: sharded AutoAttack resumes from a state file of one proc
   for (const auto& step : report.steps) CHECK(step.resumed);
   const auto again = report_tensors(report);
   REQUIRE(again.size() == uninterrupted.size());
-  for (size_t i = 0; i < again.size(); ++i) {
-    INFO("tensor " << i << " of the report resumed in one process");
-    CHECK(torch::equal(again[i], uninterrupted[i]));
-  }
+  check_same_report(again, uninterrupted, "resumed in one process");
   fs::remove(path);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("distributed: sharded AutoAttack stopped within an attack resumes from its last round, on 2 processes "
+          "and in 1", "[distributed]") {
+  if (skip_without_gloo()) return;
+  torch::set_num_threads(1);
+  auto net = make_net(21);
+  auto [x, y] = eval_state_points(net);
+  const auto uninterrupted = report_tensors(iat::eval::AutoAttack(eval_aa_options()).run(net, x, y));
+  const fs::path path = eval_stop_path(::getpid()), mid = path.string() + ".mid";
+  fs::remove(path);
+  auto dir = run_workers("eval_stop");
+  for (int rank = 0; rank < kWorld; ++rank) {
+    INFO("rank " << rank);
+    auto r = load(dir, "eval_stop", rank);
+    REQUIRE(r.size() == uninterrupted.size() + 1);
+    const auto flags = r.back();
+    CHECK(flags[0].item<int64_t>() == 1);              // stopped in APGD-CE
+    CHECK(flags[1].item<int64_t>() == 1);              // APGD-CE continued from the state
+    CHECK(flags[2].item<int64_t>() == (rank == 0));    // ... with batch 5 alone, rank 0's
+    if (rank == 0) CHECK(flags[3].item<int64_t>() == 1);  // logged "apgd-ce after 4 batch(es)"
+    check_same_report(r, uninterrupted, "on this rank");
+  }
+  // One process resumes from the file as the two ranks left it: APGD-CE from batch 5.
+  REQUIRE(fs::exists(mid));
+  std::string log;
+  int64_t apgd_ce_batches = 0;
+  auto report = iat::eval::AutoAttack(eval_state_options(mid)
+                                          .log([&](const std::string& line) { log += line + "\n"; })
+                                          .on_batch([&](const iat::eval::AutoAttackProgress& p) {
+                                            apgd_ce_batches += p.attack == "apgd-ce";
+                                          }))
+                    .run(net, x, y);
+  CHECK(report.steps.at(0).resumed);
+  CHECK_FALSE(report.steps.at(1).resumed);
+  CHECK(apgd_ce_batches == 1);
+  CHECK(log.find("apgd-ce after 4 batch(es)") != std::string::npos);
+  const auto again = report_tensors(report);
+  REQUIRE(again.size() == uninterrupted.size());
+  check_same_report(again, uninterrupted, "resumed in one process");
+  fs::remove(path);
+  fs::remove(mid);
   fs::remove_all(dir);
 }
 

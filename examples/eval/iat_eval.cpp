@@ -133,8 +133,9 @@ int run(int argc, char** argv) {
     g_dist_timeout = c.dist_timeout;
     g_pg_joined = true;
   }
-  // Without a state file nothing would be kept, and under torchrun rank 0 writes it only between attacks
-  // (each rank holds its own batches within one): the signals' default (at once) for both.
+  // Without a state file nothing would be kept; under torchrun the ranks would have to agree on where to stop
+  // (a signal reaches each rank at another batch), and rank 0's file already holds every finished round of
+  // batches (one per rank): the signals' default (at once) for both.
   if (!c.state.empty() && !pg) {
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);

@@ -180,7 +180,8 @@ EOF
   torchrun)
     # Under torchrun (docs/distributed.md, "iat-eval on several processes"): 2 ranks share the batches and
     # rank 0 writes the one-process report, flag for flag and x_adv bit for bit; they resume from a state file
-    # of one process killed mid-run and one process from theirs, with the same report; a seed from the clock
+    # of one process killed mid-run and one process from theirs, with the same report; one process resumes
+    # within an attack from the state file of 2 ranks killed in it; a seed from the clock
     # is refused; ranks that loaded other points stop, naming it; a killed rank stops the other.
     if [ -x "$(dirname "$PY")/torchrun" ]; then LAUNCH=("$(dirname "$PY")/torchrun"); else LAUNCH=("$PY" -m torch.distributed.run); fi
     LAUNCH+=(--redirects 2 --tee 2)  # Debian's 1.13 launcher on Python 3.11 needs them (docs/distributed.md)
@@ -226,6 +227,24 @@ PY
     expect_rc 0 "$WORK/s3.log" "$BIN" "${RUN[@]}" --state "$WORK/state" --out "$WORK/s3.json" --save-adv "$WORK/s3_adv.pt"
     expect_in "$WORK/s3.log" "resumed from .*done apgd-ce,apgd-t,square"
     same_report "$WORK/one.json" "$WORK/one_adv.pt" "$WORK/s3.json" "$WORK/s3_adv.pt" || fail "1 process resumed differs"
+    # 2 ranks killed with SIGKILL within APGD-CE (8 batches of 4 points, 0.7 s each; rank 0 has logged batch
+    # 3, so the state file holds at least the first round of 2 batches): one process resumes within APGD-CE,
+    # from the last round the file holds, and ends with the uninterrupted report.
+    SLOW=(--model "$M" --data "$P" --eps 0.05 --attacks apgd-ce,square --apgd-steps 3000 --square-queries 200
+          --batch-size 4 --also pgd20 --dist-timeout 30 --no-report)
+    expect_rc 0 "$WORK/u.log" "$BIN" "${SLOW[@]}" --out "$WORK/u.json" --save-adv "$WORK/u_adv.pt"
+    port=$(free_port)
+    RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$BIN" "${SLOW[@]}" --state "$WORK/round" > "$WORK/w0.log" 2>&1 &
+    w0=$!
+    RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$BIN" "${SLOW[@]}" --state "$WORK/round" > /dev/null 2>&1 &
+    w1=$!
+    for _ in $(seq 600); do grep -q "apgd-ce - 3/8" "$WORK/w0.log" && break; sleep 0.05; done
+    kill -9 $w0 $w1 2>/dev/null || true
+    wait $w0 $w1 2>/dev/null || true
+    expect_in "$WORK/w0.log" "apgd-ce - 3/8"
+    expect_rc 0 "$WORK/w.log" "$BIN" "${SLOW[@]}" --state "$WORK/round" --out "$WORK/w.json" --save-adv "$WORK/w_adv.pt"
+    expect_in "$WORK/w.log" "resumed from .*apgd-ce after [246] batch(es)"
+    same_report "$WORK/u.json" "$WORK/u_adv.pt" "$WORK/w.json" "$WORK/w_adv.pt" || fail "resumed within an attack: differs"
     expect_rc 1 "$WORK/seed.log" "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" \
       "${RUN[@]}" --seed -1
     expect_in "$WORK/seed.log" "--seed must be >= 0 under torchrun"

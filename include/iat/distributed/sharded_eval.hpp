@@ -8,7 +8,8 @@
 /// batch draws its random numbers from a seed of its own (AutoAttack re-seeds before every attack on every
 /// batch, as the reference does; robust_accuracy with seed s seeds batch b with s + b), so a batch draws the
 /// same numbers on whichever rank runs it. After each attack the ranks' results are combined, so every rank
-/// starts the next attack from the same flags. AutoAttack's clean pass and final re-check are shared the
+/// starts the next attack from the same flags (with a state file also after every round of world_size
+/// batches, so that rank 0 can save the progress within an attack). AutoAttack's clean pass and final re-check are shared the
 /// same way (batch k on rank k % world_size); its sanity checks on the first batch run on every rank.
 
 #include <iat/attacks/detail/autoattack.hpp>
@@ -148,12 +149,12 @@ inline iat::eval::RobustAccuracy sharded_robust_accuracy(const ProcessGroupPtr& 
 /// rank b % world_size), each seeded as in one process, and combined after every attack, so every rank
 /// returns the report of `iat::eval::AutoAttack(options).run(model, x, y)` in one process — flags per
 /// attack, counts, x_adv, re-check — except the wall times (each attack's: the slowest rank's). With a
-/// state file (`state_path`), rank 0 writes it after the clean pass and after each attack, once the ranks'
-/// results are combined, and every rank resumes from it: it must be the same file on every rank (a
-/// filesystem they share; its bytes' hash is compared, and rank 0's right to write it checked, on every
-/// rank before anything runs). A run stopped within an attack resumes at the start of that attack;
-/// one-process state files (which also hold finished batches) resume under any number of processes and
-/// the other way round. Every rank must pass the same x, y, weights and options; on_batch and log see
+/// state file (`state_path`), the ranks combine their results after every round of world_size consecutive
+/// batches (one per rank) and rank 0 writes it then, as after the clean pass and after each attack; every
+/// rank resumes from it: it must be the same file on every rank (a filesystem they share; its bytes' hash is
+/// compared, and rank 0's right to write it checked, on every rank before anything runs). A run stopped
+/// within an attack resumes from the last round the file holds, under any number of processes, as a
+/// one-process state file does (from its last batch). Every rank must pass the same x, y, weights and options; on_batch and log see
 /// this rank's batches only.
 ///
 /// **Example**

@@ -58,10 +58,10 @@ struct AutoAttackProgress {
   int64_t robust = 0;   ///< points still robust
 };
 
-/// What one process of a sharded evaluation holds after running its batches of one attack
-/// (iat::distributed::sharded_autoattack fills `AutoAttackOptions::shard_merge` with a function that
-/// combines these over the ranks in place). Rows outside this process's batches still hold the values of
-/// the start of the attack. The clean pass and the final re-check are merged the same way, with `robust`
+/// What one process of a sharded evaluation holds after running its batches of one attack, or of one round
+/// of it with a state file (iat::distributed::sharded_autoattack fills `AutoAttackOptions::shard_merge`
+/// with a function that combines these over the ranks in place). Rows outside this process's batches still
+/// hold the values of the start of the attack (or round). The clean pass and the final re-check are merged the same way, with `robust`
 /// holding the correct predictions (true on other processes' rows) and `x_adv` undefined (flags only).
 struct AutoAttackShardMerge {
   torch::Tensor attacked;   ///< int64 [M]: the indices whose flags are merged (every rank's batches)
@@ -104,10 +104,11 @@ struct AutoAttackOptions : ThreatModelOptions<AutoAttackOptions> {
   TORCH_ARG(iat::optional<torch::Device>, device) = iat::nullopt;
   /// A state file (settings, robust flags, adversarial examples found, progress), rewritten atomically
   /// after every batch: an interrupted run continues from it (empty: no state file). A file written
-  /// under other settings is refused (see `state_mismatch_ok`). Sharded (shard_count > 1), only
-  /// shard_index 0 writes it, after the clean pass and after each attack once the processes' results are
-  /// combined; every process reads it at the start (the same file: iat::distributed::sharded_autoattack
-  /// checks). A run with any number of processes resumes from a file any other one wrote.
+  /// under other settings is refused (see `state_mismatch_ok`). Sharded (shard_count > 1), the processes
+  /// combine their results after every round of shard_count consecutive batches (one per process) and
+  /// shard_index 0 writes it then, after the clean pass and after each attack; every process reads it at the
+  /// start (the same file: iat::distributed::sharded_autoattack checks). A run with any number of processes
+  /// resumes from a file any other one wrote.
   TORCH_ARG(std::string, state_path) = "";
   /// What identifies the model, bound into the state file (e.g. a hash of the model file, as iat-eval
   /// passes); empty: not recorded (the clean predictions are still compared on resume).
@@ -120,9 +121,10 @@ struct AutoAttackOptions : ThreatModelOptions<AutoAttackOptions> {
   TORCH_ARG(bool, nonfinite_as_broken) = false;
   /// Progress messages (one line each); unset: silent.
   TORCH_ARG(std::function<void(const std::string&)>, log) = nullptr;
-  /// Called after every attack batch, once the state file holds it; an exception thrown here stops the
-  /// run with the state file consistent (a later run resumes from the next batch; sharded: from the
-  /// start of the attack that was running).
+  /// Called after every attack batch, once the state file holds it (sharded: after the round that holds
+  /// this process's batch, with `robust` counted over every process's batches); an exception thrown here
+  /// stops the run with the state file consistent (a later run resumes from the next batch; sharded: from
+  /// the next round, when every process stops at the same round).
   TORCH_ARG(std::function<void(const AutoAttackProgress&)>, on_batch) = nullptr;
   /// APGD iterations (standard: 100).
   TORCH_ARG(int64_t, apgd_steps) = 100;
@@ -134,11 +136,11 @@ struct AutoAttackOptions : ThreatModelOptions<AutoAttackOptions> {
   TORCH_ARG(int64_t, n_target_classes) = 9;
   /// Sharding hook (set by iat::distributed::sharded_autoattack, docs/distributed.md): this process runs
   /// the attack batches b with b % shard_count == shard_index, and `shard_merge` combines the processes'
-  /// results after each attack. Every batch is seeded as in one process, so the results are the same.
+  /// results after each attack (with a state file: after each round of shard_count batches). Every batch is seeded as in one process, so the results are the same.
   TORCH_ARG(int64_t, shard_index) = 0;
   /// Number of processes sharing the attack batches (1: no sharding).
   TORCH_ARG(int64_t, shard_count) = 1;
-  /// Combines the processes' results after each attack (required when shard_count > 1).
+  /// Combines the processes' results after each attack or round (required when shard_count > 1).
   TORCH_ARG(std::function<void(AutoAttackShardMerge&)>, shard_merge) = nullptr;
 };
 
@@ -460,11 +462,11 @@ class AutoAttack {
     if (options.log()) options.log()(s);
   }
 
-  // `complete`: every process's results are in (after the clean pass and after each attack); a sharded
-  // run saves only then, from shard 0, since between those points each process holds only its batches.
-  void save_state(const detail::AutoAttackState& state, bool complete) const {
+  // Every process's results are in wherever this is called (after the clean pass, after each round of
+  // batches, after each attack); sharded, shard 0 alone writes the file.
+  void save_state(const detail::AutoAttackState& state) const {
     if (options.state_path().empty()) return;
-    if (options.shard_count() > 1 && (!complete || options.shard_index() != 0)) return;
+    if (options.shard_count() > 1 && options.shard_index() != 0) return;
     state.save(options.state_path());
   }
 
@@ -814,16 +816,15 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
     adv_mask.copy_(state.adv_mask);
     x_adv.copy_(state.x_adv.to(x_adv.device()));
     report.resumed = true;
-    log("resumed from " + o.state_path() + ": done " +
-        detail::join([&] {
-          std::vector<std::string> d;
-          for (const auto& s : state.done) d.push_back(s.attack);
-          return d;
-        }(), ",") +
-        (state.current.empty() ? std::string()
-                               : ", " + state.current + " after " + std::to_string(state.current_batches) +
-                                     " batch(es)") +
-        ", robust accuracy " + detail::percent(robust.sum().item<double>() / static_cast<double>(n)));
+    std::vector<std::string> progress;  // "done apgd-ce,apgd-t", "fab-t after 3 batch(es)"
+    std::vector<std::string> finished;
+    for (const auto& s : state.done) finished.push_back(s.attack);
+    if (!finished.empty()) progress.push_back("done " + detail::join(finished, ","));
+    if (!state.current.empty()) {
+      progress.push_back(state.current + " after " + std::to_string(state.current_batches) + " batch(es)");
+    }
+    progress.push_back("robust accuracy " + detail::percent(robust.sum().item<double>() / static_cast<double>(n)));
+    log("resumed from " + o.state_path() + ": " + detail::join(progress, ", "));
   } else {
     log("initial accuracy: " + detail::percent(report.clean_accuracy));
   }
@@ -833,7 +834,7 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
   state.nonfinite = nonfinite;
   state.adv_mask = adv_mask;
   state.x_adv = x_adv;
-  save_state(state, true);
+  save_state(state);
 
   for (const auto& name : attacks) {
     AutoAttackStep step;
@@ -874,47 +875,62 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
     step.attacked = num_robust;
     auto attack = make_attack(name, report.n_target_classes);
     const int64_t batches = (num_robust + bs - 1) / bs;
-    const int64_t zero_grad_before = state.zero_grad_points;
-    for (int64_t b = first_batch; b < batches; ++b) {
-      if (b % o.shard_count() != o.shard_index()) continue;  // another process's batch
-      auto ib = idx.narrow(0, b * bs, std::min(bs, num_robust - b * bs));
-      auto xb = x.index_select(0, ib.to(x.device())).to(device);
-      auto yb = y.index_select(0, ib.to(y.device())).to(device);
-      set_seed(*attack);
-      auto adv = attack->perturb(model, xb, yb);
-      if (auto* a = dynamic_cast<APGD*>(attack.get())) state.zero_grad_points += a->zero_gradient_points();
-      if (auto* a = dynamic_cast<APGDT*>(attack.get())) state.zero_grad_points += a->zero_gradient_points();
-      auto judged = judge(forward(adv), yb);
-      const int64_t bad = judged.second.sum().item<int64_t>();
-      if (bad > 0 && !o.nonfinite_as_broken()) {
-        detail::throw_nonfinite(bad, ib.numel(), "the re-check after " + name + " (batch " + std::to_string(b + 1) +
-                                                     "/" + std::to_string(batches) + ")");
+    // One process saves the state after every batch. Sharded, each process holds only its own batches
+    // until a merge: with a state file the processes merge after every round of shard_count consecutive
+    // batches (one each), so that shard 0 can save a state whose first current_batches batches are done on
+    // every process; without one, once after the attack.
+    const int64_t per_round = o.shard_count() == 1 ? 1 : !o.state_path().empty() ? o.shard_count() : batches;
+    int64_t zero_grad_merged = state.zero_grad_points;
+    std::vector<AutoAttackProgress> unreported;  // this process's batches of the round, for on_batch
+    for (int64_t r0 = first_batch; r0 < batches; r0 += per_round) {
+      const int64_t r1 = std::min(batches, r0 + per_round);
+      for (int64_t b = r0; b < r1; ++b) {
+        if (b % o.shard_count() != o.shard_index()) continue;  // another process's batch
+        auto ib = idx.narrow(0, b * bs, std::min(bs, num_robust - b * bs));
+        auto xb = x.index_select(0, ib.to(x.device())).to(device);
+        auto yb = y.index_select(0, ib.to(y.device())).to(device);
+        set_seed(*attack);
+        auto adv = attack->perturb(model, xb, yb);
+        if (auto* a = dynamic_cast<APGD*>(attack.get())) state.zero_grad_points += a->zero_gradient_points();
+        if (auto* a = dynamic_cast<APGDT*>(attack.get())) state.zero_grad_points += a->zero_gradient_points();
+        auto judged = judge(forward(adv), yb);
+        const int64_t bad = judged.second.sum().item<int64_t>();
+        if (bad > 0 && !o.nonfinite_as_broken()) {
+          detail::throw_nonfinite(bad, ib.numel(), "the re-check after " + name + " (batch " + std::to_string(b + 1) +
+                                                       "/" + std::to_string(batches) + ")");
+        }
+        auto fooled = judged.first.logical_not();
+        auto hit = ib.masked_select(fooled);
+        robust.index_fill_(0, hit, false);
+        adv_mask.index_fill_(0, hit, true);
+        nonfinite.index_fill_(0, ib.masked_select(judged.second), true);
+        x_adv.index_copy_(0, hit.to(x_adv.device()),
+                          adv.index_select(0, iat::detail::true_indices(fooled).to(adv.device())).to(x_adv.device()));
+        log(name + " - " + std::to_string(b + 1) + "/" + std::to_string(batches) + " - " +
+            std::to_string(hit.numel()) + " out of " + std::to_string(ib.numel()) + " successfully perturbed");
+        unreported.push_back(AutoAttackProgress{name, b + 1, batches, 0});
       }
-      auto fooled = judged.first.logical_not();
-      auto hit = ib.masked_select(fooled);
-      robust.index_fill_(0, hit, false);
-      adv_mask.index_fill_(0, hit, true);
-      nonfinite.index_fill_(0, ib.masked_select(judged.second), true);
-      x_adv.index_copy_(0, hit.to(x_adv.device()),
-                        adv.index_select(0, iat::detail::true_indices(fooled).to(adv.device())).to(x_adv.device()));
-      state.current_batches = b + 1;
       state.current_seconds = seconds_before + elapsed();
-      save_state(state, false);
-      log(name + " - " + std::to_string(b + 1) + "/" + std::to_string(batches) + " - " +
-          std::to_string(hit.numel()) + " out of " + std::to_string(ib.numel()) + " successfully perturbed");
-      if (o.on_batch()) o.on_batch()(AutoAttackProgress{name, b + 1, batches, robust.sum().item<int64_t>()});
+      if (o.shard_count() > 1) {
+        // Only the round's rows are combined: those of earlier rounds, and of batches a run before this
+        // one finished (resumed within the attack), are the same on every process already.
+        const int64_t from = std::min(r0 * bs, num_robust), to = std::min(r1 * bs, num_robust);
+        AutoAttackShardMerge m{idx.narrow(0, from, to - from), robust, adv_mask, nonfinite, x_adv,
+                               state.zero_grad_points - zero_grad_merged, state.current_seconds};
+        o.shard_merge()(m);
+        state.zero_grad_points = zero_grad_merged + m.zero_grad_points;
+        zero_grad_merged = state.zero_grad_points;
+        state.current_seconds = m.seconds;
+      }
+      state.current_batches = r1;
+      save_state(state);
+      for (auto& p : unreported) {
+        p.robust = robust.sum().item<int64_t>();
+        if (o.on_batch()) o.on_batch()(p);
+      }
+      unreported.clear();
     }
-    step.seconds = seconds_before + elapsed();
-    if (o.shard_count() > 1) {
-      // The rows of batches a run before this one finished (resumed within the attack) are the same on
-      // every process already; only the batches from first_batch on are combined.
-      const int64_t from = std::min(first_batch * bs, num_robust);
-      AutoAttackShardMerge m{idx.narrow(0, from, num_robust - from), robust, adv_mask, nonfinite, x_adv,
-                             state.zero_grad_points - zero_grad_before, step.seconds};
-      o.shard_merge()(m);
-      state.zero_grad_points = zero_grad_before + m.zero_grad_points;
-      step.seconds = m.seconds;
-    }
+    step.seconds = first_batch < batches ? state.current_seconds : seconds_before;
     step.robust = robust.sum().item<int64_t>();
     step.robust_accuracy = static_cast<double>(step.robust) / static_cast<double>(n);
     step.robust_flags = robust.clone();
@@ -924,7 +940,7 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
     state.current_start = torch::Tensor();
     state.current_batches = 0;
     state.current_seconds = 0;
-    save_state(state, true);
+    save_state(state);
     std::ostringstream line;
     line.setf(std::ios::fixed);
     line.precision(1);
