@@ -8,6 +8,8 @@
 #include <iat/train/awp.hpp>
 #include <iat/train/recipes.hpp>
 
+#include <cmath>
+
 using namespace iat_test;
 namespace F = iat::functional;
 
@@ -366,6 +368,30 @@ TEST_CASE("single-step recipes with and without UIAT", "[recipes][single_step]")
     CHECK(uip->delta().abs().max().item<double>() > 0);
     CHECK(max_abs_diff(step.ref_probs, pc) < kTol);
   }
+}
+
+TEST_CASE("the UIAT recipes without an EMA store refuse the kTargetEMA reading with a momentum", "[recipes][uiat]") {
+  using Catch::Contains;
+  TinyNet net;
+  auto [x, y] = quadrant_data(16);
+  iat::AlignmentLoss align;
+  iat::FGSM fgsm;
+  iat::PGD trades_pgd(iat::train::trades_attack_options().steps(2));
+  iat::UniversalInversePerturbation uip(iat::UniversalInversePerturbationOptions(4, {1, 4, 4})
+                                            .momentum_form(iat::InverseMomentum::kTargetEMA)
+                                            .momentum(0.9));
+  // Ignoring it would step δ without any momentum (the gradient momentum of kTargetEMA is 0).
+  CHECK(uip->options.gradient_momentum() == 0.0);
+  const auto before = uip->delta().clone();
+  REQUIRE_THROWS_WITH(iat::train::trades_uiat_loss(net, x, y, trades_pgd, uip, align),
+                      Contains("iat::train::trades_uiat_loss") && Contains("kTargetEMA with momentum 0.9"));
+  REQUIRE_THROWS_WITH(iat::train::single_step_uiat_loss(net, x, y, fgsm, uip, align),
+                      Contains("iat::train::single_step_uiat_loss") && Contains("kNormalizedGradient"));
+  CHECK(torch::equal(uip->delta(), before));  // refused before anything stepped
+  // Without a momentum there is nothing to keep: both run (until the loop sets γ at epoch T).
+  uip->options.momentum(0.0);
+  CHECK(std::isfinite(iat::train::trades_uiat_loss(net, x, y, trades_pgd, uip, align).loss.item<double>()));
+  CHECK(std::isfinite(iat::train::single_step_uiat_loss(net, x, y, fgsm, uip, align).loss.item<double>()));
 }
 
 TEST_CASE("the recipes refuse a model that returns probabilities", "[recipes][logits]") {

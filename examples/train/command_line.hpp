@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <limits>
@@ -210,7 +211,8 @@ inline int parse_command_line(int argc, const char* const* argv, TrainConfig& cf
   resolve_defaults(cfg);
   const auto& awp = awp_methods();
   if (cfg.awp_gamma > 0 && std::find(awp.begin(), awp.end(), cfg.method) == awp.end()) {
-    err << "iat-train: --awp-gamma " << cfg.awp_gamma << " is wired around the methods pgd-at, trades, mart and uiat; "
+    err << "iat-train: --awp-gamma " << cfg.awp_gamma << " is wired around the methods "
+        << fmt::format("{}", fmt::join(awp, ", ")) << "; "
         << "--method " << cfg.method << " is not one of them yet (docs/awp.md); leave --awp-gamma out or at 0\n";
     return kExitUsage;
   }

@@ -143,7 +143,7 @@ inline const nlohmann::json& settings_added_later() {
 /// The methods whose recipe AWP is wired around in iat-train (docs/awp.md §7): those whose state, if any,
 /// a scratch copy keeps out of the ascent.
 inline const std::vector<std::string>& awp_methods() {
-  static const std::vector<std::string> m = {"pgd-at", "trades", "mart", "uiat"};
+  static const std::vector<std::string> m = {"pgd-at", "trades", "mart", "uiat", "trades-uiat"};
   return m;
 }
 

@@ -93,7 +93,8 @@ class Method {
     if (!awp_ || !awp_->active(epoch)) return recipe(model, b, epoch, *attack_, uip_);
     iat::train::FixedExamples adv(attack_->perturb(model, b.x, b.y));  // what the recipe's own call would find
     perturbation_ = awp_->perturb(module, [&](const iat::ModelRef& /*same module*/) {
-      // UIAT's δ and momentum step in a scratch copy here, and once in the training call below.
+      // UIAT's (and TRADES + UIAT's) δ and momentum step in a scratch copy here, and once in the training
+      // call below.
       auto uip = uip_ ? iat::train::scratch_copy(uip_) : uip_;
       return recipe(model, b, epoch, adv, uip).loss;
     }, epoch);

@@ -491,7 +491,7 @@ PY
     # w + v); methods it is not wired around are refused (several processes: the torchrun case).
     PYTHON=${3:?awp case: give the Python with torch}
     ARGS=("${TINY[@]}" --epochs 2)
-    for m in pgd-at uiat; do
+    for m in pgd-at uiat trades-uiat; do
       "$BIN" "${ARGS[@]}" --method $m --out "$WORK/plain-$m" > "$WORK/log" 2>&1 || { cat "$WORK/log"; fail "$m: plain run failed"; }
       "$BIN" "${ARGS[@]}" --method $m --awp-gamma 0.005 --awp-warmup 2 --out "$WORK/warm-$m" > "$WORK/log" 2>&1 ||
         { cat "$WORK/log"; fail "$m: warm-up run failed"; }

@@ -155,6 +155,16 @@ inline StepLoss finish(torch::Tensor ce, torch::Tensor reg, const torch::Tensor&
   return out;
 }
 
+// The recipes that keep no EMA store (TRADES + UIAT, single-step + UIAT) refuse the kTargetEMA reading with a
+// momentum, which they could only ignore: δ would step without any momentum.
+inline void check_no_target_ema(const char* who, const UniversalInversePerturbation& uip) {
+  const auto& o = uip->options;
+  TORCH_CHECK_VALUE(o.momentum_form() != InverseMomentum::kTargetEMA || o.momentum() == 0.0, who,
+                    ": momentum_form kTargetEMA with momentum ", o.momentum(), " needs an EMA store of the reference "
+                    "probabilities, which only iat::train::uiat_loss's overload with an iat::OneOffCache keeps; use "
+                    "kNormalizedGradient (the default) with this recipe");
+}
+
 // UIAT's alignment term from the logits of x̌, through the EMA store when one is given.
 inline std::pair<torch::Tensor, torch::Tensor> uiat_alignment(UniversalInversePerturbation& uip, AlignmentLoss& align,
                                                               const torch::Tensor& check_logits,
@@ -407,6 +417,7 @@ IAT_INLINE StepLoss trades_uiat_loss(const ModelRef& model, const torch::Tensor&
                                      Attack& attack, UniversalInversePerturbation& uip, AlignmentLoss& align,
                                      double beta) {
   iat::detail::check_non_negative("iat::train::trades_uiat_loss", "beta", beta);
+  detail::check_no_target_ema("iat::train::trades_uiat_loss", uip);
   torch::Tensor clean_logits;  // f(x), evaluation mode, no gradients: the KL attack's reference and δ's h(x)
   {
     torch::NoGradGuard no_grad;
@@ -530,6 +541,7 @@ IAT_INLINE StepLoss single_step_loss(const ModelRef& model, const torch::Tensor&
 IAT_INLINE StepLoss single_step_uiat_loss(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y,
                                           Attack& attack, UniversalInversePerturbation& uip, AlignmentLoss& align,
                                           const SingleStepOptions& options) {
+  detail::check_no_target_ema("iat::train::single_step_uiat_loss", uip);
   return detail::single_step_impl(model, x, y, attack, &uip, &align, options);
 }
 #endif  // IAT_HEADER_BODIES
