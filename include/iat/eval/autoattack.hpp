@@ -121,10 +121,11 @@ struct AutoAttackOptions : ThreatModelOptions<AutoAttackOptions> {
   TORCH_ARG(bool, nonfinite_as_broken) = false;
   /// Progress messages (one line each); unset: silent.
   TORCH_ARG(std::function<void(const std::string&)>, log) = nullptr;
-  /// Called after every attack batch, once the state file holds it (sharded: after the round that holds
-  /// this process's batch, with `robust` counted over every process's batches); an exception thrown here
-  /// stops the run with the state file consistent (a later run resumes from the next batch; sharded: from
-  /// the next round, when every process stops at the same round).
+  /// Called after every attack batch, once the state file holds it (sharded: after the merge that takes
+  /// this process's batch in, each round's with a state file and the attack's end without one, with
+  /// `robust` counted over every process's batches); an exception thrown here stops the run with the state
+  /// file consistent (a later run resumes from the next batch; sharded: from the next round, when every
+  /// process stops at the same round).
   TORCH_ARG(std::function<void(const AutoAttackProgress&)>, on_batch) = nullptr;
   /// APGD iterations (standard: 100).
   TORCH_ARG(int64_t, apgd_steps) = 100;
