@@ -9,8 +9,9 @@
 /// batch, as the reference does; robust_accuracy with seed s seeds batch b with s + b), so a batch draws the
 /// same numbers on whichever rank runs it. After each attack the ranks' results are combined, so every rank
 /// starts the next attack from the same flags (with a state file also after every round of world_size
-/// batches, so that rank 0 can save the progress within an attack). AutoAttack's clean pass and final re-check are shared the
-/// same way (batch k on rank k % world_size); its sanity checks on the first batch run on every rank.
+/// batches, so that rank 0 can save the progress within an attack). AutoAttack's clean pass and final
+/// re-check are shared the same way (batch k on rank k % world_size); its sanity checks on the first batch
+/// run on every rank.
 
 #include <iat/attacks/detail/autoattack.hpp>
 #include <iat/detail/archive_checksum.hpp>
@@ -154,8 +155,8 @@ inline iat::eval::RobustAccuracy sharded_robust_accuracy(const ProcessGroupPtr& 
 /// rank resumes from it: it must be the same file on every rank (a filesystem they share; its bytes' hash is
 /// compared, and rank 0's right to write it checked, on every rank before anything runs). A run stopped
 /// within an attack resumes from the last round the file holds, under any number of processes, as a
-/// one-process state file does (from its last batch). Every rank must pass the same x, y, weights and options; on_batch and log see
-/// this rank's batches only.
+/// one-process state file does (from its last batch). Every rank must pass the same x, y, weights and
+/// options; log sees this rank's batches only, on_batch this rank's batches once they are merged.
 ///
 /// **Example**
 /// \code

@@ -61,8 +61,9 @@ struct AutoAttackProgress {
 /// What one process of a sharded evaluation holds after running its batches of one attack, or of one round
 /// of it with a state file (iat::distributed::sharded_autoattack fills `AutoAttackOptions::shard_merge`
 /// with a function that combines these over the ranks in place). Rows outside this process's batches still
-/// hold the values of the start of the attack (or round). The clean pass and the final re-check are merged the same way, with `robust`
-/// holding the correct predictions (true on other processes' rows) and `x_adv` undefined (flags only).
+/// hold the values of the start of the attack (or round). The clean pass and the final re-check are merged
+/// the same way, with `robust` holding the correct predictions (true on other processes' rows) and `x_adv`
+/// undefined (flags only).
 struct AutoAttackShardMerge {
   torch::Tensor attacked;   ///< int64 [M]: the indices whose flags are merged (every rank's batches)
   torch::Tensor robust;     ///< bool [N], updated in place
@@ -137,7 +138,8 @@ struct AutoAttackOptions : ThreatModelOptions<AutoAttackOptions> {
   TORCH_ARG(int64_t, n_target_classes) = 9;
   /// Sharding hook (set by iat::distributed::sharded_autoattack, docs/distributed.md): this process runs
   /// the attack batches b with b % shard_count == shard_index, and `shard_merge` combines the processes'
-  /// results after each attack (with a state file: after each round of shard_count batches). Every batch is seeded as in one process, so the results are the same.
+  /// results after each attack (with a state file: after each round of shard_count batches). Every batch
+  /// is seeded as in one process, so the results are the same.
   TORCH_ARG(int64_t, shard_index) = 0;
   /// Number of processes sharing the attack batches (1: no sharding).
   TORCH_ARG(int64_t, shard_count) = 1;
