@@ -1,6 +1,7 @@
 // Step cost of IAT, UIAT and the one-off strategy against PGD-AT, and of TRADES+UIAT against TRADES: one
-// whole training step each (recipe, backward, SGD step), run side by side in one process, interleaved repetition by repetition so that
-// machine load hits every method alike. Prints a table of median step times and their ratio to PGD-AT.
+// whole training step each (recipe, backward, SGD step), run side by side in one process, interleaved
+// repetition by repetition so that machine load hits every method alike. Prints a table of median step
+// times and their ratio to PGD-AT.
 //
 //   bench_step_cost [--model cnn|preact|demo|both] [--batch 32] [--reps 5] [--threads 1] [--only METHOD]
 //                   [--malloc kept|glibc]

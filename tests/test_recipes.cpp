@@ -196,8 +196,10 @@ TEST_CASE("UIAT recipe: fused and two-pass orders, EMA reading, cost", "[recipes
     CHECK(max_abs_diff(second.ref_probs, expected) < kTol);
     auto pa = torch::softmax(net(x_adv), 1);
     CHECK(second.loss.item<double>() == Approx(ce_of(net(x_adv), y) + 3.5 * kl_rows(expected, pa).mean().item<double>()));
+    const auto delta_before = uip->delta().clone();
     REQUIRE_THROWS_WITH(iat::train::uiat_loss(net, x, y, pgd, uip, align),
                         Catch::Contains("kTargetEMA") && Catch::Contains("needs an iat::OneOffCache"));
+    CHECK(torch::equal(uip->delta(), delta_before));  // refused before δ stepped
   }
   SECTION("cost: one extra forward (with graph) over PGD-AT, plus one no-grad forward for the pull term") {
     CountingNet counted;

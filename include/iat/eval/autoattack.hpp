@@ -933,7 +933,7 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
       }
       unreported.clear();
     }
-    step.seconds = first_batch < batches ? state.current_seconds : seconds_before;
+    step.seconds = state.current_seconds;  // seconds_before when a resumed run found every batch done
     step.robust = robust.sum().item<int64_t>();
     step.robust_accuracy = static_cast<double>(step.robust) / static_cast<double>(n);
     step.robust_flags = robust.clone();

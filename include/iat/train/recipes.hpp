@@ -155,14 +155,14 @@ inline StepLoss finish(torch::Tensor ce, torch::Tensor reg, const torch::Tensor&
   return out;
 }
 
-// The recipes that keep no EMA store (TRADES + UIAT, single-step + UIAT) refuse the kTargetEMA reading with a
-// momentum, which they could only ignore: δ would step without any momentum.
+// A UIAT recipe called without an EMA store refuses the kTargetEMA reading with a momentum, which it could only
+// ignore (δ would step without any momentum): before anything runs, so a refused call leaves δ as it was.
 inline void check_no_target_ema(const char* who, const UniversalInversePerturbation& uip) {
   const auto& o = uip->options;
   TORCH_CHECK_VALUE(o.momentum_form() != InverseMomentum::kTargetEMA || o.momentum() == 0.0, who,
-                    ": momentum_form kTargetEMA with momentum ", o.momentum(), " needs an EMA store of the reference "
-                    "probabilities, which only iat::train::uiat_loss's overload with an iat::OneOffCache keeps; use "
-                    "kNormalizedGradient (the default) with this recipe");
+                    ": momentum_form kTargetEMA with momentum ", o.momentum(), " needs an iat::OneOffCache as EMA "
+                    "store of the reference probabilities, which only iat::train::uiat_loss's overload with a store and "
+                    "the batch's dataset indices takes; use that, or kNormalizedGradient (the default)");
 }
 
 // UIAT's alignment term from the logits of x̌, through the EMA store when one is given.
@@ -170,13 +170,10 @@ inline std::pair<torch::Tensor, torch::Tensor> uiat_alignment(UniversalInversePe
                                                               const torch::Tensor& check_logits,
                                                               const torch::Tensor& adv_logits, OneOffCache* ema_store,
                                                               const torch::Tensor& index) {
-  const auto& o = uip->options;
-  const bool ema_on = o.momentum_form() == InverseMomentum::kTargetEMA && o.momentum() > 0.0;
-  TORCH_CHECK_VALUE(!ema_on || ema_store != nullptr, "iat::train::uiat_loss: momentum_form kTargetEMA with momentum ",
-                    o.momentum(), " needs an iat::OneOffCache as EMA store and the batch's dataset indices");
   if (ema_store == nullptr) {
     return {align_checked_model(align, check_logits, adv_logits), torch::softmax(check_logits, 1)};
   }
+  const auto& o = uip->options;
   const double gamma = o.momentum_form() == InverseMomentum::kTargetEMA ? o.momentum() : 0.0;
   auto ref = (*ema_store)->ema(index, torch::softmax(check_logits, 1), gamma);
   return {align_probs_checked_model(align, ref, adv_logits), ref};
@@ -185,6 +182,7 @@ inline std::pair<torch::Tensor, torch::Tensor> uiat_alignment(UniversalInversePe
 inline StepLoss uiat_loss_impl(const ModelRef& model, const torch::Tensor& x, const torch::Tensor& y, Attack& attack,
                                UniversalInversePerturbation& uip, AlignmentLoss& align, const UIATLossOptions& options,
                                OneOffCache* ema_store, const torch::Tensor& index) {
+  if (ema_store == nullptr) check_no_target_ema("iat::train::uiat_loss", uip);
   auto x_adv = attack.perturb(model, x, y);
   if (!options.fused()) {
     uip->update(model, x, y, x_adv);
