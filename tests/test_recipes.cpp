@@ -274,7 +274,7 @@ TEST_CASE("TRADES + UIAT recipe: CE(f(x), y) + 6 KL(p(x) || p(x')) + 3.5 KL(p(x_
   }
 }
 
-TEST_CASE("one-off recipe: natural before T', inverse at T' (stored), stored after", "[recipes][one_off]") {
+TEST_CASE("one-off recipe: natural before T', inverse at T' (stored), stored after, unvisited rows made when met", "[recipes][one_off]") {
   TinyNet net;
   const auto data = quadrant_data(16);
   const torch::Tensor x = data.first, y = data.second;
@@ -312,9 +312,19 @@ TEST_CASE("one-off recipe: natural before T', inverse at T' (stored), stored aft
   CHECK(max_abs_diff(after.ref_probs, pi) < kTol);
   CHECK(after.loss.item<double>() ==
         Approx(ce_adv() + 3.5 * kl_rows(pi, torch::softmax(net(x_adv), 1)).mean().item<double>()));
-  auto unseen = torch::arange(16, torch::kLong);  // positions 0..3 were never stored
-  REQUIRE_THROWS_WITH(iat::train::one_off_loss(net, x, y, unseen, 4, pgd, inverse, cache, align),
-                      Catch::Contains("read before anything was stored"));
+  // Positions 0..3 were never stored (T' did not visit them: a dropped last batch): their inverse examples are
+  // made now, on today's weights, and stored; positions 4..15 keep what T' stored.
+  auto unseen = torch::arange(16, torch::kLong);
+  auto late = iat::train::one_off_loss(net, x, y, unseen, 5, pgd, inverse, cache, align);
+  const auto first4 = torch::indexing::Slice(0, 4);
+  auto p_late = torch::softmax(net(inverse.perturb(net, x.index({first4}), y.index({first4}),
+                                                   x_adv.index({first4}))), 1);
+  CHECK(max_abs_diff(late.ref_probs.index({first4}), p_late) < kTol);
+  CHECK(max_abs_diff(late.ref_probs.index({torch::indexing::Slice(4, 16)}), pi.index({torch::indexing::Slice(0, 12)})) <
+        kTol);
+  CHECK(max_abs_diff(p_late, pi.index({first4})) > 1e-4);  // made on the moved weights, not T''s
+  CHECK(cache->num_stored() == 20);
+  CHECK(max_abs_diff(cache->read(torch::arange(4, torch::kLong)), p_late) < kTol);
   REQUIRE_THROWS_WITH(iat::train::one_off_loss(net, x, y, index + 10, 3, pgd, inverse, cache, align),
                       Catch::Contains("index out of range"));
 

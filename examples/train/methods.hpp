@@ -150,6 +150,13 @@ class Method {
     if (cache_) iat::distributed::share_cache_rows(pg, cache_, written);
   }
 
+  /// The dataset positions of `index` (a batch's) that the one-off cache holds no row for yet, on the CPU:
+  /// one_off_loss stores them when it meets them after T'.
+  torch::Tensor unstored_rows(const torch::Tensor& index) const {
+    auto idx = index.cpu();
+    return idx.masked_select(cache_->is_stored(idx).cpu().logical_not());
+  }
+
   /// The data of the supplement's Figure 1 for this model, as a numpy archive (figure1.npz) that
   /// scripts/report.py draws: one test image per class (`natural`), its inverse adversary (`inverse`), for
   /// UIAT methods the universal inverse adversary (`universal`) and the class's δ_y (`delta`, raw), each

@@ -155,6 +155,9 @@ class Trainer {
         auto batch = rank_slice(global_batch);
         if (cfg_.channels_last) batch.x = batch.x.contiguous(at::MemoryFormat::ChannelsLast);
         if (dp_) dp_->begin_step();  // rank 0's buffers (batch-norm statistics), as PyTorch's DDP
+        // After T' the step stores the rows T' never visited; the ranks share them as they share T''s.
+        torch::Tensor late_rows;
+        if (pg_ && method_->has_cache() && epoch > cfg_.one_off_epoch) late_rows = method_->unstored_rows(batch.index);
         iat::train::StepLoss out;
         {
           // Every random draw of the step (starts, noise, the inverse start) is this rank's slice of the one a
@@ -163,6 +166,7 @@ class Trainer {
           out = method_->loss(model_, iat::with_precision(model_, precision_), batch, epoch);
         }
         if (one_off_epoch(epoch)) written_rows_.push_back(batch.index.cpu());
+        if (late_rows.defined() && late_rows.numel() > 0) written_rows_.push_back(late_rows);
         auto loss = out.loss;
         if (step_ == cfg_.inject_nan_at_step) loss = loss * std::numeric_limits<float>::quiet_NaN();
         const double n_local = static_cast<double>(batch.y.size(0));

@@ -345,10 +345,12 @@ IAT_INLINE StepLoss uiat_loss(const ModelRef& model, const torch::Tensor& x, con
 
 /// The one-off strategy (docs/method.md §5, supplement equations (1)–(2)): CE(f(x'), y) + λ·KL(p_OO ‖ p(x')) with
 /// p_OO = p(x) for epoch < T', p(x̃) at T' (x̃ = inverse(x, y, x'), stored at `index`), the stored value
-/// after T'. `index` [N] holds the batch's positions in the training set. `ref_probs` is p_OO.
+/// after T'. `index` [N] holds the batch's positions in the training set. `ref_probs` is p_OO. After T', an
+/// example T' never visited (a dropped last batch, a generated set larger than one epoch) gets its x̃ and p(x̃)
+/// when it is first met, on that step's weights, and is stored then (docs/method.md §5).
 ///
 /// Cost over pgd_at_loss: one forward of x (with graph) before T', the inverse attack and a forward of x̃
-/// at T', nothing after T'.
+/// at T', nothing after T' for stored examples (the inverse attack and a no-grad forward for the others' rows).
 ///
 /// **Example**
 /// \code
@@ -523,6 +525,16 @@ IAT_INLINE StepLoss one_off_loss(const ModelRef& model, const torch::Tensor& x, 
                             x_adv);
     }
     case OneOffPhase::kStored: {
+      // Rows T' never visited (a dropped last batch, a generated set larger than an epoch) get their inverse
+      // example now, on the weights of this step, and are stored: from then on they are read like the others.
+      auto missing = cache->is_stored(index).logical_not().to(x.device());
+      if (missing.any().item<bool>()) {
+        auto rows = missing.nonzero().squeeze(1);
+        auto x_rows = x.index_select(0, rows), y_rows = y.index_select(0, rows);
+        auto x_inv = inverse.perturb(model, x_rows, y_rows, x_adv.index_select(0, rows));
+        torch::NoGradGuard no_grad;
+        cache->store(index.index_select(0, rows.to(index.device())), torch::softmax(model(x_inv), 1));
+      }
       auto stored = cache->read(index).to(adv_logits.device());
       return detail::finish(ce, detail::align_probs_checked_model(align, stored, adv_logits), adv_logits, stored,
                             x_adv);
