@@ -136,6 +136,10 @@ TEST_CASE("AutoAttack warns like the reference's sanity checks", "[autoattack]")
     CHECK(has_warning(r, "apgd-t skipped"));
     CHECK(r.attacks == std::vector<std::string>{"apgd-ce", "fab-t", "square"});
     CHECK(r.n_target_classes == 2);
+    // Nothing left to run: refused, not reported as a robust accuracy equal to the clean one.
+    REQUIRE_THROWS_WITH(eval::AutoAttack(quick(0.1).version(eval::AutoAttackVersion::kCustom).attacks({"apgd-t"}))
+                            .run(three, x, y3),
+                        Contains("none of the attacks asked for applies to a model with 3 classes"));
   }
   SECTION("a model in train mode is evaluated in eval mode and left in train mode") {
     net->train();
@@ -219,7 +223,7 @@ TEST_CASE("AutoAttack: a state file written under other settings is refused", "[
   auto refused = [&](eval::AutoAttackOptions o, const std::string& text, const torch::Tensor& xs,
                      const torch::Tensor& ys) {
     REQUIRE_THROWS_WITH(eval::AutoAttack(o).run(net, xs, ys),
-                        Contains("written under other settings") && Contains(text) && Contains("--state-force"));
+                        Contains("written under other settings") && Contains(text) && Contains("--state-mismatch-ok"));
   };
   SECTION("each setting that changes results") {
     refused(base.eps(0.3), "eps: saved 0.20000000000000001, now 0.29999999999999999", x, y);
@@ -403,6 +407,28 @@ TEST_CASE("AutoAttack options and inputs are validated", "[autoattack]") {
   auto wrong_shape = [](const torch::Tensor& in) { return torch::zeros({in.size(0), 2, 2}); };
   REQUIRE_THROWS_WITH(eval::AutoAttack().run(wrong_shape, x, y), Contains("logits of shape [N, num_classes]"));
   REQUIRE_THROWS_WITH(eval::AutoAttack().run(net, x, y + 7), Contains("labels must be in [0, 4)"));
+  // A bad label past the first batch is refused too (it was counted as a clean mistake).
+  auto y_late = y.clone();
+  y_late[3] = 12;
+  REQUIRE_THROWS_WITH(eval::AutoAttack(eval::AutoAttackOptions().batch_size(2)).run(net, x, y_late),
+                      Contains("labels must be in [0, 4)"));
+}
+
+TEST_CASE("robust_accuracy counts a row of non-finite logits as wrong, clean and attacked", "[autoattack]") {
+  // argmax of a NaN row is class 0: with every label 0 the old count read 100 % clean and robust.
+  auto nan_model = [](const torch::Tensor& in) {
+    return in.flatten(1).narrow(1, 0, 4) * std::numeric_limits<float>::quiet_NaN();
+  };
+  auto x = torch::rand({6, 1, 4, 4});
+  auto y = torch::zeros({6}, torch::kLong);
+  auto pgd = eval::pgd20(0.1);
+  auto plain = eval::robust_accuracy(nan_model, x, y, pgd, 4);
+  CHECK(plain.clean_correct == 0);
+  CHECK(plain.correct == 0);
+  auto flagged = eval::robust_accuracy(nan_model, x, y, pgd, eval::RobustAccuracyOptions().batch_size(4));
+  CHECK(flagged.clean.sum().item<int64_t>() == 0);
+  CHECK(flagged.robust.sum().item<int64_t>() == 0);
+  CHECK(flagged.total == 6);
 }
 
 TEST_CASE("robust_accuracy counts correct predictions on the attack's output, batch by batch", "[autoattack]") {

@@ -87,7 +87,10 @@ inline void resolve(EvalConfig& c) {
   c.eps = parse_eps(c.eps_text, c.norm == iat::Norm::kLinf);
 
   // A version name given to --attacks is the version.
-  if (c.attacks == "standard" || c.attacks == "plus" || c.attacks == "rand") std::swap(c.attacks, c.version);
+  if (c.attacks == "standard" || c.attacks == "plus" || c.attacks == "rand") {
+    c.version = c.attacks;
+    c.attacks.clear();  // the version's own list
+  }
   using V = iat::eval::AutoAttackVersion;
   if (c.version == "standard") c.aa_version = V::kStandard;
   else if (c.version == "plus") c.aa_version = V::kPlus;

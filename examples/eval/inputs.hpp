@@ -92,7 +92,7 @@ inline std::pair<torch::Tensor, torch::Tensor> load_points_file(const std::strin
   if (x.size(0) == 0) eval_fail("'" + path + "' holds 0 points: nothing to evaluate");
   if (x.numel() > 0) {
     const double lo = x.min().item<double>(), hi = x.max().item<double>();
-    if (lo < 0 || hi > 1) {
+    if (!(lo >= 0 && hi <= 1)) {  // NaN fails both comparisons: refused too
       eval_fail("'" + path + "': x must lie in [0, 1] (normalisation belongs inside the model), got values in [" +
                 std::to_string(lo) + ", " + std::to_string(hi) + "]");
     }

@@ -109,7 +109,7 @@ EOF
     "$PY" -c 'import sys, torch; p = torch.load(sys.argv[1]); p["y"][0::2] = 0; torch.save(p, sys.argv[2])' "$P" "$WORK/zeros.pt"
     for n in 32 8; do
       expect_rc 0 "$WORK/c$n.log" "$BIN" --model "$WORK/nan_model.pt" --data "$WORK/zeros.pt" --eps 0.05 "${QUICK[@]}" \
-        --nonfinite-as-broken --autoattack-n $n --out "$WORK/c$n.json"
+        --nonfinite-as-broken --autoattack-n $n --also pgd20 --out "$WORK/c$n.json"
     done
     "$PY" - "$WORK/nan_model.pt" "$WORK/zeros.pt" "$WORK/c32.json" "$WORK/c8.json" <<'EOF' || fail "clean accuracy over all points"
 import json, sys, torch
@@ -119,8 +119,10 @@ with torch.no_grad():
 assert (logits[0::2].argmax(1) == 0).all()  # what makes the check below able to fail
 want = ((logits.argmax(1) == points["y"]) & torch.isfinite(logits).all(1)).float().mean().item()
 for path in sys.argv[3:]:
-    got = json.load(open(path))["clean_acc"]
-    assert abs(got - want) < 1e-12, (path, got, want)
+    r = json.load(open(path))
+    assert abs(r["clean_acc"] - want) < 1e-12, (path, r["clean_acc"], want)
+    # --also pgd20 counts the NaN rows as wrong too (its count read them as class 0, robust).
+    assert r["pgd20_acc"] <= want + 1e-12, (path, r["pgd20_acc"], want)
 EOF
     ;;
   badinput)
@@ -140,7 +142,15 @@ EOF
     expect_rc 2 "$WORK/g.log" "$BIN" --model "$WORK/$(printf 'm\301.pt')" --data "$P" --eps 0.05 "${QUICK[@]}" --out "$WORK/g.json"
     expect_in "$WORK/g.log" "--model: must be UTF-8 text"
     [ ! -e "$WORK/g.json" ] || fail "a report was written for a refused model path"
-    for log in a b c d e f g; do
+    # NaN in the points is refused as values outside [0, 1] (NaN passed the range check), also past --autoattack-n.
+    "$PY" -c 'import sys, torch; p = torch.load(sys.argv[1]); p["x"][20, 0, 0, 0] = float("nan"); torch.save(p, sys.argv[2])' "$P" "$WORK/nan_points.pt"
+    expect_rc 2 "$WORK/h.log" "$BIN" --model "$M" --data "$WORK/nan_points.pt" --eps 0.05 "${QUICK[@]}" --autoattack-n 8
+    expect_in "$WORK/h.log" "x must lie in \[0, 1\]"
+    # A version name given to --attacks is the version (it failed with "unknown attack 'standard'").
+    expect_rc 0 "$WORK/i.log" "$BIN" --model "$M" --data "$P" --eps 0.05 --attacks standard --n 2 --batch-size 2 --quiet --no-report --out "$WORK/i.json"
+    [ "$(field "$WORK/i.json" version)" = '"standard"' ] || fail "version: $(field "$WORK/i.json" version)"
+    [ "$(field "$WORK/i.json" attacks)" = '["apgd-ce", "apgd-t", "fab-t", "square"]' ] || fail "attacks: $(field "$WORK/i.json" attacks)"
+    for log in a b c d e f g h; do
       grep -q "terminate called\|Aborted\|core dumped" "$WORK/$log.log" && fail "$log: an abort"
       [ "$(grep -c . "$WORK/$log.log")" -le 3 ] || { cat "$WORK/$log.log"; fail "$log: more than a short message"; }
     done

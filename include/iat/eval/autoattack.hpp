@@ -535,7 +535,7 @@ class AutoAttack {
                       "evaluation's results as this one's: ",
                       detail::join(diffs, "; "),
                       ". Delete it or use another state path; to resume anyway set state_mismatch_ok(true) "
-                      "(iat-eval: --state-force)");
+                      "(iat-eval: --state-mismatch-ok)");
     for (const auto& d : state.forced) warn("an earlier run resumed this state file under other settings: " + d);
     for (const auto& d : diffs) {
       warn("resumed from a state file written under other settings (state_mismatch_ok): " + d);
@@ -762,7 +762,7 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
   auto x_first = x.narrow(0, 0, std::min(bs, n));
   auto y_first = y.narrow(0, 0, std::min(bs, n)).to(device);
   auto logits_first = forward(x_first);
-  iat::detail::check_label_range(who, y_first, logits_first.size(1));
+  iat::detail::check_label_range(who, y_cpu, logits_first.size(1));  // every label, not the first batch's
   classes = logits_first.size(1);
   if (o.version() != AutoAttackVersion::kRand) check_randomized(forward, x_first, y_first, warn);
   check_probabilities(logits_first, warn);
@@ -770,6 +770,9 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
   std::vector<std::string> attacks = attack_list();
   report.n_target_classes = std::min(o.n_target_classes(), classes - 1);
   adapt_to_classes(attacks, classes, report.n_target_classes, warn);
+  TORCH_CHECK_VALUE(!attacks.empty(), who, ": none of the attacks asked for applies to a model with ", classes,
+                    " classes (see the warnings): robust accuracy would be the clean accuracy; add apgd-ce, "
+                    "fab-t or square");
   report.attacks = attacks;
 
   // Correct predictions and non-finite rows of every point of `points` (the clean pass, the final

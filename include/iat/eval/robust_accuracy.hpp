@@ -125,8 +125,9 @@ IAT_INLINE RobustAccuracy robust_accuracy(const ModelRef& model, const torch::Te
     torch::NoGradGuard no_grad;
     auto clean_logits = model(xb);
     iat::detail::check_model_output(who, clean_logits, yb);
-    r.clean_correct += (iat::detail::predicted_class(clean_logits) == yb).sum().item<int64_t>();
-    r.correct += (iat::detail::predicted_class(model(adv)) == yb).sum().item<int64_t>();
+    // A row with a NaN or infinite logit is not a correct prediction (its argmax would read as class 0).
+    r.clean_correct += iat::detail::finite_and_correct(clean_logits, yb).sum().item<int64_t>();
+    r.correct += iat::detail::finite_and_correct(model(adv), yb).sum().item<int64_t>();
   }
   r.accuracy = static_cast<double>(r.correct) / static_cast<double>(r.total);
   r.clean_accuracy = static_cast<double>(r.clean_correct) / static_cast<double>(r.total);
@@ -157,8 +158,9 @@ IAT_INLINE RobustAccuracy robust_accuracy(const ModelRef& model, const torch::Te
     torch::NoGradGuard no_grad;
     auto clean_logits = model(xb);
     iat::detail::check_model_output(who, clean_logits, yb);
-    auto ok_clean = (iat::detail::predicted_class(clean_logits) == yb).to(torch::kCPU);
-    auto ok_adv = (iat::detail::predicted_class(model(adv)) == yb).to(torch::kCPU);
+    // A row with a NaN or infinite logit is not a correct prediction (its argmax would read as class 0).
+    auto ok_clean = iat::detail::finite_and_correct(clean_logits, yb).to(torch::kCPU);
+    auto ok_adv = iat::detail::finite_and_correct(model(adv), yb).to(torch::kCPU);
     r.clean.narrow(0, b, len).copy_(ok_clean);
     r.robust.narrow(0, b, len).copy_(ok_adv);
     r.total += len;
