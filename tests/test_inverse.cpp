@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <sstream>
 #include <string>
+#include <vector>
 
 using namespace iat_test;
 namespace F = iat::functional;
@@ -514,6 +515,20 @@ TEST_CASE("OneOffCache: phases, store and read, EMA, save and load", "[inverse][
     CHECK(cache->num_stored() == 4);
     CHECK(torch::equal(cache->is_stored(torch::tensor({2, 3}, torch::kLong)), torch::tensor({true, false})));
     CHECK(cache->memory_bytes() == 10 * 3 * 4 + 10);
+  }
+  SECTION("read_or_store makes only the rows never stored, and nothing once all are") {
+    cache->store(index.narrow(0, 0, 2), probs.narrow(0, 0, 2));  // positions 7 and 2
+    std::vector<torch::Tensor> asked;
+    auto make = [&](const torch::Tensor& rows) {
+      asked.push_back(rows);
+      return probs.index_select(0, rows);
+    };
+    CHECK(torch::equal(cache->read_or_store(index, make), probs));
+    REQUIRE(asked.size() == 1);
+    CHECK(torch::equal(asked[0], torch::tensor({2, 3}, torch::kLong)));  // 9 and 0, their rows within index
+    CHECK(cache->num_stored() == 4);
+    CHECK(torch::equal(cache->read_or_store(index, make), probs));
+    CHECK(asked.size() == 1);
   }
   SECTION("float16 storage halves the memory; rows still sum to 1") {
     iat::OneOffCache half(iat::OneOffCacheOptions(10, 3).dtype(torch::kHalf));

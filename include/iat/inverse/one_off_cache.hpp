@@ -12,6 +12,7 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <functional>
 #include <ostream>
 
 namespace iat {
@@ -96,11 +97,21 @@ class OneOffCacheImpl : public torch::nn::Cloneable<OneOffCacheImpl> {
     const char* who = "iat::OneOffCache::read";
     auto idx = checked_index(who, index);
     check_all_stored(who, idx);
-    auto rows = probs_.index_select(0, idx).to(torch::kFloat);
-    if (probs_.scalar_type() != torch::kFloat && probs_.scalar_type() != torch::kDouble) {
-      rows = rows / rows.sum(1, true);  // undo the rounding of 16-bit storage
+    return rows_at(idx);
+  }
+
+  /// Like read(), but the examples at `index` that have never been stored are stored first with
+  /// `make(rows)`: `rows` (int64, on `index`'s device) are their positions within `index`, and `make`
+  /// returns their probabilities [rows, C]. It runs only when some are missing. iat::train::one_off_loss
+  /// makes the inverse examples of those T' never visited this way.
+  torch::Tensor read_or_store(const torch::Tensor& index, const std::function<torch::Tensor(const torch::Tensor&)>& make) {
+    auto idx = checked_index("iat::OneOffCache::read_or_store", index);
+    auto missing = stored_.index_select(0, idx).logical_not();
+    if (missing.any().item<bool>()) {
+      auto rows = missing.nonzero().squeeze(1).to(index.device());
+      store(index.index_select(0, rows), make(rows));
     }
-    return rows;
+    return rows_at(idx);
   }
 
   /// The EMA policy: for stored examples p̄ = γ·stored + (1 − γ)·probs, for the others p̄ = probs; stores
@@ -171,6 +182,15 @@ class OneOffCacheImpl : public torch::nn::Cloneable<OneOffCacheImpl> {
                       who, ": probs must have shape [", batch, ", ", options.num_classes(),
                       "] (one row per index), got ", probs.defined() ? probs.sizes() : c10::IntArrayRef{});
     detail::check_probabilities(who, probs, options.num_classes(), options.probability_tolerance());
+  }
+
+  // The stored rows at checked positions, as float32 [B, C].
+  torch::Tensor rows_at(const torch::Tensor& idx) const {
+    auto rows = probs_.index_select(0, idx).to(torch::kFloat);
+    if (probs_.scalar_type() != torch::kFloat && probs_.scalar_type() != torch::kDouble) {
+      rows = rows / rows.sum(1, true);  // undo the rounding of 16-bit storage
+    }
+    return rows;
   }
 
   void check_all_stored(const char* who, const torch::Tensor& idx) const {

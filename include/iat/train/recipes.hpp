@@ -527,15 +527,13 @@ IAT_INLINE StepLoss one_off_loss(const ModelRef& model, const torch::Tensor& x, 
     case OneOffPhase::kStored: {
       // Rows T' never visited (a dropped last batch, a generated set larger than an epoch) get their inverse
       // example now, on the weights of this step, and are stored: from then on they are read like the others.
-      auto missing = cache->is_stored(index).logical_not().to(x.device());
-      if (missing.any().item<bool>()) {
-        auto rows = missing.nonzero().squeeze(1);
-        auto x_rows = x.index_select(0, rows), y_rows = y.index_select(0, rows);
-        auto x_inv = inverse.perturb(model, x_rows, y_rows, x_adv.index_select(0, rows));
+      auto make = [&](const torch::Tensor& rows) {
+        auto r = rows.to(x.device());
+        auto x_inv = inverse.perturb(model, x.index_select(0, r), y.index_select(0, r), x_adv.index_select(0, r));
         torch::NoGradGuard no_grad;
-        cache->store(index.index_select(0, rows.to(index.device())), torch::softmax(model(x_inv), 1));
-      }
-      auto stored = cache->read(index).to(adv_logits.device());
+        return torch::softmax(model(x_inv), 1);
+      };
+      auto stored = cache->read_or_store(index, make).to(adv_logits.device());
       return detail::finish(ce, detail::align_probs_checked_model(align, stored, adv_logits), adv_logits, stored,
                             x_adv);
     }
