@@ -30,6 +30,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -373,6 +374,39 @@ void worker_eval_stop(const dist::ProcessGroupPtr& pg, int rank) {
   save(out, "eval_stop");
 }
 
+// Sharded evaluations given other settings on rank 1 than on rank 0: another ε and other points for
+// AutoAttack, another batch size for robust_accuracy. Each is refused on both ranks before any batch runs,
+// naming the setting (without the check the first would be merged into one report, the last would wait
+// for the other rank until the timeout). Saves 1 per refusal whose message names what differs.
+void worker_eval_settings(const dist::ProcessGroupPtr& pg, int rank) {
+  torch::set_num_threads(1);
+  auto net = make_net(21);
+  auto [x, y] = eval_points();
+  auto refusal = [](const std::function<void()>& run) {
+    try {
+      run();
+    } catch (const c10::Error& e) {
+      return std::string(e.what_without_backtrace());
+    }
+    return std::string("(not refused)");
+  };
+  auto names = [](const std::string& message, const std::string& what) {
+    return static_cast<int64_t>(message.find("rank 1 differs from rank 0 in " + what + ";") != std::string::npos);
+  };
+  const auto eps = refusal([&] {
+    dist::sharded_autoattack(pg, net, x, y, eval_aa_options().eps(rank == 0 ? 8.0 / 255 : 4.0 / 255));
+  });
+  const auto points = refusal([&] {
+    auto mine = rank == 0 ? x : x.flip(0);
+    dist::sharded_autoattack(pg, net, mine, y, eval_aa_options());
+  });
+  auto pgd = iat::eval::pgd(8.0 / 255, 3);
+  const auto batch = refusal([&] {
+    dist::sharded_robust_accuracy(pg, net, x, y, pgd, eval_ra_options().batch_size(rank == 0 ? 9 : 7));
+  });
+  save({torch::tensor({names(eps, "eps"), names(points, "x"), names(batch, "batch_size")})}, "eval_settings");
+}
+
 // --- the launcher side ---
 
 int free_port() {
@@ -474,6 +508,7 @@ TEST_CASE("distributed: worker", "[.][distributed_worker]") {
   if (name == "eval") save(evaluate(pg), "eval");
   if (name == "eval_state") worker_eval_state(pg, env.rank);
   if (name == "eval_stop") worker_eval_stop(pg, env.rank);
+  if (name == "eval_settings") worker_eval_settings(pg, env.rank);
   dist::barrier(pg);
 }
 
@@ -669,6 +704,18 @@ TEST_CASE("distributed: sharded robust_accuracy and AutoAttack on 2 processes eq
   CHECK(aa[1].item<int64_t>() == aa[0].item<int64_t>());  // re-checked as counted
   CHECK(aa[3].item<int64_t>() == 4);                       // apgd-ce, apgd-t, fab-t, square
   CHECK(aa[2].item<int64_t>() > aa[0].item<int64_t>());    // AutoAttack broke points
+  fs::remove_all(dir);
+}
+
+TEST_CASE("distributed: sharded evaluations given other settings on one rank are refused by every rank, naming the "
+          "setting", "[distributed]") {
+  if (skip_without_gloo()) return;
+  auto dir = run_workers("eval_settings");
+  for (int rank = 0; rank < kWorld; ++rank) {
+    INFO("rank " << rank << " (1: refused naming eps, x, batch_size)");
+    const auto flags = load(dir, "eval_settings", rank).at(0);
+    CHECK(torch::equal(flags, torch::tensor({1, 1, 1}, torch::kLong)));
+  }
   fs::remove_all(dir);
 }
 

@@ -162,7 +162,7 @@ int run(int argc, char** argv) {
   const auto& y = points.y;
   const int64_t aa_n = c.autoattack_n > 0 ? std::min(c.autoattack_n, x.size(0)) : x.size(0);
   check_model_on_points(model, points);
-  if (pg) check_same_on_every_rank(pg, model, points);  // each rank evaluates its share of the same points
+  if (pg) check_same_on_every_rank(pg, c, model, points);  // each rank evaluates its share of the same points
 
   const auto t_start = std::chrono::steady_clock::now();
   auto opts = autoattack_options(c, model, device);

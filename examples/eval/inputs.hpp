@@ -6,6 +6,7 @@
 #include <iat/attacks/detail/autoattack.hpp>
 #include <iat/data/load.hpp>
 #include <iat/distributed/process_group.hpp>
+#include <iat/distributed/sharded_eval.hpp>
 #include <iat/models/zoo.hpp>
 #include <iat/train/checkpoint.hpp>
 #include <iat/train/run_model.hpp>
@@ -17,10 +18,10 @@
 #include <torch/serialize.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
-#include <cstring>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -249,24 +250,35 @@ inline void check_model_on_points(const EvalModel& m, const EvalPoints& p) {
   }
 }
 
-/// Under torchrun every rank must evaluate the same model on the same points: their hashes are gathered and
-/// compared, and every rank stops with the same message when one differs.
-inline void check_same_on_every_rank(const iat::distributed::ProcessGroupPtr& pg, const EvalModel& m,
-                                     const EvalPoints& p) {
-  auto to_i64 = [](uint64_t v) {
-    int64_t out;
-    std::memcpy(&out, &v, sizeof out);
-    return out;
-  };
-  auto hash_of = [](const torch::Tensor& t) { return std::stoull(iat::detail::hash_tensor(t), nullptr, 16); };
-  auto mine = torch::tensor({to_i64(m.file_hash), to_i64(hash_of(p.x)), to_i64(hash_of(p.y))}, torch::kLong);
-  const auto all = iat::distributed::all_gather(pg, mine);
-  for (size_t r = 1; r < all.size(); ++r) {
-    const auto same = all[r] == all[0];
-    if (!same[0].item<bool>()) eval_fail(fmt::format("rank {} loaded another model file than rank 0 (its bytes differ)", r));
-    if (!same[1].item<bool>() || !same[2].item<bool>()) {
-      eval_fail(fmt::format("rank {} loaded other points than rank 0 (--data, --dataset, --data-dir or --n differ)", r));
-    }
+/// Under torchrun every rank must run the same evaluation: the model file's bytes, the points and every flag
+/// that changes the results are compared (iat::distributed::check_same_settings), and every rank stops with
+/// the same message naming what differs. Without it a rank started with another --eps would be merged into
+/// one report, and one with another --batch-size would wait for the others until --dist-timeout.
+inline void check_same_on_every_rank(const iat::distributed::ProcessGroupPtr& pg, const EvalConfig& c,
+                                     const EvalModel& m, const EvalPoints& p) {
+  const std::vector<std::pair<std::string, std::string>> settings{
+      {"model file (its bytes)", iat::detail::hex64(m.file_hash)},
+      {"points (--data, --dataset, --data-dir or --n)", iat::detail::hash_tensor(p.x) + iat::detail::hash_tensor(p.y)},
+      {"--norm", c.norm == iat::Norm::kLinf ? "Linf" : "L2"},
+      {"--eps", fmt::format("{:a}", c.eps)},
+      {"--version", c.version},
+      {"--attacks", fmt::format("{}", fmt::join(c.aa_attacks, ","))},
+      {"--also", fmt::format("{}", fmt::join(c.extras, ","))},
+      {"--autoattack-n", std::to_string(c.autoattack_n)},
+      {"--seed", std::to_string(c.seed)},
+      {"--batch-size", std::to_string(c.batch_size)},
+      {"--apgd-steps", std::to_string(c.apgd_steps)},
+      {"--fab-steps", std::to_string(c.fab_steps)},
+      {"--square-queries", std::to_string(c.square_queries)},
+      {"--n-targets", std::to_string(c.n_targets)},
+      {"--nonfinite-as-broken", c.nonfinite_as_broken ? "on" : "off"},
+      {"--state-mismatch-ok", c.state_mismatch_ok ? "on" : "off"},
+      {"--state (given or not)", c.state.empty() ? "no" : "yes"}};
+  try {
+    iat::distributed::check_same_settings(pg, "under torchrun", settings,
+                                          "every rank must run the same command on the same files");
+  } catch (const c10::Error& e) {
+    eval_fail(e.what_without_backtrace());
   }
 }
 

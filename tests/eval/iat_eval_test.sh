@@ -192,7 +192,7 @@ EOF
     # rank 0 writes the one-process report, flag for flag and x_adv bit for bit; they resume from a state file
     # of one process killed mid-run and one process from theirs, with the same report; one process resumes
     # within an attack from the state file of 2 ranks killed in it; a seed from the clock
-    # is refused; ranks that loaded other points stop, naming it; a killed rank stops the other.
+    # is refused; ranks given other points, another --eps or --batch-size stop, naming it; a killed rank stops the other.
     if [ -x "$(dirname "$PY")/torchrun" ]; then LAUNCH=("$(dirname "$PY")/torchrun"); else LAUNCH=("$PY" -m torch.distributed.run); fi
     LAUNCH+=(--redirects 2 --tee 2)  # Debian's 1.13 launcher on Python 3.11 needs them (docs/distributed.md)
     free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -258,17 +258,26 @@ PY
     expect_rc 1 "$WORK/seed.log" "${LAUNCH[@]}" --nproc_per_node 2 --master_port "$(free_port)" --no_python "$BIN" \
       "${RUN[@]}" --seed -1
     expect_in "$WORK/seed.log" "--seed must be >= 0 under torchrun"
-    # Rank 1 evaluating other points (--n): both stop before any attack, saying which.
-    port=$(free_port)
-    RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$BIN" "${RUN[@]}" > "$WORK/m0.log" 2>&1 &
-    m0=$!
-    rc=0
-    RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$BIN" "${RUN[@]}" --n 16 > "$WORK/m1.log" 2>&1 || rc=$?
-    [ $rc = 2 ] || { cat "$WORK/m1.log"; fail "rank 1 with other points: expected exit 2, got $rc"; }
-    rc=0
-    wait $m0 || rc=$?
-    [ $rc = 2 ] || { cat "$WORK/m0.log"; fail "rank 0 beside other points: expected exit 2, got $rc"; }
-    expect_in "$WORK/m0.log" "rank 1 loaded other points than rank 0"
+    # Rank 1 evaluating other points (--n), or with another --eps or --batch-size: both stop before any attack,
+    # naming what differs (another eps would be merged into one report, another batch size hang).
+    mismatch() {  # mismatch WHAT RANK1-FLAGS...: rank 1 runs with these flags, both ranks exit 2 naming WHAT
+      local what=$1 port rc m0
+      shift
+      port=$(free_port)
+      RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$BIN" "${RUN[@]}" > "$WORK/m0.log" 2>&1 &
+      m0=$!
+      rc=0
+      RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$BIN" "$@" > "$WORK/m1.log" 2>&1 || rc=$?
+      [ $rc = 2 ] || { cat "$WORK/m1.log"; fail "rank 1 with other $what: expected exit 2, got $rc"; }
+      rc=0
+      wait $m0 || rc=$?
+      [ $rc = 2 ] || { cat "$WORK/m0.log"; fail "rank 0 beside other $what: expected exit 2, got $rc"; }
+      expect_in "$WORK/m0.log" "under torchrun: rank 1 differs from rank 0 in $what"
+      expect_in "$WORK/m1.log" "under torchrun: rank 1 differs from rank 0 in $what"
+    }
+    mismatch "points" "${RUN[@]}" --n 16
+    mismatch "--eps" "${RUN[@]/0.05/0.04}"
+    mismatch "--batch-size" "${RUN[@]/#8/4}"
     # A rank killed mid-evaluation: the other exits 2 naming the lost rank. It notices at its next exchange
     # (after its share of the attack: a few seconds here, about 6 s of APGD for the 32 points in one process)
     # and at once then, since Gloo sees the connection close; a rank that hangs is waited for --dist-timeout.

@@ -113,11 +113,54 @@ inline void check_state_file(const ProcessGroupPtr& pg, const std::string& path)
 
 }  // namespace detail
 
+/// Refuses, on every rank at once, settings that differ between the ranks: each value of `settings` (name,
+/// value) is hashed, the hashes are gathered, and the message names every setting in which a rank differs
+/// from rank 0, then `advice`. Every rank must pass the same names in the same order (a different list is
+/// refused as such). What a sharded evaluation runs before its first batch: ranks given another ε would
+/// be merged into one report, ranks given another batch size would wait for each other until the
+/// process group's timeout.
+///
+/// **Example**
+/// \code
+/// iat::distributed::check_same_settings(pg, "my-eval", {{"--eps", eps_text}, {"--batch-size", std::to_string(bs)}});
+/// \endcode
+inline void check_same_settings(const ProcessGroupPtr& pg, const std::string& who,
+                                const std::vector<std::pair<std::string, std::string>>& settings,
+                                const std::string& advice = "every rank must be given the same ones") {
+  std::string names;
+  std::vector<int64_t> hashes(1);
+  for (const auto& [name, value] : settings) {
+    names.append(name).append(1, '\n');
+    const uint64_t h = iat::detail::hash_bytes(value.data(), value.size());
+    hashes.push_back(static_cast<int64_t>(h));
+  }
+  hashes[0] = static_cast<int64_t>(iat::detail::hash_bytes(names.data(), names.size()));
+  const auto all = all_gather(pg, torch::tensor(hashes, torch::kLong));
+  const auto* first = all[0].data_ptr<int64_t>();
+  for (size_t r = 1; r < all.size(); ++r) {
+    const auto* theirs = all[r].data_ptr<int64_t>();
+    TORCH_CHECK_VALUE(theirs[0] == first[0], who, ": rank ", r, " compares other settings than rank 0 (another "
+                      "build of the program?); ", advice);
+    std::vector<std::string> differ;
+    for (size_t k = 0; k < settings.size(); ++k) {
+      if (theirs[k + 1] != first[k + 1]) {
+        differ.push_back(settings[k].first);
+      }
+    }
+    if (!differ.empty()) {
+      std::ostringstream list;
+      for (size_t k = 0; k < differ.size(); ++k) list << (k > 0 ? ", " : "") << differ[k];
+      TORCH_CHECK_VALUE(false, who, ": rank ", r, " differs from rank 0 in ", list.str(), "; ", advice);
+    }
+  }
+}
+
 /// iat::eval::robust_accuracy over the ranks of `pg`: rank r runs the batches b with b % world_size == r,
 /// each seeded with `options.seed()` + b (a seed is required: without one a batch's draws would depend on
 /// the batches before it). Every rank returns the whole result — per-point flags `robust` and `clean`,
 /// counts, accuracies — equal to `iat::eval::robust_accuracy(model, x, y, attack, options)` in one process.
-/// Every rank must pass the same x, y, model weights and options.
+/// Every rank must pass the same x, y, model weights and options (the points, the attack's name, the batch
+/// size and the seed are compared first: check_same_settings).
 ///
 /// **Example**
 /// \code
@@ -132,6 +175,14 @@ inline iat::eval::RobustAccuracy sharded_robust_accuracy(const ProcessGroupPtr& 
                                                          Attack& attack, iat::eval::RobustAccuracyOptions options) {
   TORCH_CHECK_VALUE(options.seed().has_value(), "iat::distributed::sharded_robust_accuracy: options.seed() must be "
                     "set, so that every batch draws the same random numbers on whichever rank runs it");
+  check_same_settings(pg, "iat::distributed::sharded_robust_accuracy",
+                      {{"attack", attack.name()},
+                       {"points", std::to_string(x.size(0))},
+                       {"x", iat::detail::hash_tensor(x)},
+                       {"y", iat::detail::hash_tensor(y)},
+                       {"batch_size", std::to_string(options.batch_size())},
+                       {"seed", std::to_string(*options.seed())}},
+                      "every rank must pass the same points and options");
   options.shard_index(pg->getRank()).shard_count(pg->getSize());
   auto r = iat::eval::robust_accuracy(model, x, y, attack, options);
   auto flags = torch::stack({r.robust, r.clean}).to(torch::kInt).contiguous();
@@ -156,7 +207,8 @@ inline iat::eval::RobustAccuracy sharded_robust_accuracy(const ProcessGroupPtr& 
 /// compared, and rank 0's right to write it checked, on every rank before anything runs). A run stopped
 /// within an attack resumes from the last round the file holds, under any number of processes, as a
 /// one-process state file does (from its last batch). Every rank must pass the same x, y, weights and
-/// options; log sees this rank's batches only, on_batch this rank's batches once they are merged.
+/// options: the points and every setting of AutoAttack::settings but the model_id are compared first
+/// (check_same_settings), and a rank that differs stops every rank with a message naming the setting; log sees this rank's batches only, on_batch this rank's batches once they are merged.
 ///
 /// **Example**
 /// \code
@@ -170,6 +222,14 @@ inline iat::eval::AutoAttackReport sharded_autoattack(const ProcessGroupPtr& pg,
   TORCH_CHECK_VALUE(options.seed() >= 0, "iat::distributed::sharded_autoattack: the seed must be fixed (>= 0), got ",
                     options.seed(), "; a seed from the clock could differ between ranks");
   if (!options.state_path().empty()) detail::check_state_file(pg, options.state_path());
+  {
+    // Every setting but the model's name (the same file may lie under another path on another machine).
+    auto settings = iat::eval::AutoAttack(options).settings(x, y);
+    settings.erase(std::remove_if(settings.begin(), settings.end(), [](const auto& s) { return s.first == "model"; }),
+                   settings.end());
+    check_same_settings(pg, "iat::distributed::sharded_autoattack", settings,
+                        "every rank must pass the same points and options");
+  }
   options.shard_index(pg->getRank()).shard_count(pg->getSize());
   options.shard_merge([pg](iat::eval::AutoAttackShardMerge& m) { detail::merge_autoattack_shards(pg, m); });
   iat::eval::AutoAttack aa(std::move(options));

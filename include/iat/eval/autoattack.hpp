@@ -457,6 +457,18 @@ class AutoAttack {
     return {};
   }
 
+  /// Everything that changes the results of `run(model, x, y)`, as (name, value) pairs: the model_id, the
+  /// points' count and hashes, the threat model, the attacks and their settings, the seed, the batch size.
+  /// A state file records them; iat::distributed::sharded_autoattack compares them across the ranks.
+  ///
+  /// **Example**
+  /// \code
+  /// for (const auto& [name, value] : aa.settings(x, y)) std::cout << name << " = " << value << "\n";
+  /// \endcode
+  std::vector<std::pair<std::string, std::string>> settings(const torch::Tensor& x, const torch::Tensor& y) const {
+    return settings_of(x, y, attack_list());
+  }
+
   /// Runs the evaluation on x (float [N, C, H, W] in [0,1]) and y (int64 [N]).
   AutoAttackReport run(const ModelRef& model, const torch::Tensor& x_in, const torch::Tensor& y_in);
 
