@@ -260,6 +260,14 @@ TEST_CASE("SVHN .mat files (level 5, compressed or not) become [N, C, H, W] with
     write_file(path, file);
     REQUIRE_THROWS_WITH(iat::data::read_svhn_mat(path),
                         Contains("variable 'X'") && Contains("need 90 values") && Contains("holds 10 bytes"));
+    // Dimensions whose byte count wraps past 2^64 to the 0 bytes the element holds (2^62 doubles): refused
+    // by this check, not by a failed allocation that names no file.
+    Bytes wraps = mat_header();
+    append_element(wraps, mat_matrix("X", mxUINT8, {1 << 30, 1 << 30, 4, 1}, miDOUBLE, Bytes{}), false);
+    write_file(path, wraps);
+    REQUIRE_THROWS_WITH(iat::data::read_svhn_mat(path), Contains(path) && Contains("variable 'X'") &&
+                                                            Contains("need 4611686018427387904 values of 8 bytes") &&
+                                                            Contains("holds 0 bytes"));
     // y with a count other than X's.
     Bytes counts = mat_header();
     append_element(counts, mat_matrix("X", mxUINT8, {kMatH, kMatW, kMatC, 2}, miUINT8, Bytes(90, 0)), false);
@@ -347,6 +355,17 @@ TEST_CASE("npz archives, stored or deflated, give NCHW uint8 images and int64 la
     REQUIRE_THROWS_WITH(iat::data::read_npz(dir.file("short.npz")),
                         Contains("'image'") && Contains("(11, 4, 6, 3)") && Contains("needs 792 data bytes") &&
                             Contains("holds 787"));
+    members = npz_members(n);
+    // 2^31 × 2^30 labels of 8 bytes: 2^64 bytes, which wraps to the 0 the entry holds.
+    members[1] = {"label.npy", npy("<i8", {int64_t{1} << 31, int64_t{1} << 30}, Bytes{})};
+    write_zip(dir.file("wrap.npz"), members, false);
+    REQUIRE_THROWS_WITH(iat::data::read_npz(dir.file("wrap.npz")),
+                        Contains("wrap.npz") && Contains("'label'") && Contains("needs more than 2^64 data bytes"));
+    members = npz_members(n);
+    // No images of 2^20 × 2^20 × 3 bytes each: refused, not sized by one image (a 3 TiB buffer).
+    members[0] = {"image.npy", npy("|u1", {0, int64_t{1} << 20, int64_t{1} << 20, 3}, Bytes{})};
+    write_zip(dir.file("none.npz"), members, false);
+    REQUIRE_THROWS_WITH(iat::data::read_npz(dir.file("none.npz")), Contains("none.npz") && Contains("holds 0 images"));
     members = npz_members(n);
     members[1] = {"label.npy", npy("<i8", {n - 1}, Bytes(static_cast<size_t>(8 * (n - 1)), 0))};
     write_zip(dir.file("count.npz"), members, true);

@@ -169,6 +169,18 @@ TEST_CASE("Loader and MixedLoader shards split each epoch disjointly for data-pa
     cut.push_back(shard.epoch_order(0));
   }
   CHECK(std::get<0>(at::_unique(torch::cat(cut))).size(0) == 21);
+  // More than twice as many shards as examples: the order wraps around more than once (2 examples over 5
+  // shards: 0 1 0 1 0 of the epoch's order), so no shard is left without one.
+  auto two = synthetic(2);
+  iat::data::Loader two_whole(two, iat::data::LoaderOptions().batch_size(1).seed(8));
+  const auto two_order = two_whole.epoch_order(0);
+  for (int64_t r = 0; r < 5; ++r) {
+    INFO("shard " << r << " of 5 over 2 examples");
+    iat::data::Loader shard(two, iat::data::LoaderOptions().batch_size(1).seed(8).num_shards(5).shard(r));
+    auto p = run_pass(shard);
+    REQUIRE(p.index.size() == 1);
+    CHECK(torch::equal(p.index[0], two_order.slice(0, r % 2, r % 2 + 1)));
+  }
 
   auto orig = synthetic(30, 10, 3, 8, 8, 1);
   auto gen = synthetic(70, 10, 3, 8, 8, 2);

@@ -183,6 +183,17 @@ TEST_CASE("tensor-file errors name the file and what was found there", "[io]") {
     const auto repeated = io::read_tensor_dict(dir.file("repeat.pt"))["w"];
     CHECK(repeated.numel() == int64_t{1} << 40);
     CHECK(repeated.storage().nbytes() == 16);
+    // A rebuild over that view instead of a storage: 2^32 of its elements passed the bounds check against
+    // the view's 2^40 and were cloned (16 GiB from a 500-byte file). Only a storage may be rebuilt.
+    auto rebuild = [&](const std::string& from, const std::string& size, const std::string& stride) {
+      return "ctorch._utils\n_rebuild_tensor_v2\n(" + from + "K" + zero + size + "\x85" + stride + "\x85\x89)tR";
+    };
+    write_pickle("nested.pt", proto + "}" + text("w") +
+                                  rebuild(rebuild(storage("K\x04"), long1(uint64_t{1} << 40), "K" + zero),
+                                          long1(uint64_t{1} << 32), "K\x01") +
+                                  "s.");
+    REQUIRE_THROWS_WITH(io::read_tensor_dict(dir.file("nested.pt")),
+                        Catch::Contains("_rebuild_tensor_v2 on a tensor, not a storage"));
   }
   SECTION("a damaged record inside a readable archive: the error names the file (found by fuzz_state_dict)") {
     const auto path = dir.file("damaged_record.pt");

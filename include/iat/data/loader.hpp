@@ -213,7 +213,8 @@ class Loader {
                            : torch::arange(n, torch::kLong);
       if (shards > 1) {
         const int64_t total = per_shard * shards;
-        if (total > n) order = torch::cat({order, order.slice(0, 0, total - n)});  // wrap around
+        // Wrap around, as often as needed: more than twice as many shards as examples wraps more than once.
+        if (total > n) order = order.repeat({(total + n - 1) / n}).slice(0, 0, total);
         order = order.slice(0, shard, total, shards).contiguous();
       }
       return [order, per_shard, bs](int64_t b) -> std::vector<torch::Tensor> {

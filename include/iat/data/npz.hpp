@@ -146,9 +146,9 @@ class NpzArchive {
     const uint64_t data_bytes = entry_size - header_bytes;
     std::string shape;
     for (size_t d = 0; d < header.shape.size(); ++d) shape += (d ? ", " : "") + std::to_string(header.shape[d]);
-    TORCH_CHECK(static_cast<uint64_t>(numel) * static_cast<uint64_t>(header.item_size) == data_bytes, who_, ": ",
-                where, ": shape (", shape, ") of dtype '", header.descr, "' needs ",
-                static_cast<uint64_t>(numel) * static_cast<uint64_t>(header.item_size), " data bytes, the entry holds ",
+    TORCH_CHECK(iat::detail::holds_exactly(data_bytes, numel, header.item_size), who_, ": ", where, ": shape (", shape,
+                ") of dtype '", header.descr, "' needs ", iat::detail::byte_count_text(numel, header.item_size),
+                " data bytes, the entry holds ",
                 data_bytes, " after its ", header_bytes, "-byte header");
     sink(header, read);
     if (consumed == entry_size) {
@@ -240,6 +240,7 @@ inline Dataset read_npz(const std::string& path, const std::string& image_key = 
                 "' must be [N, H, W, C] or [N, H, W], got rank ", h.shape.size());
     const int64_t n = h.shape[0], hh = h.shape[1], ww = h.shape[2];
     const int64_t c = h.shape.size() == 4 ? h.shape[3] : 1;
+    TORCH_CHECK(n > 0, who, ": '", path, "' array '", image_key, "' holds 0 images");
     if (h.fortran_order) {
       auto whole = detail::npz_read_whole(h, read).view({n, hh, ww, c});
       ds.images = whole.permute({0, 3, 1, 2}).contiguous();

@@ -36,14 +36,14 @@ namespace detail {
 
 /// One value of the pickle subset that torch.save / torch::jit::pickle_save write for a dict of tensors.
 struct PickleValue {
-  enum class Kind { kNone, kBool, kInt, kFloat, kString, kTuple, kList, kDict, kGlobal, kTensor };
+  enum class Kind { kNone, kBool, kInt, kFloat, kString, kTuple, kList, kDict, kGlobal, kTensor, kStorage };
   Kind kind = Kind::kNone;
   int64_t integer = 0;
   double real = 0.0;
   std::string text;  ///< kString, or "module.name" for kGlobal
   std::vector<std::shared_ptr<PickleValue>> items;                                             ///< tuple/list
   std::vector<std::pair<std::shared_ptr<PickleValue>, std::shared_ptr<PickleValue>>> entries;  ///< dict
-  torch::Tensor tensor;                                                                        ///< kTensor
+  torch::Tensor tensor;                                                                        ///< kTensor; kStorage: 1-D
   int depth = 1;        ///< 1 + the deepest value held (values are never changed once held: no cycles)
   bool held = false;    ///< inside a tuple, list or dict
 };
@@ -61,6 +61,7 @@ inline const char* pickle_kind_name(PickleValue::Kind kind) {
     case PickleValue::Kind::kDict: return "dict";
     case PickleValue::Kind::kGlobal: return "global";
     case PickleValue::Kind::kTensor: return "tensor";
+    case PickleValue::Kind::kStorage: return "storage";
   }
   return "?";
 }
@@ -357,7 +358,7 @@ class Unpickler {
     fail_if(static_cast<uint64_t>(numel) > bytes / item, "record '", record, "' holds ", bytes, " bytes, too few for ",
             numel, " elements of ", dtype);
     const size_t need = static_cast<size_t>(numel) * static_cast<size_t>(item);
-    auto storage = make(PickleValue::Kind::kTensor);
+    auto storage = make(PickleValue::Kind::kStorage);  // only a persistent id makes one: a rebuilt tensor is no storage
     storage->tensor = torch::empty({numel}, torch::TensorOptions().dtype(dtype));
     if (need > 0) std::memcpy(storage->tensor.data_ptr(), std::get<0>(data).get(), need);
     storages_[key->text] = storage;
@@ -375,7 +376,10 @@ class Unpickler {
     if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") {
       fail_if(args->items.size() < 4, name, " with ", args->items.size(), " arguments");
       const auto& storage = args->items[0];
-      fail_if(storage->kind != PickleValue::Kind::kTensor, name, " without a storage");
+      // A storage, never a rebuilt tensor: a view that repeats elements (stride 0) is not materialised, so a
+      // rebuild over it would pass the bounds check below against its huge element count and clone it.
+      fail_if(storage->kind != PickleValue::Kind::kStorage, name, " on a ", pickle_kind_name(storage->kind),
+              ", not a storage");
       const int64_t offset = as_int(args->items[1], "a tensor's storage offset");
       const auto sizes = as_ints(args->items[2], "a tensor's size");
       const auto strides = as_ints(args->items[3], "a tensor's stride");

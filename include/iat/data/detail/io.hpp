@@ -214,14 +214,35 @@ inline void check_file_labels(const char* who, const std::string& path, const to
 
 /// Product of dimensions, failing on overflow beyond int64 (a corrupt header).
 inline int64_t checked_numel(const char* who, const std::string& path, const std::vector<int64_t>& dims) {
-  int64_t n = 1;
+  // The product of the non-zero dimensions is checked too: with a zero among them a reader still sizes
+  // buffers by the others (an image's bytes).
+  int64_t nonzero = 1;
+  bool empty = false;
   for (int64_t d : dims) {
     TORCH_CHECK(d >= 0, who, ": '", path, "': negative dimension ", d, " in the header");
-    TORCH_CHECK(d == 0 || n <= std::numeric_limits<int64_t>::max() / d, who, ": '", path,
+    if (d == 0) {
+      empty = true;
+      continue;
+    }
+    TORCH_CHECK(nonzero <= std::numeric_limits<int64_t>::max() / d, who, ": '", path,
                 "': the header's dimensions overflow (corrupt header)");
-    n *= d;
+    nonzero *= d;
   }
-  return n;
+  return empty ? 0 : nonzero;
+}
+
+/// Whether `bytes` holds exactly `numel` elements of `item` bytes, without forming numel × item (which
+/// wraps past 2^64 for a corrupt header and could then match a short record).
+inline bool holds_exactly(uint64_t bytes, int64_t numel, int64_t item) {
+  return item > 0 && numel >= 0 && bytes % static_cast<uint64_t>(item) == 0 &&
+         bytes / static_cast<uint64_t>(item) == static_cast<uint64_t>(numel);
+}
+
+/// numel × item as a number for a message, or "more than 2^64" where it would wrap.
+inline std::string byte_count_text(int64_t numel, int64_t item) {
+  const auto n = static_cast<uint64_t>(numel), i = static_cast<uint64_t>(item);
+  if (i != 0 && n > std::numeric_limits<uint64_t>::max() / i) return "more than 2^64";
+  return std::to_string(n * i);
 }
 
 /// Copies `n` bytes at `data` into a new uint8 tensor of the given shape.

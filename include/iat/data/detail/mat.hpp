@@ -118,7 +118,7 @@ inline MatArray parse_mat_matrix(const char* who, const std::string& path, const
   int64_t item = 1;
   TORCH_CHECK(mat_numeric_type(type, &dtype, &item), who, ": '", path, "': variable '", out.name,
               "' stores its data as type ", type, ", not a numeric MAT type");
-  TORCH_CHECK(static_cast<uint64_t>(numel) * static_cast<uint64_t>(item) == bytes, who, ": '", path, "': variable '",
+  TORCH_CHECK(holds_exactly(bytes, numel, item), who, ": '", path, "': variable '",
               out.name, "' at offset ", part_offset, ": its dimensions need ", numel, " values of ", item,
               " bytes, the data element holds ", bytes, " bytes");
   cur.need(bytes, "the real part's data");
