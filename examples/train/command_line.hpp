@@ -231,6 +231,9 @@ inline int parse_command_line(int argc, const char* const* argv, TrainConfig& cf
     out << cfg.to_json().dump(2) << "\n";
     return 0;
   }
+  // Flags that change nothing for this method or within these epochs: said, not silently ignored.
+  const auto given = [&app](const std::string& flag) { return app.get_option(flag)->count() > 0; };
+  for (const auto& w : unused_setting_warnings(cfg, given)) err << "iat-train: warning: " << w << "\n";
   if ((cfg.method == "hat") != !cfg.helper.empty()) {
     err << (cfg.method == "hat" ? "iat-train: --method hat needs --helper RUN: the standard model that labels its helper "
                                   "examples (train it first with --method standard on the same data)\n"

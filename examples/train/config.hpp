@@ -165,6 +165,83 @@ inline const std::vector<std::string>& methods() {
   return m;
 }
 
+/// Whether --method `m` is a single-step method (fgsm-rs, n-fgsm, gradalign and their -uiat forms).
+inline bool is_single_step_method(const std::string& m) {
+  return m.rfind("fgsm-rs", 0) == 0 || m.rfind("n-fgsm", 0) == 0 || m.rfind("gradalign", 0) == 0;
+}
+
+/// Whether --method `m` trains with a universal inverse perturbation δ_y (uiat, trades-uiat, the -uiat forms
+/// of the single-step methods; not uiat-one-off, whose inverse examples are per example).
+inline bool uses_universal_perturbation(const std::string& m) {
+  return m == "uiat" || m == "trades-uiat" || (is_single_step_method(m) && m.find("-uiat") != std::string::npos);
+}
+
+/// The flags of iat-train that only some methods read (every other flag applies to all of them; the inverse
+/// attack's --inv-eps, --inv-step-size, --inv-steps and --beta also draw figure1 for every method), with the
+/// methods that read each. iat-train warns when one is given on the command line to another method.
+struct MethodFlag {
+  const char* flag;
+  bool (*used_by)(const std::string& method);
+  const char* users;
+};
+
+inline const std::vector<MethodFlag>& method_flags() {
+  static const std::vector<MethodFlag> flags = {
+      {"--steps", [](const std::string& m) { return !is_single_step_method(m) && m != "standard"; },
+       "the PGD-trained methods (not standard or the single-step ones)"},
+      {"--step-size", [](const std::string& m) { return !is_single_step_method(m) && m != "standard"; },
+       "the PGD-trained methods (not standard or the single-step ones)"},
+      {"--lambda",
+       [](const std::string& m) { return m == "iat" || m == "uiat-one-off" || uses_universal_perturbation(m); },
+       "iat, uiat-one-off and the UIAT methods"},
+      {"--momentum-epoch", [](const std::string& m) { return uses_universal_perturbation(m); }, "the UIAT methods"},
+      {"--gamma", [](const std::string& m) { return uses_universal_perturbation(m); }, "the UIAT methods"},
+      {"--one-off-epoch", [](const std::string& m) { return m == "uiat-one-off"; }, "uiat-one-off"},
+      {"--trades-beta", [](const std::string& m) { return m == "trades" || m == "trades-uiat"; }, "trades, trades-uiat"},
+      {"--mart-beta", [](const std::string& m) { return m == "mart"; }, "mart"},
+      {"--hat-beta", [](const std::string& m) { return m == "hat"; }, "hat"},
+      {"--hat-gamma", [](const std::string& m) { return m == "hat"; }, "hat"},
+      {"--hat-scale", [](const std::string& m) { return m == "hat"; }, "hat"},
+      {"--grad-align-lambda", [](const std::string& m) { return m.rfind("gradalign", 0) == 0; },
+       "gradalign, gradalign-uiat"},
+  };
+  return flags;
+}
+
+/// What iat-train warns about before it trains: each flag given (`given(flag)`: on the command line, not by
+/// a preset) that --method does not read, and each schedule that can never start within --epochs (the
+/// one-off epoch T', the momentum epoch T, AWP's warm-up). One line per finding, without the prefix.
+template <class Given>
+std::vector<std::string> unused_setting_warnings(const TrainConfig& cfg, const Given& given) {
+  std::vector<std::string> out;
+  for (const auto& f : method_flags()) {
+    if (given(f.flag) && !f.used_by(cfg.method)) {
+      out.push_back(std::string(f.flag) + " has no effect with --method " + cfg.method + " (it is read by " + f.users +
+                    " only)");
+    }
+  }
+  if (cfg.method == "uiat-one-off" && cfg.one_off_epoch >= cfg.epochs) {
+    out.push_back("--one-off-epoch " + std::to_string(cfg.one_off_epoch) + " >= --epochs " + std::to_string(cfg.epochs) +
+                  ": epoch T' never comes, so no inverse example is stored or reused and uiat-one-off trains as IAT "
+                  "does throughout; give --one-off-epoch below " + std::to_string(cfg.epochs));
+  }
+  if (uses_universal_perturbation(cfg.method) && given("--momentum-epoch") && cfg.momentum_epoch >= cfg.epochs) {
+    out.push_back("--momentum-epoch " + std::to_string(cfg.momentum_epoch) + " >= --epochs " +
+                  std::to_string(cfg.epochs) + ": the inverse momentum never turns on");
+  }
+  if (cfg.awp_gamma > 0 && cfg.awp_warmup >= cfg.epochs) {
+    out.push_back("--awp-warmup " + std::to_string(cfg.awp_warmup) + " >= --epochs " + std::to_string(cfg.epochs) +
+                  ": the weight perturbation of --awp-gamma never runs; give --awp-warmup below " +
+                  std::to_string(cfg.epochs));
+  }
+  if (cfg.awp_gamma == 0) {
+    for (const char* flag : {"--awp-warmup", "--awp-proxy-lr"}) {
+      if (given(flag)) out.push_back(std::string(flag) + " has no effect without --awp-gamma > 0");
+    }
+  }
+  return out;
+}
+
 /// A preset: a name, what it reproduces, and flag values as they would be typed.
 struct Preset {
   std::string name;

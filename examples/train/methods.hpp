@@ -36,10 +36,8 @@ class Method {
   Method(const TrainConfig& cfg, int64_t num_classes, std::vector<int64_t> input_shape, int64_t num_examples,
          torch::Device device)
       : cfg_(cfg), name_(cfg.method), align_(iat::AlignmentLossOptions().weight(cfg.lambda)) {
-    const bool single = name_ == "fgsm-rs" || name_ == "n-fgsm" || name_ == "gradalign" ||
-                        name_.rfind("fgsm-rs-", 0) == 0 || name_.rfind("n-fgsm-", 0) == 0 ||
-                        name_.rfind("gradalign-", 0) == 0;
-    uses_uip_ = name_ == "uiat" || name_ == "trades-uiat" || (single && name_.find("-uiat") != std::string::npos);
+    const bool single = is_single_step_method(name_);
+    uses_uip_ = uses_universal_perturbation(name_);
     // The adversary.
     if (name_ == "trades" || name_ == "trades-uiat" || name_ == "hat") {
       attack_ = std::make_unique<iat::PGD>(

@@ -27,6 +27,8 @@ expect_rc() {
   "$@" > "$log" 2>&1 || rc=$?
   [ "$rc" = "$want" ] || { cat "$log"; fail "expected exit $want, got $rc: $*"; }
 }
+# expect_in LOG TEXT: fails unless LOG holds TEXT (a fixed string).
+expect_in() { grep -qF -- "$2" "$1" || { cat "$1"; fail "'$2' not in $1"; }; }
 # metric_epochs FILE: the epoch numbers of a metrics.jsonl, space-separated.
 metric_epochs() { /usr/bin/python3 -c 'import json,sys; print(*[json.loads(l)["epoch"] for l in open(sys.argv[1])])' "$1"; }
 
@@ -397,6 +399,26 @@ ARGS
     # Every text option config.json records is checked alike (--helper was not: a fuzz finding).
     expect_rc 2 "$WORK/log" "$BIN" --print-config --method hat --helper "$(printf 'runs/std\301')"
     grep -qF -- "--helper: must be UTF-8 text" "$WORK/log" || { cat "$WORK/log"; fail "unclear refusal of a non-UTF-8 --helper"; }
+    # Flags that change nothing are said, not silently ignored: a flag another method reads (TINY gives
+    # --momentum-epoch and --one-off-epoch to every method), a schedule that never starts within --epochs.
+    warns() {  # warns EXPECTED-COUNT ARGS...: a run of one step prints that many warnings, then the lines below
+      local want=$1
+      shift
+      expect_rc 130 "$WORK/log" "$BIN" "${TINY[@]}" --stop-after-steps 1 --out "$WORK/warn" --overwrite "$@"
+      [ "$(grep -c "iat-train: warning:" "$WORK/log")" = "$want" ] || { cat "$WORK/log"; fail "$*: expected $want warnings"; }
+    }
+    warns 2 --method pgd-at --epochs 2
+    expect_in "$WORK/log" "warning: --momentum-epoch has no effect with --method pgd-at (it is read by the UIAT methods only)"
+    expect_in "$WORK/log" "warning: --one-off-epoch has no effect with --method pgd-at (it is read by uiat-one-off only)"
+    warns 1 --method uiat-one-off --epochs 2
+    expect_in "$WORK/log" "warning: --momentum-epoch has no effect with --method uiat-one-off"
+    warns 2 --method uiat-one-off --epochs 1
+    expect_in "$WORK/log" "warning: --one-off-epoch 1 >= --epochs 1: epoch T' never comes"
+    warns 5 --method fgsm-rs --epochs 2 --awp-warmup 3
+    expect_in "$WORK/log" "warning: --steps has no effect with --method fgsm-rs"
+    expect_in "$WORK/log" "warning: --awp-warmup has no effect without --awp-gamma > 0"
+    warns 2 --method uiat --epochs 2 --awp-gamma 5e-3 --awp-warmup 2
+    expect_in "$WORK/log" "warning: --awp-warmup 2 >= --epochs 2: the weight perturbation of --awp-gamma never runs"
     ;;
   torchrun)
     # Several processes (docs/distributed.md): 2 ranks at global batch B equal 1 process at B (weights within
