@@ -5,6 +5,7 @@
 #include <iat/train/ema.hpp>
 #include <iat/train/one_cycle.hpp>
 
+#include <torch/cuda.h>
 #include <torch/nn/modules/batchnorm.h>
 
 #include <csignal>
@@ -212,8 +213,30 @@ TEST_CASE("save_atomically replaces the file whole and keeps it on failure", "[t
     iat::train::set_cpu_rng_state(state);
     auto b = torch::rand({5});
     CHECK(torch::equal(a, b));
+    // rng_state(kCPU) is the same generator.
+    iat::train::set_rng_state(torch::kCPU, iat::train::rng_state(torch::kCPU));
+    auto c = torch::rand({5});
+    iat::train::set_rng_state(torch::kCPU, state);
+    CHECK(torch::equal(torch::rand({5}), a));
+    CHECK_FALSE(torch::equal(c, a));
   }
   fs::remove_all(dir);
+}
+
+TEST_CASE("a CUDA generator's state round trip survives torch::manual_seed", "[train][cuda]") {
+  if (!torch::cuda::is_available()) {
+    WARN("no CUDA device: the CUDA generator's state is not exercised in this run");
+    return;
+  }
+  const torch::Device cuda("cuda:0");
+  const auto state = iat::train::rng_state(cuda);
+  const auto a = torch::rand({5}, torch::TensorOptions().device(cuda));
+  torch::manual_seed(977);  // reseeds the CUDA generators too: what iat-train's per-epoch evaluation does
+  const auto reseeded = torch::rand({5}, torch::TensorOptions().device(cuda));
+  iat::train::set_rng_state(cuda, state);
+  const auto b = torch::rand({5}, torch::TensorOptions().device(cuda));
+  CHECK(torch::equal(a, b));
+  CHECK_FALSE(torch::equal(a, reseeded));
 }
 
 // Under AddressSanitizer or ThreadSanitizer the sanitizer's allocator replaces glibc's (its mallopt does nothing

@@ -148,6 +148,7 @@ class Trainer {
       double& correct = epoch_sums_[1];
       double& seen = epoch_sums_[2];
       const auto t0 = std::chrono::steady_clock::now();
+      const double seen_before = seen;  // resumed mid-epoch: the examples before the interruption
       int64_t b = start_batch_;
       for (auto& global_batch : *loader_) {
         schedule_->set_step(step_);
@@ -226,7 +227,9 @@ class Trainer {
                             {"natural_acc", eval.natural},
                             {fmt::format("pgd{}_acc", cfg_.eval_pgd_steps), eval.robust},
                             {"seconds", train_seconds},
-                            {"images_per_second", seen / std::max(train_seconds, 1e-9)}};
+                            // The examples this process trained on over the time it took (a resumed epoch's
+                            // earlier part ran in another process, in a time no clock here measured).
+                            {"images_per_second", (seen - seen_before) / std::max(train_seconds, 1e-9)}};
       if (ema_) {
         row["ema_natural_acc"] = eval.ema_natural;
         row[fmt::format("ema_pgd{}_acc", cfg_.eval_pgd_steps)] = eval.ema_robust;
@@ -420,12 +423,17 @@ class Trainer {
   Eval evaluate() {
     // The evaluation draws random starts; keep them out of the training stream so that a resumed run
     // (which does not repeat this evaluation) sees the same random numbers as an uninterrupted one.
+    // torch::manual_seed reseeds the CUDA generators too: on a GPU the device's stream is kept as well (else
+    // every epoch after the first would draw its random starts from the same CUDA state).
     const auto rng = iat::train::cpu_rng_state();
+    torch::Tensor rng_device;
+    if (device_.is_cuda()) rng_device = iat::train::rng_state(device_);
     torch::manual_seed(cfg_.seed + 977);
     Eval e;
     std::tie(e.natural, e.robust) = evaluate_model(model_);
     if (ema_) std::tie(e.ema_natural, e.ema_robust) = evaluate_model(ema_model_);
     iat::train::set_cpu_rng_state(rng);
+    if (device_.is_cuda()) iat::train::set_rng_state(device_, rng_device);
     return e;
   }
 
@@ -456,6 +464,7 @@ class Trainer {
     archive.write("train_seconds", c10::IValue(train_seconds_total_));
     archive.write("metrics", c10::IValue(nlohmann::json(metrics_).dump()));
     archive.write("rng_cpu", iat::train::cpu_rng_state());
+    if (device_.is_cuda()) archive.write("rng_cuda", iat::train::rng_state(device_));
     archive.write("epoch_sums", torch::tensor(std::vector<double>(epoch_sums_.begin(), epoch_sums_.end()), torch::kDouble));
     archive.write("progress", c10::IValue(nlohmann::json(progress_).dump()));
     archive.write("window_sums", torch::tensor(std::vector<double>(window_sums_.begin(), window_sums_.end()), torch::kDouble));
@@ -620,6 +629,8 @@ class Trainer {
       torch::Tensor rng;
       archive.read("rng_cpu", rng);
       iat::train::set_cpu_rng_state(rng.cpu());
+      // A CUDA run's device stream; a run resumed on another kind of device goes on from its own seed.
+      if (device_.is_cuda() && archive.try_read("rng_cuda", rng)) iat::train::set_rng_state(device_, rng);
     } catch (const c10::Error& e) {
       fail_read(e);
     } catch (const nlohmann::json::exception& e) {

@@ -19,6 +19,7 @@
 #include <torch/types.h>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <ATen/core/Generator.h>
 
 #include <string>
@@ -103,6 +104,34 @@ inline void set_cpu_rng_state(const torch::Tensor& state) {
   auto gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());
   gen.set_state(state);
+}
+
+/// The state of the default generator of `device` (the CPU, or a CUDA device: "cuda" is the current one),
+/// a uint8 tensor on the CPU. torch::manual_seed reseeds the CPU generator and every CUDA one, so code that
+/// reseeds within a run (an evaluation with a seed of its own) keeps the run's random stream by saving and
+/// restoring the generators of every device it draws on, and a checkpoint stores them all.
+///
+/// **Example**
+/// \code
+/// const auto cpu = iat::train::rng_state(torch::kCPU), gpu = iat::train::rng_state(torch::Device("cuda:0"));
+/// torch::manual_seed(977);                      // an evaluation's own random starts
+/// evaluate(model);
+/// iat::train::set_rng_state(torch::kCPU, cpu);
+/// iat::train::set_rng_state(torch::Device("cuda:0"), gpu);
+/// \endcode
+inline torch::Tensor rng_state(const torch::Device& device) {
+  if (device.is_cpu()) return cpu_rng_state();
+  auto gen = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+/// Restores a state returned by rng_state(device).
+inline void set_rng_state(const torch::Device& device, const torch::Tensor& state) {
+  if (device.is_cpu()) return set_cpu_rng_state(state);
+  auto gen = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state.cpu());
 }
 
 }  // namespace train
