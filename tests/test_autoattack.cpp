@@ -4,6 +4,8 @@
 #include <iat/eval/autoattack.hpp>
 #include <iat/eval/robust_accuracy.hpp>
 
+#include <ATen/Parallel.h>
+
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -238,6 +240,10 @@ TEST_CASE("AutoAttack: a state file written under other settings is refused", "[
     refused(base.version(eval::AutoAttackVersion::kCustom), "version: saved standard, now custom", x, y);
     refused(base.model_id("net B"), "model: saved net A, now net B", x, y);
     refused(base.nonfinite_as_broken(true), "nonfinite_as_broken: saved false, now true", x, y);
+    const int threads = at::get_num_threads();
+    at::set_num_threads(threads + 1);  // CPU kernels may split their sums otherwise
+    refused(base, "threads: saved " + std::to_string(threads) + ", now " + std::to_string(threads + 1), x, y);
+    at::set_num_threads(threads);
     auto x2 = x.clone();
     x2[0][0][0][0] = 1.0 - x2[0][0][0][0].item<double>();
     refused(base, "x: saved hash", x2, y);
@@ -412,6 +418,9 @@ TEST_CASE("AutoAttack options and inputs are validated", "[autoattack]") {
   y_late[3] = 12;
   REQUIRE_THROWS_WITH(eval::AutoAttack(eval::AutoAttackOptions().batch_size(2)).run(net, x, y_late),
                       Contains("labels must be in [0, 4)"));
+  // One logit per point: refused before any attack (FAB-T failed after APGD-CE, with 0 target classes).
+  auto one_class = [](const torch::Tensor& in) { return in.flatten(1).sum(1, true); };
+  REQUIRE_THROWS_WITH(eval::AutoAttack().run(one_class, x, y), Contains("a classifier needs at least 2 classes"));
 }
 
 TEST_CASE("robust_accuracy counts a row of non-finite logits as wrong, clean and attacked", "[autoattack]") {
@@ -446,7 +455,8 @@ TEST_CASE("robust_accuracy counts correct predictions on the attack's output, ba
     const int64_t len = std::min<int64_t>(16, 40 - b);
     auto adv = pgd.perturb(net, x.narrow(0, b, len), y.narrow(0, b, len));
     torch::NoGradGuard ng;
-    correct += (net(adv).argmax(1) == y.narrow(0, b, len)).sum().item<int64_t>();
+    const auto yb = y.narrow(0, b, len);
+    correct += ((net(adv).argmax(1) == yb) & (net(x.narrow(0, b, len)).argmax(1) == yb)).sum().item<int64_t>();
   }
   CHECK(r.correct == correct);
   CHECK(r.total == 40);
@@ -457,4 +467,30 @@ TEST_CASE("robust_accuracy counts correct predictions on the attack's output, ba
   auto rc = eval::robust_accuracy(net, x, y, cw);
   CHECK(rc.accuracy <= rc.clean_accuracy);
   REQUIRE_THROWS_WITH(eval::robust_accuracy(net, x, y, pgd, 0), Contains("batch_size"));
+}
+
+namespace {
+// An "attack" that returns 1 - x, and a model whose class is whether the mean pixel is below 0.5: a dark
+// point labelled 0 is misclassified clean and classified correctly on the attack's output.
+struct Invert : iat::Attack {
+  torch::Tensor perturb(const iat::ModelRef&, const torch::Tensor& x, const torch::Tensor&) override { return 1 - x; }
+  std::string name() const override { return "invert"; }
+};
+}  // namespace
+
+TEST_CASE("robust_accuracy: a point misclassified clean is not robust, whatever the attack returns", "[autoattack]") {
+  auto model = [](const torch::Tensor& in) {
+    auto m = in.flatten(1).mean(1, true) - 0.5;
+    return torch::cat({m, -m}, 1);  // class 0 when bright, 1 when dark
+  };
+  auto x = torch::cat({torch::full({3, 1, 2, 2}, 0.2), torch::full({2, 1, 2, 2}, 0.9)});  // 3 dark, 2 bright
+  auto y = torch::zeros({5}, torch::kLong);
+  Invert invert;
+  auto r = eval::robust_accuracy(model, x, y, invert, 4);
+  CHECK(r.clean_correct == 2);
+  CHECK(r.correct == 0);  // counted 3 (the dark points, "correct" on 1 - x) before
+  auto per_point = eval::robust_accuracy(model, x, y, invert, eval::RobustAccuracyOptions().batch_size(4));
+  CHECK(per_point.correct == 0);
+  CHECK_FALSE(per_point.robust.any().item<bool>());
+  CHECK(per_point.accuracy <= per_point.clean_accuracy);
 }

@@ -103,7 +103,9 @@ iat::eval::AutoAttackOptions autoattack_options(const EvalConfig& c, const EvalM
       if (g_stop_signal.load() != 0) throw Stopped{p};  // the state file holds this batch
     });
   }
-  opts.model_id(c.model_file() + " " + model.weights + " " + iat::detail::hex64(model.file_hash));
+  // The graph executor's optimisation changes the kernels, and so the gradients: part of the model's identity.
+  opts.model_id(c.model_file() + " " + model.weights + " " + iat::detail::hex64(model.file_hash) +
+                (c.jit_optimize ? " (--jit-optimize)" : ""));
   opts.apgd_steps(c.apgd_steps).fab_steps(c.fab_steps).square_queries(c.square_queries).n_target_classes(c.n_targets);
   return opts;
 }

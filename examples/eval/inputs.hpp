@@ -273,7 +273,9 @@ inline void check_same_on_every_rank(const iat::distributed::ProcessGroupPtr& pg
       {"--n-targets", std::to_string(c.n_targets)},
       {"--nonfinite-as-broken", c.nonfinite_as_broken ? "on" : "off"},
       {"--state-mismatch-ok", c.state_mismatch_ok ? "on" : "off"},
-      {"--state (given or not)", c.state.empty() ? "no" : "yes"}};
+      {"--state (given or not)", c.state.empty() ? "no" : "yes"},
+      {"--threads", std::to_string(c.threads)},
+      {"--jit-optimize", c.jit_optimize ? "on" : "off"}};
   try {
     iat::distributed::check_same_settings(pg, "under torchrun", settings,
                                           "every rank must run the same command on the same files");

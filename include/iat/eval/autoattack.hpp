@@ -24,6 +24,7 @@
 #include <torch/serialize/output-archive.h>
 #include <torch/types.h>
 
+#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -505,6 +506,11 @@ class AutoAttack {
     s.emplace_back("seed", std::to_string(o.seed()));
     s.emplace_back("batch_size", std::to_string(o.batch_size()));
     s.emplace_back("nonfinite_as_broken", o.nonfinite_as_broken() ? "true" : "false");
+    // Where the numbers are computed: another device, or CPU kernels splitting their sums over another
+    // number of threads, can round differently and so break other points.
+    const auto device_type = o.device() ? o.device()->type() : x.device().type();
+    s.emplace_back("device", c10::DeviceTypeName(device_type, /*lower_case=*/true));
+    s.emplace_back("threads", std::to_string(at::get_num_threads()));
     return s;
   }
 
@@ -776,6 +782,9 @@ IAT_INLINE AutoAttackReport AutoAttack::run(const ModelRef& model, const torch::
   auto logits_first = forward(x_first);
   iat::detail::check_label_range(who, y_cpu, logits_first.size(1));  // every label, not the first batch's
   classes = logits_first.size(1);
+  // With one class nothing can be misclassified (and FAB-T would be left with 0 target classes).
+  TORCH_CHECK_VALUE(classes >= 2, who, ": the model returns ", classes, " logit per point: a classifier needs at "
+                    "least 2 classes");
   if (o.version() != AutoAttackVersion::kRand) check_randomized(forward, x_first, y_first, warn);
   check_probabilities(logits_first, warn);
 

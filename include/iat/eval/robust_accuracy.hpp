@@ -19,12 +19,12 @@ namespace eval {
 
 /// Natural and robust accuracy of one evaluation.
 struct RobustAccuracy {
-  double accuracy = 0;        ///< correct on the attack's output / total
-  int64_t correct = 0;        ///< points classified correctly on the attack's output
+  double accuracy = 0;        ///< robust points / total
+  int64_t correct = 0;        ///< robust points: classified correctly on the clean input and the attack's output
   double clean_accuracy = 0;  ///< correct on the clean input / total
   int64_t clean_correct = 0;
   int64_t total = 0;
-  torch::Tensor robust;  ///< bool [N]: correct on the attack's output (set by the options overload)
+  torch::Tensor robust;  ///< bool [N]: correct on the clean input and the attack's output (options overload)
   torch::Tensor clean;   ///< bool [N]: correct on the clean input (set by the options overload)
 };
 
@@ -81,8 +81,12 @@ inline PGD cw_inf(double eps = 8.0 / 255, int64_t steps = 20, iat::optional<doub
   return PGD(PGDOptions().eps(eps).step_size(step_size).steps(steps).loss(Loss::kMargin));
 }
 
-/// Accuracy of `model` on `attack.perturb(model, x, y)`, computed in batches of `batch_size`, together
-/// with the clean accuracy. The model runs in eval mode; its mode is restored afterwards.
+/// Accuracy of `model` under `attack.perturb(model, x, y)`, computed in batches of `batch_size`, together
+/// with the clean accuracy. A point counts as robust when both its clean input and the attack's output are
+/// classified correctly (the clean input is in the ε-ball too: an attack that happens to land on the right
+/// class from a misclassified point does not make it robust), as AutoAttack counts; a row of non-finite
+/// logits is wrong. So robust accuracy never exceeds the clean accuracy. The model runs in eval mode; its
+/// mode is restored afterwards.
 ///
 /// **Example**
 /// \code
@@ -126,8 +130,10 @@ IAT_INLINE RobustAccuracy robust_accuracy(const ModelRef& model, const torch::Te
     auto clean_logits = model(xb);
     iat::detail::check_model_output(who, clean_logits, yb);
     // A row with a NaN or infinite logit is not a correct prediction (its argmax would read as class 0).
-    r.clean_correct += iat::detail::finite_and_correct(clean_logits, yb).sum().item<int64_t>();
-    r.correct += iat::detail::finite_and_correct(model(adv), yb).sum().item<int64_t>();
+    // Robust: correct on the clean input (δ = 0 is in the ball) and on the attack's output.
+    auto ok_clean = iat::detail::finite_and_correct(clean_logits, yb);
+    r.clean_correct += ok_clean.sum().item<int64_t>();
+    r.correct += (ok_clean & iat::detail::finite_and_correct(model(adv), yb)).sum().item<int64_t>();
   }
   r.accuracy = static_cast<double>(r.correct) / static_cast<double>(r.total);
   r.clean_accuracy = static_cast<double>(r.clean_correct) / static_cast<double>(r.total);
@@ -160,7 +166,8 @@ IAT_INLINE RobustAccuracy robust_accuracy(const ModelRef& model, const torch::Te
     iat::detail::check_model_output(who, clean_logits, yb);
     // A row with a NaN or infinite logit is not a correct prediction (its argmax would read as class 0).
     auto ok_clean = iat::detail::finite_and_correct(clean_logits, yb).to(torch::kCPU);
-    auto ok_adv = iat::detail::finite_and_correct(model(adv), yb).to(torch::kCPU);
+    // Robust: correct on the clean input (δ = 0 is in the ball) and on the attack's output.
+    auto ok_adv = (iat::detail::finite_and_correct(model(adv), yb).to(torch::kCPU) & ok_clean);
     r.clean.narrow(0, b, len).copy_(ok_clean);
     r.robust.narrow(0, b, len).copy_(ok_adv);
     r.total += len;
