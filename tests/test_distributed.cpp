@@ -300,6 +300,33 @@ void worker_gradients(const dist::ProcessGroupPtr& pg, int rank, bool overlap) {
        std::string("gradients_") + (overlap ? "overlap" : "after"));
 }
 
+// A model with a parameter only rank 1's loss reaches (`extra`), one no loss reaches (`unused`) and a frozen
+// one (requires_grad false) that each rank initialises to another value.
+struct PartsImpl : torch::nn::Module {
+  PartsImpl()
+      : used(register_parameter("used", torch::ones({3}))),
+        extra(register_parameter("extra", torch::ones({3}))),
+        unused(register_parameter("unused", torch::ones({3}))),
+        frozen(register_parameter("frozen", torch::ones({3}), /*requires_grad=*/false)) {}
+  torch::Tensor used, extra, unused, frozen;
+};
+
+void worker_parts(const dist::ProcessGroupPtr& pg, int rank) {
+  auto parts = std::make_shared<PartsImpl>();
+  {
+    torch::NoGradGuard no_grad;
+    parts->frozen.fill_(static_cast<double>(rank + 2));  // rank 0: 2, rank 1: 3
+  }
+  dist::DataParallel dp(pg, parts);
+  auto loss = (parts->used * static_cast<double>(rank + 1)).sum();  // d/d used: 1 and 2, mean 1.5
+  if (rank == 1) loss = loss + (parts->extra * 4.0).sum();            // 0 and 4, mean 2
+  loss.backward();
+  dp.synchronize_gradients();
+  save({parts->frozen.clone(), parts->used.grad(), parts->extra.grad(),
+        torch::tensor({static_cast<int64_t>(parts->unused.grad().defined())})},
+       "parts");
+}
+
 void worker_train(const dist::ProcessGroupPtr& pg) {
   for (const auto& method : kMethods) {
     auto r = train(method, pg);
@@ -509,6 +536,7 @@ TEST_CASE("distributed: worker", "[.][distributed_worker]") {
   if (name == "eval_state") worker_eval_state(pg, env.rank);
   if (name == "eval_stop") worker_eval_stop(pg, env.rank);
   if (name == "eval_settings") worker_eval_settings(pg, env.rank);
+  if (name == "parts") worker_parts(pg, env.rank);
   dist::barrier(pg);
 }
 
@@ -633,6 +661,21 @@ TEST_CASE("distributed: bucketed gradient averaging equals the mean of the ranks
       // With overlap, the hooks sent every bucket during backward; without, none.
       CHECK(r[1][1].item<int64_t>() == (std::string(mode) == "overlap" ? 3 : 0));
     }
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("distributed: frozen parameters start as rank 0's; a gradient no rank has stays absent, one rank's is "
+          "averaged with zero", "[distributed]") {
+  if (skip_without_gloo()) return;
+  auto dir = run_workers("parts");
+  for (int rank = 0; rank < kWorld; ++rank) {
+    INFO("rank " << rank);
+    auto r = load(dir, "parts", rank);
+    CHECK(torch::equal(r[0], torch::full({3}, 2.0)));   // rank 0's frozen values on both
+    CHECK(torch::allclose(r[1], torch::full({3}, 1.5)));
+    CHECK(torch::allclose(r[2], torch::full({3}, 2.0)));
+    CHECK(r[3].item<int64_t>() == 0);  // `unused`: no gradient, so SGD's weight decay and momentum skip it
   }
   fs::remove_all(dir);
 }

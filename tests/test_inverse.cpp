@@ -539,6 +539,29 @@ TEST_CASE("OneOffCache: phases, store and read, EMA, save and load", "[inverse][
     CHECK(max_abs_diff(back, probs) < 1e-3);
     CHECK(max_abs_diff(back.sum(1), torch::ones({4})) < 1e-6);
   }
+  SECTION("bfloat16 storage: the EMA mixes the renormalised rows; copy_stored_rows copies them bit for bit") {
+    const int64_t n = 2000;
+    const auto options = iat::OneOffCacheOptions(n, 10).dtype(torch::kBFloat16);
+    iat::OneOffCache bf(options);
+    auto all = torch::arange(n);
+    bf->store(all, torch::softmax(torch::randn({n, 10}) * 3, 1));
+    // The stored rows sum to 1 only within bfloat16's rounding: by more than the 1e-3 that store() accepts.
+    const auto raw = bf->probabilities().to(torch::kFloat);
+    REQUIRE((raw.sum(1) - 1).abs().max().item<double>() > 1e-3);
+    const auto before = bf->read(all);
+    auto p2 = torch::softmax(torch::randn({n, 10}) * 3, 1);
+    auto mixed = bf->ema(all, p2, 0.9);  // mixed the raw rows and threw "must sum to 1" before
+    CHECK(max_abs_diff(mixed, 0.9 * before + 0.1 * p2) < 1e-6);
+    // What share_cache_rows does between ranks: store() refuses the raw rows, copy_stored_rows takes them.
+    const auto rows = bf->probabilities().to(torch::kFloat);
+    iat::OneOffCache other(options);
+    REQUIRE_THROWS_WITH(other->store(all, rows), Catch::Contains("sum to 1"));
+    other->copy_stored_rows(all, rows);
+    CHECK(torch::equal(other->probabilities(), bf->probabilities()));
+    CHECK(other->num_stored() == n);
+    REQUIRE_THROWS_WITH(other->copy_stored_rows(all, rows.narrow(1, 0, 9)),
+                        Catch::Contains("rows must have shape [2000, 10]"));
+  }
   SECTION("EMA: gamma stored + (1 - gamma) new once stored, differentiable in the new value") {
     auto first = cache->ema(index, probs, 0.9);
     CHECK(torch::equal(first, probs));

@@ -2,6 +2,7 @@
 /// \file
 /// iat::ModelRef: a non-owning view of "anything that maps a batch of inputs to logits".
 
+#include <torch/nn/module.h>
 #include <torch/types.h>
 
 #include <functional>
@@ -114,6 +115,20 @@ class ModelRef {
       is_training_ = [p] { return detail::target_of(*p).is_training(); };
       set_training_ = [p](bool on) { detail::target_of(*p).train(on); };
     }
+    if constexpr (std::is_base_of_v<torch::nn::Module, Target>) {
+      // Module::train(on) sets every submodule: the flags of all of them are kept, so that a submodule the
+      // caller put in another mode (a frozen batch norm in eval mode) is put back in it.
+      auto* p = std::addressof(model);
+      save_modes_ = [p] {
+        auto& root = detail::target_of(*p);
+        std::vector<std::pair<std::shared_ptr<torch::nn::Module>, bool>> flags;
+        for (const auto& m : root.modules(/*include_self=*/false)) flags.emplace_back(m, m->is_training());
+        return std::function<void()>([p, flags = std::move(flags), self = root.is_training()] {
+          detail::target_of(*p).train(self);
+          for (const auto& [m, on] : flags) m->train(on);  // parents before their children (pre-order)
+        });
+      };
+    }
     if constexpr (detail::HasForwardFeatures<Target>::value) {
       auto* p = std::addressof(model);
       forward_features_ = [p](const torch::Tensor& x) -> LogitsAndFeatures {
@@ -160,6 +175,14 @@ class ModelRef {
   void train(bool on) const {
     if (set_training_) set_training_(on);
   }
+  /// The train flags of the model now, as a callable that puts them back: for a torch::nn::Module those of
+  /// every submodule too (Module::train sets them all), otherwise the model's own.
+  std::function<void()> save_modes() const {
+    if (save_modes_) return save_modes_();
+    return [set = set_training_, on = is_training()] {
+      if (set) set(on);
+    };
+  }
 
   /// A view of the same model (same train flag) whose forward passes, with and without features, run
   /// through `wrap`: `wrap(call, x)` receives the original pass as a callable and the input, and
@@ -192,27 +215,32 @@ class ModelRef {
   ForwardFeatures forward_features_;
   std::function<bool()> is_training_;
   std::function<void(bool)> set_training_;
+  std::function<std::function<void()>()> save_modes_;
 };
 
-/// Puts a model in the requested mode for a scope and restores its previous mode on exit, also when
-/// an exception leaves the scope.
+/// Puts a model in the requested mode for a scope and restores its previous modes on exit, also when
+/// an exception leaves the scope: a torch::nn::Module's and each of its submodules' (a batch norm the
+/// caller froze in eval mode inside a training model stays in eval mode afterwards). training = false puts
+/// every submodule in eval mode; training = true leaves a model that is already training as it is, so the
+/// frozen layer stays frozen during the scope too.
 ///
 /// **Example**
 /// \code
-/// { iat::ModeGuard eval(model, /*training=*/false); x_adv = ...; }  // model back in its old mode
+/// { iat::ModeGuard eval(model, /*training=*/false); x_adv = ...; }  // model back in its old modes
 /// \endcode
 class ModeGuard {
  public:
-  ModeGuard(const ModelRef& model, bool training) : model_(model), previous_(model.is_training()) {
-    model_.train(training);
+  ModeGuard(const ModelRef& model, bool training) : restore_(model.save_modes()) {
+    // Eval mode is put on everything (an attack must not update any batch-norm statistics); train mode
+    // only on a model not already training, so that the parts the caller froze stay frozen.
+    if (!training || !model.is_training()) model.train(training);
   }
-  ~ModeGuard() { model_.train(previous_); }
+  ~ModeGuard() { restore_(); }
   ModeGuard(const ModeGuard&) = delete;
   ModeGuard& operator=(const ModeGuard&) = delete;
 
  private:
-  const ModelRef& model_;
-  bool previous_;
+  std::function<void()> restore_;
 };
 
 }  // namespace iat

@@ -207,7 +207,7 @@ inline void share_cache_rows(const ProcessGroupPtr& pg, OneOffCache& cache, cons
   for (size_t r = 0; r < counts.size(); ++r) {
     const int64_t n = counts[r].item<int64_t>();
     if (n == 0 || static_cast<int>(r) == pg->getRank()) continue;
-    cache->store(all_index[r].narrow(0, 0, n), all_rows[r].narrow(0, 0, n));
+    cache->copy_stored_rows(all_index[r].narrow(0, 0, n), all_rows[r].narrow(0, 0, n));
   }
 }
 
@@ -306,7 +306,8 @@ class DataParallel {
   /// Overwrites the parameters and buffers with rank 0's (done at construction; again e.g. after loading a
   /// checkpoint on rank 0 only).
   void broadcast_parameters() {
-    std::vector<torch::Tensor> all(params_.begin(), params_.end());
+    // Every parameter, frozen ones (requires_grad false) too: only the gradient buckets leave them out.
+    std::vector<torch::Tensor> all = module_->parameters();
     all.insert(all.end(), buffers_.begin(), buffers_.end());
     broadcast_coalesced(pg_, all, 0);
   }
@@ -316,8 +317,10 @@ class DataParallel {
     if (options_.broadcast_buffers()) broadcast_coalesced(pg_, buffers_, 0);
   }
 
-  /// After backward: every parameter's gradient becomes its mean over the ranks (an absent gradient counts
-  /// as zero and is created). Waits for the buckets' all-reduces.
+  /// After backward: every parameter's gradient becomes its mean over the ranks. A gradient absent on this
+  /// rank counts as zero where another rank has one (and is created); a parameter no rank's loss reached
+  /// keeps no gradient, as in one process (an optimiser then skips it: no weight decay or momentum step)
+  /// and as PyTorch's DDP leaves it. Waits for the buckets' all-reduces.
   void synchronize_gradients() {
     for (size_t b = 0; b < buckets_.size(); ++b) buckets_[b].ready = true;
     launch_ready_buckets();
@@ -326,12 +329,24 @@ class DataParallel {
     for (auto& bucket : buckets_) {
       bucket.work->wait();
       int64_t offset = 0;
+      // The bucket's last elements count the ranks that had each gradient: read only where this rank had none.
+      const int64_t grads_end = bucket.flat.numel() - static_cast<int64_t>(bucket.params.size());
+      torch::Tensor had;
       for (size_t i : bucket.params) {
-        auto& p = params_[i];
+        if (!params_[i].grad().defined()) {
+          had = bucket.flat.narrow(0, grads_end, static_cast<int64_t>(bucket.params.size())).to(torch::kCPU, torch::kDouble);
+          break;
+        }
+      }
+      for (size_t j = 0; j < bucket.params.size(); ++j) {
+        auto& p = params_[bucket.params[j]];
         auto sum = bucket.flat.narrow(0, offset, p.numel()).view_as(p);
-        if (!p.grad().defined()) p.mutable_grad() = torch::empty_like(p);
-        torch::div_out(p.mutable_grad(), sum, ranks);  // the mean, written straight into .grad
         offset += p.numel();
+        if (!p.grad().defined()) {
+          if (had[static_cast<int64_t>(j)].item<double>() == 0) continue;  // no rank's loss reached it
+          p.mutable_grad() = torch::empty_like(p);
+        }
+        torch::div_out(p.mutable_grad(), sum, ranks);  // the mean, written straight into .grad
       }
       bucket.work.reset();
       bucket.ready = false;
@@ -349,10 +364,11 @@ class DataParallel {
     for (const auto& b : buckets_) out.push_back(b.params);
     return out;
   }
-  /// Bytes all-reduced per step: the size of every trainable parameter's gradient.
+  /// Bytes all-reduced per step: the size of every trainable parameter's gradient, and one element per
+  /// parameter saying whether the rank had its gradient.
   int64_t gradient_bytes() const {
     int64_t bytes = 0;
-    for (const auto& p : params_) bytes += p.numel() * static_cast<int64_t>(p.element_size());
+    for (const auto& p : params_) bytes += (p.numel() + 1) * static_cast<int64_t>(p.element_size());
     return bytes;
   }
   /// How many buckets the autograd hooks launched during the last backward, before synchronize_gradients().
@@ -422,10 +438,16 @@ class DataParallel {
     while (next_bucket_ < buckets_.size() && buckets_[next_bucket_].ready) {
       auto& bucket = buckets_[next_bucket_];
       std::vector<torch::Tensor> grads;
+      std::vector<double> had;  // 1 per gradient this rank has: summed, how many ranks had it
       for (size_t i : bucket.params) {
         const auto& p = params_[i];
         grads.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
+        had.push_back(p.grad().defined() ? 1.0 : 0.0);
       }
+      const auto& first = params_[bucket.params.front()];
+      grads.push_back(std::all_of(had.begin(), had.end(), [](double h) { return h == 1.0; })
+                          ? torch::ones({static_cast<int64_t>(had.size())}, first.options())
+                          : torch::tensor(had, torch::kDouble).to(first.options()));
       // The bucket's buffer is allocated at the first step and refilled; the sum is divided on the way back.
       bucket.flat = detail::flatten(grads, bucket.flat);
       std::vector<torch::Tensor> tensors{bucket.flat};

@@ -86,9 +86,21 @@ class OneOffCacheImpl : public torch::nn::Cloneable<OneOffCacheImpl> {
     const char* who = "iat::OneOffCache::store";
     auto idx = checked_index(who, index);
     check_rows(who, probs, idx.size(0));
-    torch::NoGradGuard no_grad;
-    probs_.index_put_({idx}, probs.detach().to(probs_.device(), probs_.scalar_type()));
-    stored_.index_put_({idx}, true);
+    put(idx, probs);
+  }
+
+  /// Writes rows as another cache of the same options holds them (rows of its probabilities(), in any
+  /// floating dtype that holds them exactly) and marks them stored: how iat::distributed::share_cache_rows
+  /// copies rows between ranks, bit for bit. Unlike store() the rows are not checked as probabilities:
+  /// 16-bit rows sum to 1 only within their rounding (bfloat16: about 3e-3).
+  void copy_stored_rows(const torch::Tensor& index, const torch::Tensor& rows) {
+    const char* who = "iat::OneOffCache::copy_stored_rows";
+    auto idx = checked_index(who, index);
+    TORCH_CHECK_VALUE(rows.defined() && rows.dim() == 2 && rows.size(0) == idx.size(0) &&
+                          rows.size(1) == options.num_classes(),
+                      who, ": rows must have shape [", idx.size(0), ", ", options.num_classes(), "], got ",
+                      rows.defined() ? rows.sizes() : c10::IntArrayRef{});
+    put(idx, rows);
   }
 
   /// The stored probabilities of the examples at `index` [B], as float32 [B, C] on the cache's device.
@@ -124,7 +136,7 @@ class OneOffCacheImpl : public torch::nn::Cloneable<OneOffCacheImpl> {
     torch::Tensor old, was_stored;
     {
       torch::NoGradGuard no_grad;
-      old = probs_.index_select(0, idx).to(probs.device(), probs.scalar_type());
+      old = rows_at(idx).to(probs.device(), probs.scalar_type());  // 16-bit rows renormalised, as read() gives them
       was_stored = stored_.index_select(0, idx).to(probs.device()).unsqueeze(1);
     }
     auto mixed = torch::where(was_stored, gamma * old + (1.0 - gamma) * probs, probs);
@@ -182,6 +194,12 @@ class OneOffCacheImpl : public torch::nn::Cloneable<OneOffCacheImpl> {
                       who, ": probs must have shape [", batch, ", ", options.num_classes(),
                       "] (one row per index), got ", probs.defined() ? probs.sizes() : c10::IntArrayRef{});
     detail::check_probabilities(who, probs, options.num_classes(), options.probability_tolerance());
+  }
+
+  void put(const torch::Tensor& idx, const torch::Tensor& rows) {
+    torch::NoGradGuard no_grad;
+    probs_.index_put_({idx}, rows.detach().to(probs_.device(), probs_.scalar_type()));
+    stored_.index_put_({idx}, true);
   }
 
   // The stored rows at checked positions, as float32 [B, C].

@@ -21,6 +21,7 @@
 
 #include <iat/attacks/attack.hpp>
 #include <iat/attacks/pgd.hpp>
+#include <iat/detail/batch_draw.hpp>
 #include <iat/detail/compiled.hpp>
 #include <iat/functional/grad_align.hpp>
 #include <iat/functional/losses.hpp>
@@ -30,10 +31,15 @@
 #include <iat/inverse/one_off_cache.hpp>
 #include <iat/inverse/universal_perturbation.hpp>
 #include <iat/model_ref.hpp>
+#include <iat/train/checkpoint.hpp>
 
 #include <torch/arg.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/types.h>
+
+#include <cstdint>
+#include <limits>
+#include <vector>
 
 namespace iat {
 namespace train {
@@ -527,11 +533,33 @@ IAT_INLINE StepLoss one_off_loss(const ModelRef& model, const torch::Tensor& x, 
     case OneOffPhase::kStored: {
       // Rows T' never visited (a dropped last batch, a generated set larger than an epoch) get their inverse
       // example now, on the weights of this step, and are stored: from then on they are read like the others.
+      // Each depends on its row alone, whatever rows share the batch or the rank: the model in eval mode (no
+      // batch-norm statistics from a few rows), the inverse start drawn per row from a seed of the run's
+      // stream and the example's index. The stream itself is left as it was, so the training's later draws
+      // are those of a run without late rows, on every rank as in one process.
       auto make = [&](const torch::Tensor& rows) {
-        auto r = rows.to(x.device());
-        auto x_inv = inverse.perturb(model, x.index_select(0, r), y.index_select(0, r), x_adv.index_select(0, r));
-        torch::NoGradGuard no_grad;
-        return torch::softmax(model(x_inv), 1);
+        const torch::Device device = x.device();
+        const auto cpu_state = rng_state(torch::kCPU);
+        const auto device_state = device.is_cpu() ? torch::Tensor() : rng_state(device);
+        const auto base = static_cast<uint64_t>(
+            torch::randint(std::numeric_limits<int64_t>::max(), {1}, torch::kLong).item<int64_t>());
+        const auto examples = index.index_select(0, rows.to(index.device())).to(torch::kCPU, torch::kLong);
+        std::vector<uint64_t> seeds;
+        for (int64_t k = 0; k < examples.size(0); ++k) {
+          seeds.push_back(base ^ (static_cast<uint64_t>(examples[k].item<int64_t>()) * 0x9e3779b97f4a7c15ULL));
+        }
+        torch::Tensor probs;
+        {
+          iat::detail::RowSeededDraws per_row(std::move(seeds));
+          ModeGuard eval(model, /*training=*/false);
+          auto r = rows.to(device);
+          auto x_inv = inverse.perturb(model, x.index_select(0, r), y.index_select(0, r), x_adv.index_select(0, r));
+          torch::NoGradGuard no_grad;
+          probs = torch::softmax(model(x_inv), 1);
+        }
+        set_rng_state(torch::kCPU, cpu_state);
+        if (!device.is_cpu()) set_rng_state(device, device_state);
+        return probs;
       };
       auto stored = cache->read_or_store(index, make).to(adv_logits.device());
       return detail::finish(ce, detail::align_probs_checked_model(align, stored, adv_logits), adv_logits, stored,
