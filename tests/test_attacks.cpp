@@ -106,6 +106,12 @@ TEST_CASE("the threat model: random points, ascent directions, distances and the
     CHECK(torch::allclose(ball.ascent_direction(g), torch::tensor({{0.6f, -0.8f}, {0.0f, 1.0f}})));
     auto d = ball.distance(torch::tensor({{0.3f, 0.4f}}), torch::zeros({1, 2}));
     CHECK(d[0].item<float>() == Approx(0.5f));
+    // float16: a zero gradient (a saturated softmax) and one of 1e-4 per element, whose squares underflow in
+    // float16, give finite directions (in float16 the 1e-12 guard is 0: 0/0 and x/0 made NaN and inf points).
+    auto g16 = torch::tensor({{0.0f, 0.0f}, {1e-4f, 1e-4f}}).to(torch::kHalf);
+    auto dir16 = ball.ascent_direction(g16);
+    CHECK(dir16.scalar_type() == torch::kHalf);
+    CHECK(torch::allclose(dir16.to(torch::kFloat), torch::tensor({{0.0f, 0.0f}, {0.7071f, 0.7071f}}), 1e-3, 1e-3));
   }
   SECTION("the radius check: a pixel budget for L-inf, any positive radius for L2") {
     CHECK_THROWS_WITH(iat::ThreatModel({iat::Norm::kLinf, 8.0}).check("who"), Catch::Contains("8/255"));

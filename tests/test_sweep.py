@@ -23,7 +23,9 @@ import time
 SWEEP, TRAIN, EVAL = sys.argv[1:4]
 CASES = sys.argv[4:] or ["plan", "refusals", "sweep", "resume", "failure", "signal"]
 PYTHON = sys.executable
-TINY = ["--epochs", "1", "--train-subset", "64", "--test-subset", "16", "--batch-size", "32", "--steps", "1",
+# Batches of 16: 4 steps, so that steps after UIAT's first delta update train (one-cycle step s runs at
+# t = (s + 1) / S: of 2 steps only the first, before any delta update, would move the weights).
+TINY = ["--epochs", "1", "--train-subset", "64", "--test-subset", "16", "--batch-size", "16", "--steps", "1",
         "--inv-steps", "1", "--eval-pgd-steps", "1"]
 EVAL_TINY = ["--eval-n", "16", "--autoattack-n", "8", "--eval-args", "--apgd-steps 2 --fab-steps 2 --square-queries 10"]
 failures = []

@@ -22,14 +22,17 @@ TEST_CASE("OneCycleLR rises linearly to max_lr at 2/5 of training and falls to 0
   TinyNet net;
   torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(1.0));
   iat::train::OneCycleLR schedule(opt, iat::train::OneCycleOptions(0.1, 100));
-  CHECK(schedule.lr_at(0) == Approx(0.0));
-  CHECK(schedule.lr_at(20) == Approx(0.05));
-  CHECK(schedule.lr_at(40) == Approx(0.1));
-  CHECK(schedule.lr_at(70) == Approx(0.05));
-  CHECK(schedule.lr_at(100) == Approx(0.0));
+  // Step s runs at t = (s + 1) / 100 (Wong et al.): the first step at 1/40 of the rise, the last at 0.
+  CHECK(schedule.lr_at(0) == Approx(0.1 / 40));
+  CHECK(schedule.lr_at(19) == Approx(0.05));
+  CHECK(schedule.lr_at(39) == Approx(0.1));
+  CHECK(schedule.lr_at(69) == Approx(0.05));
+  CHECK(schedule.lr_at(98) == Approx(0.1 / 60));
+  CHECK(schedule.lr_at(99) == Approx(0.0).margin(1e-15));
   CHECK(schedule.lr_at(500) == Approx(0.0));
-  CHECK(schedule.set_step(10) == Approx(0.025));
+  CHECK(schedule.set_step(9) == Approx(0.025));
   CHECK(opt.param_groups()[0].options().get_lr() == Approx(0.025));
+  REQUIRE_THROWS_WITH(schedule.lr_at(-1), Catch::Contains("step must be >= 0"));
   REQUIRE_THROWS_WITH(iat::train::OneCycleLR(opt, iat::train::OneCycleOptions(0.1, 0)), Catch::Contains("total_steps"));
   REQUIRE_THROWS_WITH(iat::train::OneCycleLR(opt, iat::train::OneCycleOptions(-1, 10)), Catch::Contains("max_lr"));
 }
@@ -40,8 +43,8 @@ TEST_CASE("OneCycleLR's options are a field: a change takes effect at the next s
   torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(1.0));
   iat::train::OneCycleLR schedule(opt, iat::train::OneCycleOptions(0.1, 100));
   schedule.options.max_lr(0.2);
-  CHECK(schedule.lr_at(40) == Approx(0.2));
-  CHECK(schedule.set_step(20) == Approx(0.1));
+  CHECK(schedule.lr_at(39) == Approx(0.2));
+  CHECK(schedule.set_step(19) == Approx(0.1));
   schedule.options.total_steps(0);
   REQUIRE_THROWS_WITH(schedule.lr_at(10), Catch::Contains("total_steps must be >= 1"));
 }

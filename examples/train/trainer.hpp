@@ -204,7 +204,7 @@ class Trainer {
         for (size_t i = 0; i < window_sums_.size(); ++i) window_sums_[i] += sums[i];
         if (ends_progress_row(b)) record_progress(epoch, b, batches);
         bar.update(b, static_cast<int64_t>(sums[2]),
-                   {{"loss", loss_sum / seen}, {"adv_acc", correct / seen}, {"lr", schedule_->lr_at(step_ - 1)}});
+                   {{"loss", loss_sum / seen}, {"adv_acc", correct / seen}, {"lr", schedule_->lr_at(std::max<int64_t>(step_ - 1, 0))}});
         if (sums[3] > 0 || (cfg_.stop_after_steps > 0 && step_ >= cfg_.stop_after_steps)) {
           bar.finish();
           save_checkpoint(epoch, b);
@@ -223,7 +223,7 @@ class Trainer {
                             {"step", step_},
                             {"train_loss", loss_sum / std::max(seen, 1.0)},
                             {"train_adv_acc", correct / std::max(seen, 1.0)},
-                            {"lr", schedule_->lr_at(step_ - 1)},
+                            {"lr", schedule_->lr_at(std::max<int64_t>(step_ - 1, 0))},
                             {"natural_acc", eval.natural},
                             {fmt::format("pgd{}_acc", cfg_.eval_pgd_steps), eval.robust},
                             {"seconds", train_seconds},
@@ -408,13 +408,11 @@ class Trainer {
       const int64_t j = std::min(n, i + cfg_.batch_size);
       auto x = test_.images.slice(0, i, j).to(device_).to(torch::kFloat).div_(255);
       auto y = test_.labels.slice(0, i, j).to(device_);
-      {
-        torch::NoGradGuard ng;
-        nat += fast(x).argmax(1).eq(y).sum().item<double>();
-      }
-      auto x_adv = pgd.perturb(fast, x, y);
-      torch::NoGradGuard ng;
-      rob += fast(x_adv).argmax(1).eq(y).sum().item<double>();
+      // The library's count, as iat-eval's --also pgd20: a non-finite row is wrong, and a point is robust
+      // only when its clean input is classified correctly too.
+      const auto r = iat::eval::robust_accuracy(fast, x, y, pgd, j - i);
+      nat += static_cast<double>(r.clean_correct);
+      rob += static_cast<double>(r.correct);
     }
     model->train(was_training);
     return {nat / static_cast<double>(n), rob / static_cast<double>(n)};
@@ -720,7 +718,7 @@ class Trainer {
                           {"step", step_},
                           {"train_loss", window_sums_[0] / seen},
                           {"train_adv_acc", window_sums_[1] / seen},
-                          {"lr", schedule_->lr_at(step_ - 1)},
+                          {"lr", schedule_->lr_at(std::max<int64_t>(step_ - 1, 0))},
                           {"examples", window_sums_[2]}};
     window_sums_ = {0, 0, 0};
     progress_.push_back(row);

@@ -41,9 +41,17 @@ inline torch::Tensor per_example_norm(const torch::Tensor& d, Norm norm) {
   return d.pow(2).reshape({n, -1}).sum(-1).sqrt();
 }
 
-/// d / (‖d‖ + 1e-12) per example, for the L∞ or the L2 norm.
+/// `t` in float32 when it is float16 or bfloat16, else `t`: the norms below are formed there (in float16
+/// the 1e-12 guard rounds to 0 and squares of gradients near 1e-4 underflow, so 0/0 gave NaN points).
+inline torch::Tensor widened(const torch::Tensor& t) {
+  const auto type = t.scalar_type();
+  return type == torch::kHalf || type == torch::kBFloat16 ? t.to(torch::kFloat) : t;
+}
+
+/// d / (‖d‖ + 1e-12) per example, for the L∞ or the L2 norm (formed in float32 for 16-bit d; d's dtype).
 inline torch::Tensor normalize_per_example(const torch::Tensor& d, Norm norm) {
-  return d / (per_example_norm(d, norm).view(per_example_shape(d.size(0), d.dim())) + 1e-12);
+  const auto w = widened(d);
+  return (w / (per_example_norm(w, norm).view(per_example_shape(w.size(0), w.dim())) + 1e-12)).to(d.scalar_type());
 }
 
 /// ε of an L∞ threat model is a pixel budget in (0, 1] (8 gets the 8/255 hint); an L2 radius may exceed 1.
@@ -76,7 +84,8 @@ struct ThreatModel {
     if (norm == Norm::kLinf) {
       delta = delta.clamp(-eps, eps);
     } else {
-      delta = delta * (eps / (detail::batch_l2_norm(delta) + 1e-12)).clamp_max(1.0);
+      const auto wide = detail::widened(delta);
+      delta = (wide * (eps / (detail::batch_l2_norm(wide) + 1e-12)).clamp_max(1.0)).to(delta.scalar_type());
     }
     return (x + delta).clamp(0.0, 1.0);
   }
@@ -96,7 +105,8 @@ struct ThreatModel {
   /// The steepest-ascent direction of a gradient for the norm: sign(g) for L∞, g/‖g‖₂ per example for L2.
   torch::Tensor ascent_direction(const torch::Tensor& grad) const {
     if (norm == Norm::kLinf) return grad.sign();
-    return grad / (detail::batch_l2_norm(grad) + 1e-12);
+    const auto wide = detail::widened(grad);
+    return (wide / (detail::batch_l2_norm(wide) + 1e-12)).to(grad.scalar_type());
   }
 
   /// ‖x_adv − x‖ per example, [N].

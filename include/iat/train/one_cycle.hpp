@@ -51,11 +51,15 @@ class OneCycleLR {
   /// The options (docs/options.md): `schedule.options.total_steps(n)`; checked at each lr_at / set_step.
   OptionsField<OneCycleOptions> options;
 
-  /// The learning rate at optimiser step `step` (0-based; steps past the end keep final_lr).
+  /// The learning rate at optimiser step `step` (0-based; steps past the end keep final_lr): the schedule's
+  /// value at t = (step + 1) / total_steps, as Wong et al. set it from the index of the batch being trained
+  /// on, so the first step already moves the weights (at t = 1/S, not at start_lr) and the last one, step
+  /// S − 1, runs at final_lr.
   double lr_at(int64_t step) const {
     check_options();
     const OneCycleOptions& o = options;
-    const double t = static_cast<double>(step) / static_cast<double>(o.total_steps());
+    TORCH_CHECK_VALUE(step >= 0, "iat::train::OneCycleLR::lr_at: step must be >= 0, got ", step);
+    const double t = static_cast<double>(step + 1) / static_cast<double>(o.total_steps());
     const double peak = o.peak_fraction();
     if (t >= 1.0) return o.final_lr();
     if (t < peak) return o.start_lr() + (o.max_lr() - o.start_lr()) * t / peak;
