@@ -408,8 +408,8 @@ void worker_eval_stop(const dist::ProcessGroupPtr& pg, int rank) {
 void worker_eval_settings(const dist::ProcessGroupPtr& pg, int rank) {
   torch::set_num_threads(1);
   auto net = make_net(21);
-  const auto points = eval_points();  // not a structured binding: the lambdas below capture x and y
-  const torch::Tensor x = points.first, y = points.second;
+  const auto data = eval_points();  // not a structured binding: the lambdas below capture x and y
+  const torch::Tensor x = data.first, y = data.second;
   auto refusal = [](const std::function<void()>& run) {
     try {
       run();
