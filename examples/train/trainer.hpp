@@ -423,15 +423,11 @@ class Trainer {
     // (which does not repeat this evaluation) sees the same random numbers as an uninterrupted one.
     // torch::manual_seed reseeds the CUDA generators too: on a GPU the device's stream is kept as well (else
     // every epoch after the first would draw its random starts from the same CUDA state).
-    const auto rng = iat::train::cpu_rng_state();
-    torch::Tensor rng_device;
-    if (device_.is_cuda()) rng_device = iat::train::rng_state(device_);
+    iat::train::KeepRandomStream keep(device_);
     torch::manual_seed(cfg_.seed + 977);
     Eval e;
     std::tie(e.natural, e.robust) = evaluate_model(model_);
     if (ema_) std::tie(e.ema_natural, e.ema_robust) = evaluate_model(ema_model_);
-    iat::train::set_cpu_rng_state(rng);
-    if (device_.is_cuda()) iat::train::set_rng_state(device_, rng_device);
     return e;
   }
 

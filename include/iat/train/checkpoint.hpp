@@ -96,31 +96,17 @@ inline torch::serialize::InputArchive load_checkpoint(const std::string& path, c
   return detail::load_checkpoint(path, nullptr, options);
 }
 
-/// The state of LibTorch's default CPU generator (a uint8 tensor), to store in a checkpoint.
-inline torch::Tensor cpu_rng_state() { return at::detail::getDefaultCPUGenerator().get_state(); }
-
-/// Restores a state returned by cpu_rng_state().
-inline void set_cpu_rng_state(const torch::Tensor& state) {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(state);
-}
-
 /// The state of the default generator of `device` (the CPU, or a CUDA device: "cuda" is the current one),
 /// a uint8 tensor on the CPU. torch::manual_seed reseeds the CPU generator and every CUDA one, so code that
 /// reseeds within a run (an evaluation with a seed of its own) keeps the run's random stream by saving and
-/// restoring the generators of every device it draws on, and a checkpoint stores them all.
+/// restoring the generators of every device it draws on (KeepRandomStream), and a checkpoint stores them all.
 ///
 /// **Example**
 /// \code
-/// const auto cpu = iat::train::rng_state(torch::kCPU), gpu = iat::train::rng_state(torch::Device("cuda:0"));
-/// torch::manual_seed(977);                      // an evaluation's own random starts
-/// evaluate(model);
-/// iat::train::set_rng_state(torch::kCPU, cpu);
-/// iat::train::set_rng_state(torch::Device("cuda:0"), gpu);
+/// archive.write("rng_cpu", iat::train::rng_state(torch::kCPU));
+/// archive.write("rng_cuda", iat::train::rng_state(torch::Device("cuda:0")));
 /// \endcode
 inline torch::Tensor rng_state(const torch::Device& device) {
-  if (device.is_cpu()) return cpu_rng_state();
   auto gen = at::globalContext().defaultGenerator(device);
   std::lock_guard<std::mutex> lock(gen.mutex());
   return gen.get_state();
@@ -128,11 +114,44 @@ inline torch::Tensor rng_state(const torch::Device& device) {
 
 /// Restores a state returned by rng_state(device).
 inline void set_rng_state(const torch::Device& device, const torch::Tensor& state) {
-  if (device.is_cpu()) return set_cpu_rng_state(state);
   auto gen = at::globalContext().defaultGenerator(device);
   std::lock_guard<std::mutex> lock(gen.mutex());
   gen.set_state(state.cpu());
 }
+
+/// The state of LibTorch's default CPU generator (a uint8 tensor), to store in a checkpoint.
+inline torch::Tensor cpu_rng_state() { return rng_state(torch::kCPU); }
+
+/// Restores a state returned by cpu_rng_state().
+inline void set_cpu_rng_state(const torch::Tensor& state) { set_rng_state(torch::kCPU, state); }
+
+/// For its scope, whatever it draws or reseeds: on exit the CPU generator and, for a CUDA `device`, that
+/// device's generator are back in the states they had on entry, so the run's random stream goes on as if the
+/// scope had drawn nothing.
+///
+/// **Example**
+/// \code
+/// {
+///   iat::train::KeepRandomStream keep(device);
+///   torch::manual_seed(977);                      // an evaluation's own random starts
+///   evaluate(model);
+/// }                                               // the training's stream, as before
+/// \endcode
+class KeepRandomStream {
+ public:
+  explicit KeepRandomStream(const torch::Device& device)
+      : device_(device), cpu_(rng_state(torch::kCPU)), device_state_(device.is_cpu() ? torch::Tensor() : rng_state(device)) {}
+  ~KeepRandomStream() {
+    set_rng_state(torch::kCPU, cpu_);
+    if (device_state_.defined()) set_rng_state(device_, device_state_);
+  }
+  KeepRandomStream(const KeepRandomStream&) = delete;
+  KeepRandomStream& operator=(const KeepRandomStream&) = delete;
+
+ private:
+  torch::Device device_;
+  torch::Tensor cpu_, device_state_;
+};
 
 }  // namespace train
 }  // namespace iat

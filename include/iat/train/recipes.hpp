@@ -539,8 +539,7 @@ IAT_INLINE StepLoss one_off_loss(const ModelRef& model, const torch::Tensor& x, 
       // are those of a run without late rows, on every rank as in one process.
       auto make = [&](const torch::Tensor& rows) {
         const torch::Device device = x.device();
-        const auto cpu_state = rng_state(torch::kCPU);
-        const auto device_state = device.is_cpu() ? torch::Tensor() : rng_state(device);
+        KeepRandomStream keep(device);
         const auto base = static_cast<uint64_t>(
             torch::randint(std::numeric_limits<int64_t>::max(), {1}, torch::kLong).item<int64_t>());
         const auto examples = index.index_select(0, rows.to(index.device())).to(torch::kCPU, torch::kLong);
@@ -548,18 +547,12 @@ IAT_INLINE StepLoss one_off_loss(const ModelRef& model, const torch::Tensor& x, 
         for (int64_t k = 0; k < examples.size(0); ++k) {
           seeds.push_back(base ^ (static_cast<uint64_t>(examples[k].item<int64_t>()) * 0x9e3779b97f4a7c15ULL));
         }
-        torch::Tensor probs;
-        {
-          iat::detail::RowSeededDraws per_row(std::move(seeds));
-          ModeGuard eval(model, /*training=*/false);
-          auto r = rows.to(device);
-          auto x_inv = inverse.perturb(model, x.index_select(0, r), y.index_select(0, r), x_adv.index_select(0, r));
-          torch::NoGradGuard no_grad;
-          probs = torch::softmax(model(x_inv), 1);
-        }
-        set_rng_state(torch::kCPU, cpu_state);
-        if (!device.is_cpu()) set_rng_state(device, device_state);
-        return probs;
+        iat::detail::RowSeededDraws per_row(std::move(seeds));
+        ModeGuard eval(model, /*training=*/false);
+        auto r = rows.to(device);
+        auto x_inv = inverse.perturb(model, x.index_select(0, r), y.index_select(0, r), x_adv.index_select(0, r));
+        torch::NoGradGuard no_grad;
+        return torch::softmax(model(x_inv), 1);
       };
       auto stored = cache->read_or_store(index, make).to(adv_logits.device());
       return detail::finish(ce, detail::align_probs_checked_model(align, stored, adv_logits), adv_logits, stored,
